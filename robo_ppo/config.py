@@ -1,0 +1,179 @@
+"""Typed configuration schema, registered in Hydra's ConfigStore.
+
+The YAML files in ``conf/`` are merged on top of these dataclasses, so a key
+that does not exist or a value of the wrong type fails at composition time with
+a message that names the full key (e.g. ``algo.clip_coef``).
+
+Where each knob lives:
+
+* ``env``      which task (``conf/env/<task>.yaml``; those files also carry
+               the per-task PPO preset, which is why they are ``_global_``)
+* ``algo``     PPO: rollout size, losses, schedules, network, normalization
+* ``backend``  which simulator engine steps the task (``conf/backend/``)
+* top level    run-level settings: seed, budget, device, logging, resume
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class Loss(str, Enum):
+    """Policy loss: ``clip`` = PPO2 clipped surrogate (Schulman et al. 2017, eq. 7);
+    ``kl`` = PPO1 adaptive KL penalty (same paper, eq. 8 and section 4)."""
+
+    clip = "clip"
+    kl = "kl"
+
+
+class LRSchedule(str, Enum):
+    """``constant``; ``linear`` anneal to 0 over the run; ``adaptive`` scales
+    the rate by 1.5 to hold the minibatch KL near ``desired_kl``."""
+
+    constant = "constant"
+    linear = "linear"
+    adaptive = "adaptive"
+
+
+@dataclass
+class EnvConfig:
+    name: str = MISSING
+    """Short task name, e.g. ``halfcheetah`` (the file name in conf/env/)."""
+    id: str = MISSING
+    """Gymnasium id, e.g. ``HalfCheetah-v5``."""
+    envpool_id: Optional[str] = None
+    """EnvPool task id, when EnvPool provides the task (e.g. ``HalfCheetah-v4``)."""
+    brax_id: Optional[str] = None
+    """Brax ``brax.envs`` name, when Brax provides the task (e.g. ``halfcheetah``)."""
+    max_episode_steps: Optional[int] = None
+    """Time limit in env steps; ``null`` keeps the task's registered limit."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for ``gymnasium.make``."""
+
+
+@dataclass
+class BackendConfig:
+    name: str = "gymnasium"
+    """Simulator engine: ``gymnasium`` (CPU), ``envpool`` (CPU, C++ threads) or ``brax`` (JAX)."""
+    num_threads: int = 0
+    """EnvPool worker threads; 0 = one per core."""
+    pipeline: str = "mjx"
+    """Brax physics pipeline: mjx, generalized, positional or spring."""
+
+
+@dataclass
+class PPOConfig:
+    # rollout
+    num_envs: int = 1
+    """Parallel environments stepped per rollout step."""
+    num_steps: int = 2048
+    """Steps per environment per rollout; batch size = num_envs * num_steps."""
+    # optimisation
+    num_minibatches: int = 32
+    """Minibatches the batch is split into per epoch."""
+    update_epochs: int = 10
+    """Passes over the batch per iteration (K in the PPO paper)."""
+    learning_rate: float = 3e-4
+    """Adam step size."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (Baselines' PPO2 value)."""
+    lr_schedule: LRSchedule = LRSchedule.linear
+    """constant | linear (to 0 over total_timesteps) | adaptive (KL-driven)."""
+    desired_kl: float = 0.01
+    """Adaptive schedule: lr /= 1.5 when minibatch KL > 2x this, *= 1.5 when < half."""
+    lr_min: float = 1e-5
+    """Adaptive schedule: lower bound of the learning rate."""
+    lr_max: float = 1e-2
+    """Adaptive schedule: upper bound of the learning rate."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    target_kl: Optional[float] = None
+    """Stop the epoch loop once a minibatch's approx KL exceeds this (null = never)."""
+    # returns and advantages
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda (Schulman et al. 2016)."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    # losses
+    loss: Loss = Loss.clip
+    """clip (PPO2) or kl (PPO1 adaptive KL penalty)."""
+    clip_coef: float = 0.2
+    """Surrogate clip epsilon."""
+    kl_target: float = 0.01
+    """PPO1: d_targ; beta doubles when KL > 1.5 d_targ and halves when KL < d_targ / 1.5."""
+    kl_coef_init: float = 1.0
+    """PPO1: initial beta."""
+    clip_vloss: bool = True
+    """Clip the value update around the rollout's value estimate."""
+    vf_clip_coef: float = 0.2
+    """Value clip range (in the units of the, possibly scaled, returns)."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    # normalisation
+    normalize_obs: bool = True
+    """Running mean/std observation normalisation inside the policy."""
+    obs_clip: float = 5.0
+    """Clip of normalised observations (Baselines: 5)."""
+    normalize_reward: bool = True
+    """Divide rewards by the running std of the discounted return."""
+    reward_clip: float = 10.0
+    """Clip of scaled rewards."""
+    # network
+    actor_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the actor MLP."""
+    critic_hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the critic MLP."""
+    activation: str = "tanh"
+    """Hidden activation: tanh, relu, elu or silu."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy."""
+    ortho_init: bool = True
+    """Orthogonal init (gain sqrt(2) hidden, 0.01 policy head, 1 value head)."""
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: PPOConfig = field(default_factory=PPOConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    seed: int = 1
+    """Seeds torch, the environments and evaluation."""
+    total_timesteps: int = 1_000_000
+    """Environment steps (summed over envs) to train for."""
+    device: str = "auto"
+    """auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    torch_threads: int = 1
+    """torch intra-op threads; 1 is fastest for small MLPs on few cores. 0 = torch default."""
+    resume: Optional[str] = None
+    """Run directory (or checkpoint file) to continue from."""
+    eval_interval: int = 10
+    """Evaluate every this many iterations (0 = only at the end)."""
+    eval_episodes: int = 10
+    """Deterministic episodes per evaluation (one separate env each)."""
+    checkpoint_interval: int = 50
+    """Checkpoint every this many iterations (always at the end and on SIGINT/SIGTERM)."""
+    keep_checkpoints: int = 3
+    """Most recent checkpoints kept on disk."""
+    progress: bool = True
+    """Show a live progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard event files under tb/."""
+    export_onnx: bool = True
+    """Write and verify policy.onnx at the end of training."""
+    debug: bool = False
+    """Show full tracebacks for user errors."""
+
+
+def register_configs() -> None:
+    """Register the schema as ``train_schema`` (used by conf/train.yaml)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)

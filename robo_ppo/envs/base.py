@@ -1,0 +1,68 @@
+"""The VecEnv protocol: the one seam between simulator engines and the learner.
+
+Every engine (gymnasium MuJoCo, EnvPool, Brax) is wrapped into this batched
+interface so the training loop never knows which engine it drives.
+
+Contract (``N = num_envs``):
+
+* ``reset(seed) -> obs``: ``obs`` float32 ``[N, obs_dim]`` on ``device``.
+* ``step(actions) -> obs, rewards, terminated, truncated, info``:
+  ``actions`` float32 ``[N, act_dim]`` (unclipped policy samples: the adapter
+  clips them to the action bounds) or int64 ``[N]`` for Discrete spaces;
+  ``rewards`` float32 ``[N]``; ``terminated``, ``truncated`` bool ``[N]``.
+  Auto-reset: a finished env's row of ``obs`` is already the first obs of its
+  next episode; ``info["final_obs"]`` float32 ``[N, obs_dim]`` holds the last
+  obs of the finished episode in those rows (other rows equal ``obs``), so
+  truncated episodes can be bootstrapped. ``info["episode_return"]`` and
+  ``info["episode_length"]`` (float32 ``[K]``) list the K episodes that ended
+  this step.
+* ``observation_space``, ``action_space``: single-env gymnasium spaces.
+* ``get_state() / set_state(state)``: a snapshot of every env's simulator
+  state (tensors and plain Python values only) for exact resume; engines that
+  cannot snapshot raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Optional
+
+import gymnasium as gym
+import torch
+
+
+class VecEnv(ABC):
+    num_envs: int
+    observation_space: gym.Space
+    action_space: gym.Space
+    device: torch.device
+    env_id: str
+    """Task id in the engine's own naming (e.g. ``HalfCheetah-v5``)."""
+    engine: str
+    """Engine name (``gymnasium``, ``envpool``, ``brax``)."""
+    control_dt: float
+    """Seconds of simulated time per env step (MuJoCo timestep x frame skip)."""
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observation_space.shape[0])
+
+    @abstractmethod
+    def reset(self, seed: Optional[int] = None) -> torch.Tensor: ...
+
+    @abstractmethod
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                   torch.Tensor, dict[str, Any]]: ...
+
+    def get_state(self) -> dict[str, Any]:
+        raise NotImplementedError(f"the {self.engine} engine cannot snapshot its simulator state")
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError(f"the {self.engine} engine cannot restore a simulator state")
+
+    def close(self) -> None:  # pragma: no cover - trivial default
+        pass
+
+    def metadata(self) -> dict[str, Any]:
+        """Task facts a robot-side program needs (names where the task defines them)."""
+        return {"env_id": self.env_id, "engine": self.engine, "control_dt": self.control_dt}

@@ -1,0 +1,210 @@
+"""CPU engine: gymnasium MuJoCo (and classic-control) tasks in one process.
+
+Wraps ``gymnasium.vector.SyncVectorEnv`` in same-step auto-reset mode, so the
+final observation of a finished episode arrives in the same step's info. On
+2 cores the synchronous vector env is faster than the asynchronous one (see
+docs/architecture.md), so it is the only mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from robo_ppo.envs.base import VecEnv
+from robo_ppo.errors import ConfigError
+
+_MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+def _time_limit(env: gym.Env):
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+class GymnasiumVecEnv(VecEnv):
+    """``num_envs`` copies of a gymnasium task stepped in this process.
+
+    Args:
+        env_id: gymnasium id (``HalfCheetah-v5``, ``CartPole-v1``, ...).
+        num_envs: batch size N.
+        device: where the returned tensors live.
+        max_episode_steps: time limit override (None keeps the registered one).
+        make_kwargs: extra ``gymnasium.make`` keyword arguments.
+        render_mode: e.g. ``rgb_array`` for video (replay).
+
+    Raises:
+        ConfigError: the id is not a registered gymnasium task, or its spaces
+            are not a flat Box observation with a 1-D Box or Discrete action.
+    """
+
+    engine = "gymnasium"
+
+    def __init__(self, env_id: str, num_envs: int, device: torch.device | str = "cpu",
+                 max_episode_steps: Optional[int] = None,
+                 make_kwargs: Optional[dict[str, Any]] = None,
+                 render_mode: Optional[str] = None):
+        if env_id not in gym.registry:
+            raise ConfigError(
+                f"gymnasium has no task {env_id!r}; set env.id to a registered id such as "
+                "HalfCheetah-v5 (list: python -c 'import gymnasium; print(list(gymnasium.registry))')"
+            )
+        kwargs = dict(make_kwargs or {})
+        if max_episode_steps is not None:
+            kwargs["max_episode_steps"] = int(max_episode_steps)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+
+        def make():
+            return gym.make(env_id, disable_env_checker=True, **kwargs)
+
+        self.vec = SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+        self.num_envs = int(num_envs)
+        self.env_id = env_id
+        self.device = torch.device(device)
+        self.observation_space = self.vec.single_observation_space
+        self.action_space = self.vec.single_action_space
+        if not (isinstance(self.observation_space, gym.spaces.Box) and len(self.observation_space.shape) == 1):
+            raise ConfigError(f"{env_id}: observation space {self.observation_space} is not a flat Box")
+        self.is_discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if not self.is_discrete:
+            self._low = self.action_space.low.astype(np.float64)
+            self._high = self.action_space.high.astype(np.float64)
+        first = self.vec.envs[0].unwrapped
+        self.control_dt = float(getattr(first, "dt", getattr(first, "tau", 0.0)))
+        self._ep_return = np.zeros(num_envs, dtype=np.float64)
+        self._ep_length = np.zeros(num_envs, dtype=np.int64)
+
+    # ------------------------------------------------------------------ api
+    def _to_torch(self, x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device=self.device, dtype=dtype)
+
+    def reset(self, seed: Optional[int] = None) -> torch.Tensor:
+        obs, _ = self.vec.reset(seed=seed)
+        self._ep_return[:] = 0.0
+        self._ep_length[:] = 0
+        return self._to_torch(obs)
+
+    def step(self, actions: torch.Tensor):
+        acts = actions.detach().cpu().numpy()
+        if self.is_discrete:
+            acts = acts.astype(np.int64).reshape(self.num_envs)
+        else:
+            acts = np.clip(acts.astype(np.float64), self._low, self._high)
+        obs, rewards, terminated, truncated, infos = self.vec.step(acts)
+        self._ep_return += rewards
+        self._ep_length += 1
+        done = terminated | truncated
+        final_obs = obs
+        ep_ret = ep_len = np.zeros(0, dtype=np.float32)
+        if done.any():
+            final_obs = obs.copy()
+            idx = np.flatnonzero(done)
+            final_obs[idx] = np.stack([infos["final_obs"][i] for i in idx])
+            ep_ret = self._ep_return[idx].astype(np.float32)
+            ep_len = self._ep_length[idx].astype(np.float32)
+            self._ep_return[idx] = 0.0
+            self._ep_length[idx] = 0
+        info = {
+            "final_obs": self._to_torch(final_obs),
+            "episode_return": torch.from_numpy(ep_ret),
+            "episode_length": torch.from_numpy(ep_len),
+        }
+        return (self._to_torch(obs), self._to_torch(rewards), self._to_torch(terminated, torch.bool),
+                self._to_torch(truncated, torch.bool), info)
+
+    def render(self, index: int = 0) -> np.ndarray:
+        """RGB frame ``[H, W, 3]`` uint8 of env ``index`` (needs ``render_mode='rgb_array'``)."""
+        return self.vec.envs[index].render()
+
+    def close(self) -> None:
+        self.vec.close()
+
+    def metadata(self) -> dict[str, Any]:
+        meta = super().metadata()
+        names = observation_action_names(self.vec.envs[0].unwrapped)
+        meta.update(names)
+        return meta
+
+    # ------------------------------------------------------------ snapshots
+    def get_state(self) -> dict[str, Any]:
+        """Per env: MuJoCo integration state (``mj_getState``), time-limit
+        counter, RNG state, and the episode accumulators."""
+        envs = []
+        for env in self.vec.envs:
+            u = env.unwrapped
+            s: dict[str, Any] = {"np_random": u.np_random.bit_generator.state}
+            if hasattr(u, "model") and hasattr(u, "data"):
+                buf = np.empty(mujoco.mj_stateSize(u.model, _MJ_STATE), dtype=np.float64)
+                mujoco.mj_getState(u.model, u.data, buf, _MJ_STATE)
+                s["mj_state"] = torch.from_numpy(buf)
+            elif hasattr(u, "state"):
+                s["state"] = torch.as_tensor(np.asarray(u.state, dtype=np.float64))
+                s["steps_beyond_terminated"] = getattr(u, "steps_beyond_terminated", None)
+            else:
+                raise NotImplementedError(f"cannot snapshot {self.env_id}")
+            tl = _time_limit(env)
+            s["elapsed_steps"] = None if tl is None else int(tl._elapsed_steps)
+            envs.append(s)
+        return {"envs": envs, "ep_return": torch.from_numpy(self._ep_return.copy()),
+                "ep_length": torch.from_numpy(self._ep_length.copy())}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if len(state["envs"]) != self.num_envs:
+            raise ValueError(f"snapshot holds {len(state['envs'])} envs, this VecEnv has {self.num_envs}")
+        for env, s in zip(self.vec.envs, state["envs"]):
+            u = env.unwrapped
+            u.np_random.bit_generator.state = s["np_random"]
+            if "mj_state" in s:
+                mujoco.mj_setState(u.model, u.data, s["mj_state"].numpy(), _MJ_STATE)
+                mujoco.mj_forward(u.model, u.data)
+            else:
+                u.state = s["state"].numpy().copy()
+                u.steps_beyond_terminated = s["steps_beyond_terminated"]
+            tl = _time_limit(env)
+            if tl is not None and s["elapsed_steps"] is not None:
+                tl._elapsed_steps = s["elapsed_steps"]
+        self._ep_return[:] = state["ep_return"].numpy()
+        self._ep_length[:] = state["ep_length"].numpy()
+
+
+def observation_action_names(env) -> dict[str, list[str]]:
+    """Joint/actuator names of a MuJoCo task, where the model defines them.
+
+    ``action_names`` are the actuator names in control order. Observation
+    layouts differ per task, so ``observation_names`` is given only for the
+    common qpos/qvel layout of gymnasium's locomotion tasks
+    (``qpos[k:]`` then ``qvel``, with ``k`` root coordinates excluded).
+    """
+    model = getattr(env, "model", None)
+    if model is None:
+        return {}
+    act_names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"act{i}"
+                 for i in range(model.nu)]
+    names: dict[str, list[str]] = {"action_names": act_names}
+    obs_dim = env.observation_space.shape[0]
+    qpos_names, qvel_names = [], []
+    for j in range(model.njnt):
+        jname = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j) or f"joint{j}"
+        jtype = model.jnt_type[j]
+        if jtype == mujoco.mjtJoint.mjJNT_FREE:
+            qpos_names += [f"{jname}:{c}" for c in ("x", "y", "z", "qw", "qx", "qy", "qz")]
+            qvel_names += [f"{jname}:{c}" for c in ("vx", "vy", "vz", "wx", "wy", "wz")]
+        elif jtype == mujoco.mjtJoint.mjJNT_BALL:
+            qpos_names += [f"{jname}:{c}" for c in ("qw", "qx", "qy", "qz")]
+            qvel_names += [f"{jname}:{c}" for c in ("wx", "wy", "wz")]
+        else:
+            qpos_names.append(f"{jname}:pos")
+            qvel_names.append(f"{jname}:vel")
+    skip = len(qpos_names) + len(qvel_names) - obs_dim
+    if 0 <= skip <= 2:
+        names["observation_names"] = (qpos_names[skip:] + qvel_names)
+    return names

@@ -1,0 +1,100 @@
+"""Checkpoint files: atomic writes, safe loads, finding the latest one."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robo_ppo.errors import CheckpointError
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+REQUIRED_KEYS = ("format_version", "config", "model", "ppo", "iteration", "global_step", "spaces")
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"ckpt_{global_step:010d}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 3) -> Path:
+    """Write ``state`` to ``directory/ckpt_<global_step>.pt`` atomically.
+
+    The data goes to a temporary file in the same directory, is flushed and
+    fsync'ed, then renamed over the final name (``os.replace`` is atomic on
+    POSIX), so a crash or a signal never leaves a half-written checkpoint.
+    Older checkpoints beyond the ``keep`` most recent are deleted afterwards.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / checkpoint_name(int(state["global_step"]))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if keep > 0:
+        for old in list_checkpoints(directory)[:-keep]:
+            old.unlink(missing_ok=True)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoints in ``directory`` ordered by global step (oldest first)."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the latest checkpoint of a run directory.
+
+    Raises:
+        CheckpointError: the path does not exist or the run holds no checkpoint.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(f"{p} does not exist; pass a run directory or a checkpoint file (.pt)")
+    if p.is_file():
+        return p
+    for candidate in (p / "checkpoints", p):
+        ckpts = list_checkpoints(candidate)
+        if ckpts:
+            return ckpts[-1]
+    raise CheckpointError(
+        f"{p} holds no checkpoint (looked for checkpoints/ckpt_*.pt); pass a run directory "
+        "of a run that has written one, or a checkpoint file")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary
+    code runs) and check it is a robo_ppo checkpoint.
+
+    Raises:
+        CheckpointError: missing, unreadable, corrupt or foreign file.
+    """
+    p = resolve_checkpoint(path)
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt files
+        raise CheckpointError(
+            f"cannot read checkpoint {p} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "the file is corrupt or not a torch checkpoint: resume from an earlier checkpoint "
+            "file or another run") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        raise CheckpointError(f"{p} is not a robo_ppo checkpoint (missing keys); pass a file "
+                              "written by robo-ppo-train")
+    if state["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{p} has checkpoint format {state['format_version']}, this robo_ppo "
+                              f"reads format {FORMAT_VERSION}")
+    state["path"] = str(p)
+    return state

@@ -1,0 +1,341 @@
+"""The training loop: rollout -> GAE -> PPO update -> log / evaluate / checkpoint.
+
+Read top to bottom: ``Trainer.__init__`` builds everything from the resolved
+config, ``Trainer.train`` runs the iterations, ``_collect_rollout`` is the
+env-stepping hot loop, ``state_dict`` is what a checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import robo_ppo
+from robo_ppo.algo.losses import explained_variance
+from robo_ppo.algo.ppo import PPO
+from robo_ppo.envs import make_vec_env
+from robo_ppo.errors import ConfigError, NonFiniteError
+from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
+from robo_ppo.modules.normalizer import RewardScaler
+from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint
+from robo_ppo.runner.evaluate import run_episodes
+from robo_ppo.runner.logger import RunLogger, plot_learning_curve
+from robo_ppo.runner.storage import RolloutBuffer
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
+    return dev
+
+
+def space_to_dict(space: gym.Space) -> dict[str, Any]:
+    """A gymnasium Box/Discrete as plain tensors (checkpoint-safe)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    return {"type": "box", "low": torch.as_tensor(space.low, dtype=torch.float32),
+            "high": torch.as_tensor(space.high, dtype=torch.float32)}
+
+
+def space_from_dict(d: dict[str, Any]) -> gym.Space:
+    if d["type"] == "discrete":
+        return gym.spaces.Discrete(d["n"])
+    return gym.spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.float32)
+
+
+def policy_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu") -> ActorCritic:
+    """Rebuild the actor-critic (normalizer included) from a loaded checkpoint."""
+    cfg = OmegaConf.create(state["config"])
+    spaces = state["spaces"]
+    obs_space = space_from_dict(spaces["observation"])
+    policy = build_actor_critic(cfg.algo, obs_space.shape[0], space_from_dict(spaces["action"]))
+    policy.load_state_dict(state["model"])
+    return policy.to(device).eval()
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks the schema's types cannot express. Raises ConfigError."""
+    a = cfg.algo
+    checks = [
+        (cfg.total_timesteps > 0, "total_timesteps must be > 0"),
+        (a.num_steps > 0, "algo.num_steps must be > 0"),
+        (a.num_minibatches > 0, "algo.num_minibatches must be > 0"),
+        (a.num_envs * a.num_steps >= a.num_minibatches,
+         "algo.num_envs * algo.num_steps must be >= algo.num_minibatches"),
+        (a.update_epochs > 0, "algo.update_epochs must be > 0"),
+        (0.0 < a.gamma <= 1.0, "algo.gamma must be in (0, 1]"),
+        (0.0 <= a.gae_lambda <= 1.0, "algo.gae_lambda must be in [0, 1]"),
+        (a.learning_rate > 0, "algo.learning_rate must be > 0"),
+        (a.clip_coef > 0, "algo.clip_coef must be > 0"),
+        (a.obs_clip > 0, "algo.obs_clip must be > 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+class Trainer:
+    """One PPO training run.
+
+    Args:
+        cfg: the resolved ``TrainConfig`` (``robo_ppo.config``).
+        run_dir: where checkpoints, tb/, metrics.csv and the plot go.
+        resume_state: a loaded checkpoint to continue from (``None`` = fresh).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, resume_state: Optional[dict] = None):
+        validate_config(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        self.device = select_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        a = cfg.algo
+        self.envs = make_vec_env(cfg.env, cfg.backend, a.num_envs, device=self.device, seed=cfg.seed)
+        self.eval_envs = None
+        self.batch_size = a.num_envs * a.num_steps
+        self.num_iterations = max(1, cfg.total_timesteps // self.batch_size)
+        self.discrete = isinstance(self.envs.action_space, gym.spaces.Discrete)
+        self.policy = build_actor_critic(a, self.envs.obs_dim, self.envs.action_space).to(self.device)
+        self.ppo = PPO(self.policy, a, self.num_iterations)
+        self.reward_scaler = (RewardScaler(a.num_envs, a.gamma, a.reward_clip).to(self.device)
+                              if a.normalize_reward else None)
+        act_dim = self.policy.act_dim
+        self.buffer = RolloutBuffer(a.num_steps, a.num_envs, self.envs.obs_dim,
+                                    act_dim, self.discrete, self.device)
+        self.iteration = 0
+        self.global_step = 0
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        self.last_eval: Optional[dict[str, float]] = None
+        self._stop_requested = False
+        self.next_obs = self.envs.reset(seed=cfg.seed)
+        if resume_state is not None:
+            self._load_state(resume_state)
+        else:
+            self.policy.update_normalizer(self.next_obs)
+
+    # ----------------------------------------------------------- the loop
+    def request_stop(self) -> None:
+        """Finish the current iteration, checkpoint, and return from ``train``."""
+        self._stop_requested = True
+
+    def train(self, on_iteration: Optional[Callable[["Trainer"], None]] = None) -> dict[str, Any]:
+        """Run until ``total_timesteps`` or a stop request. Returns a summary dict.
+
+        Raises:
+            NonFiniteError: NaN/inf in observations, rewards, losses or
+                parameters; the last good checkpoint on disk is left intact.
+        """
+        cfg = self.cfg
+        logger = RunLogger(self.run_dir, tensorboard=cfg.tensorboard, progress=cfg.progress,
+                           total_steps=self.num_iterations * self.batch_size, initial_step=self.global_step)
+        previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        self._install_signal_handlers()
+        start_time = time.perf_counter()
+        start_step = self.global_step
+        try:
+            while self.iteration < self.num_iterations and not self._stop_requested:
+                self.iteration += 1
+                self.ppo.begin_iteration(self.iteration)
+                t0 = time.perf_counter()
+                episodes = self._collect_rollout()
+                t_rollout = time.perf_counter() - t0
+                stats = self._update()
+                self._check_parameters()
+                row = self._row(stats, episodes, start_time, start_step, t_rollout)
+                last = self.iteration == self.num_iterations
+                if (cfg.eval_interval > 0 and self.iteration % cfg.eval_interval == 0) or last:
+                    self.last_eval = self.evaluate()
+                    row["eval_return"] = self.last_eval["mean"]
+                    row["eval_return_std"] = self.last_eval["std"]
+                logger.log(row)
+                if on_iteration is not None:
+                    on_iteration(self)
+                if (self.iteration % cfg.checkpoint_interval == 0 or last or self._stop_requested):
+                    self.save()
+        finally:
+            logger.close()
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+        elapsed = time.perf_counter() - start_time
+        finished = self.iteration >= self.num_iterations
+        if finished:
+            plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png",
+                                title=f"{cfg.env.id} PPO")
+        return {"iterations": self.iteration, "global_step": self.global_step, "finished": finished,
+                "wall_time_s": elapsed,
+                "SPS": (self.global_step - start_step) / max(elapsed, 1e-9),
+                "eval": self.last_eval,
+                "checkpoint": str(list_checkpoints(self.ckpt_dir)[-1]) if list_checkpoints(self.ckpt_dir) else None}
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            self.request_stop()
+            # a second signal falls back to the default behaviour (hard stop)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    # ------------------------------------------------------------ rollout
+    @torch.no_grad()
+    def _collect_rollout(self) -> list[float]:
+        """Step all envs ``num_steps`` times, filling the buffer in place.
+        Returns the raw returns of episodes that ended during the rollout."""
+        buf, policy, envs = self.buffer, self.policy, self.envs
+        on_cpu = self.device.type == "cpu"
+        ep_returns: list[torch.Tensor] = []
+        for t in range(buf.num_steps):
+            norm_obs = policy.normalize(self.next_obs)
+            out = policy.act(norm_obs)
+            obs, rewards, terminated, truncated, info = envs.step(out.actions)
+            buf.obs[t] = norm_obs
+            buf.actions[t] = out.actions
+            buf.log_probs[t] = out.log_probs
+            buf.values[t] = out.values
+            buf.dist_params[t] = out.dist_params
+            buf.terminated[t] = terminated
+            buf.truncated[t] = truncated
+            done = terminated | truncated
+            if self.reward_scaler is not None:
+                rewards = self.reward_scaler(rewards, done)
+            buf.rewards[t] = rewards
+            # V(final_obs) bootstraps truncated episodes; on CPU skip when no episode ended
+            if not on_cpu or bool(truncated.any()):
+                buf.next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
+            policy.update_normalizer(obs)
+            self.next_obs = obs
+            if len(info["episode_return"]):
+                ep_returns.append(info["episode_return"])
+        self.global_step += self.batch_size
+        if not bool(torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()):
+            raise NonFiniteError(
+                f"the environment returned a non-finite observation or reward in iteration "
+                f"{self.iteration}; the run stopped without checkpointing it (the last good "
+                f"checkpoint in {self.ckpt_dir} is intact): check the task's model/reward")
+        returns = torch.cat(ep_returns).tolist() if ep_returns else []
+        self.recent_returns.extend(returns)
+        return returns
+
+    def _update(self) -> dict[str, float]:
+        a = self.cfg.algo
+        with torch.no_grad():
+            last_values = self.policy.get_value(self.policy.normalize(self.next_obs))
+            advantages, returns = self.buffer.finish(last_values, a.gamma, a.gae_lambda)
+        batch = self.buffer.flatten(advantages, returns)
+        if not self.discrete:
+            batch["old_log_std"] = self.policy.log_std.detach().clone()
+        stats = self.ppo.update(batch)
+        stats["explained_variance"] = explained_variance(batch["values"], batch["returns"])
+        return stats
+
+    def _check_parameters(self) -> None:
+        for name, p in self.policy.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise NonFiniteError(
+                    f"parameter {name} became non-finite in iteration {self.iteration}; the run "
+                    f"stopped (last good checkpoint in {self.ckpt_dir} is intact): lower "
+                    "algo.learning_rate or algo.max_grad_norm")
+
+    def _row(self, stats, episodes, start_time, start_step, t_rollout) -> dict[str, Any]:
+        elapsed = time.perf_counter() - start_time
+        row = dict(stats)
+        row.update({
+            "iteration": self.iteration, "global_step": self.global_step,
+            "wall_time": round(elapsed, 3),
+            "SPS": (self.global_step - start_step) / max(elapsed, 1e-9),
+            "rollout_SPS": self.batch_size / max(t_rollout, 1e-9),
+            "episodic_return": float(np.mean(episodes)) if episodes else "",
+            "recent_return": float(np.mean(self.recent_returns)) if self.recent_returns else None,
+        })
+        return row
+
+    # --------------------------------------------------------- evaluation
+    def evaluate(self, episodes: Optional[int] = None) -> dict[str, float]:
+        """Deterministic returns on separate envs with the normalizer frozen.
+
+        One env per episode, seeded ``seed + 1_000_003`` so evaluation never
+        shares episodes with training. Returns mean, std, min, max of raw returns.
+        """
+        n = episodes or self.cfg.eval_episodes
+        if self.eval_envs is None or self.eval_envs.num_envs != n:
+            if self.eval_envs is not None:
+                self.eval_envs.close()
+            self.eval_envs = make_vec_env(self.cfg.env, self.cfg.backend, n, device=self.device,
+                                          seed=self.cfg.seed + 1_000_003)
+        returns, lengths = run_episodes(self.eval_envs, self.policy, seed=self.cfg.seed + 1_000_003)
+        return {"mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
+                "max": float(returns.max()), "mean_length": float(lengths.mean())}
+
+    # -------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (``torch.load(weights_only=True)``-safe)."""
+        try:
+            env_state = self.envs.get_state()
+        except NotImplementedError:
+            env_state = None
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format_version": FORMAT_VERSION,
+            "robo_ppo_version": robo_ppo.__version__,
+            "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
+            "model": self.policy.state_dict(),
+            "ppo": self.ppo.state_dict(),
+            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
+            "iteration": self.iteration,
+            "global_step": self.global_step,
+            "rng": rng,
+            "env_state": env_state,
+            "next_obs": self.next_obs.cpu(),
+            "recent_returns": list(self.recent_returns),
+            "spaces": {"observation": space_to_dict(self.envs.observation_space),
+                       "action": space_to_dict(self.envs.action_space)},
+            "env_meta": self.envs.metadata(),
+            "last_eval": self.last_eval,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["model"])
+        self.ppo.load_state_dict(state["ppo"])
+        if self.reward_scaler is not None and state["reward_scaler"] is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.iteration = int(state["iteration"])
+        self.global_step = int(state["global_step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.recent_returns.extend(state["recent_returns"])
+        self.last_eval = state["last_eval"]
+        if state["env_state"] is not None:
+            try:
+                self.envs.set_state(state["env_state"])
+                self.next_obs = state["next_obs"].to(self.device)
+            except NotImplementedError:
+                pass  # engines without snapshots continue from freshly reset envs
+
+    def save(self) -> Path:
+        """Write a checkpoint atomically into ``run_dir/checkpoints``."""
+        return save_checkpoint(self.state_dict(), self.ckpt_dir, keep=self.cfg.keep_checkpoints)
+
+    def close(self) -> None:
+        self.envs.close()
+        if self.eval_envs is not None:
+            self.eval_envs.close()
