@@ -22,7 +22,7 @@ onnxruntime >= 1.14 loads it.
 
 Parity check (always): onnxruntime vs the torch policy on ``num_samples``
 observations drawn from the normalizer's distribution N(mean, var) plus
-~1,100 extreme rows (+-6 sigma .. +-1e6 sigma, +-1e6 absolute, single
+906 extreme rows (+-6 sigma .. +-1e6 sigma, +-1e6 absolute, single
 outliers). The export fails with ``ExportError`` (CLI: exit 2, one line) and
 leaves no file behind when the max abs difference exceeds ``tolerance``
 (1e-5). For a Categorical head the figure is measured on the logits that feed
@@ -194,9 +194,7 @@ def policy_to_onnx(policy, include_value: bool = False, opset: int = OPSET):
     # smallest IR version that carries this opset: older onnxruntime builds load the file
     model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     model.producer_name = "robo_ppo"
-    from robo_ppo import __version__
-
-    model.producer_version = __version__
+    model.producer_version = _version()
     return model
 
 
@@ -321,7 +319,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- parity
 def parity_observations(policy, num_samples: int = PARITY_SAMPLES, seed: int = 0) -> np.ndarray:
-    """Test observations ``float32 [num_samples + ~1100, obs_dim]``.
+    """Test observations ``float32 [num_samples + 906, obs_dim]``.
 
     ``num_samples`` rows from N(mean, var) of the policy's normalizer (N(0, 1)
     without one), then extreme rows far outside the clip: every entry at
@@ -444,7 +442,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
         output: ONNX path; ``None`` = ``<run dir>/policy.onnx``.
         include_value: also output the critic's ``value [batch]``.
         num_samples: parity observations drawn from the normalizer's
-            distribution (at least 10,000; ~1,100 extreme rows are added).
+            distribution (at least 10,000; 906 extreme rows are added).
         tolerance: max accepted abs difference onnxruntime vs torch.
         seed: seed of the parity observations.
 
@@ -486,9 +484,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
         if parity["value_max_abs_diff"] is not None:
             detail += f", value diff {parity['value_max_abs_diff']:.3g}"
         raise ExportError(f"ONNX parity check failed on {parity['num_samples']} observations ({detail}, "
-                          f"tolerance {tolerance:g}); nothing written to {out}. Report this with the "
-                          "checkpoint; export with debug=true for details")
+                          f"tolerance {tolerance:g}); nothing written to {out}. The exported graph disagrees "
+                          "with the torch policy: report it with the checkpoint and the torch/onnxruntime "
+                          "versions")
     meta = build_metadata(state, policy, include_value)
+    meta["opset"] = json.dumps(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
     meta["parity_max_abs_diff"] = json.dumps(parity["max_abs_diff"])
     meta["parity_samples"] = json.dumps(parity["num_samples"])
     del model.metadata_props[:]
@@ -509,7 +509,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     return {"path": out, "max_abs_diff": parity["max_abs_diff"],
             "value_max_abs_diff": parity["value_max_abs_diff"],
             "action_mismatches": parity["action_mismatches"], "num_samples": parity["num_samples"],
-            "opset": OPSET, "exporter": decoded["exporter"], "metadata": decoded,
+            "opset": decoded["opset"], "exporter": decoded["exporter"], "metadata": decoded,
             "seconds": time.perf_counter() - t0}
 
 

@@ -16,3 +16,20 @@ def config_dir() -> str:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"robo_ppo config tree not found next to {here}")
+
+
+def run_group(env_name: str, resume: str | None) -> str:
+    """First level of the run directory: the task name, or ``resumed/<run>``
+    for a resumed run (whose task comes from its checkpoint, not this command)."""
+    if resume:
+        p = Path(resume)
+        name = p.parent.parent.name + "_" + p.stem if p.suffix == ".pt" else p.name
+        return f"resumed/{name}"
+    return env_name
+
+
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("run_group"):
+        OmegaConf.register_new_resolver("run_group", run_group)

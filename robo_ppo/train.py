@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robo_ppo.config import TrainConfig, register_configs
 from robo_ppo.errors import ConfigError, report_errors
-from robo_ppo.hydra_utils import config_dir
+from robo_ppo.hydra_utils import config_dir, register_resolvers
 
 log = logging.getLogger("robo_ppo")
 GROUPS = ("env", "algo", "backend")
@@ -60,16 +60,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     trainer = Trainer(cfg, run_dir, resume_state=state)
     try:
         summary = trainer.train()
-        if summary["finished"] and cfg.export_onnx and summary["checkpoint"]:
-            from robo_ppo.export import export_checkpoint
+    finally:
+        trainer.close()
+    export_error = None
+    if summary["finished"] and cfg.export_onnx and summary["checkpoint"]:
+        from robo_ppo.errors import ExportError
+        from robo_ppo.export import export_checkpoint
 
+        try:
             report = export_checkpoint(summary["checkpoint"], run_dir / "policy.onnx")
             summary["onnx"] = str(report["path"])
             summary["onnx_max_abs_diff"] = report["max_abs_diff"]
-    finally:
-        trainer.close()
+        except ExportError as e:  # the run itself finished: record, then report the failure
+            summary["onnx_error"] = str(e)
+            export_error = e
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
+    if export_error is not None:
+        raise export_error
     return summary
 
 
@@ -80,6 +88,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_configs()
+    register_resolvers()
     hydra.main(version_base=None, config_path=config_dir(), config_name="train")(_task)()
 
 

@@ -10,7 +10,7 @@ def test_contract_shapes_dtypes_autoreset_and_final_obs():
     assert obs.shape == (3, 4) and obs.dtype == torch.float32
     big = torch.full((3, 1), 100.0)  # far outside [-3, 3]: the seam must clip
     finals = []
-    for t in range(5):
+    for _ in range(5):
         prev = obs
         obs, rew, term, trunc, info = env.step(big)
         assert rew.shape == (3,) and rew.dtype == torch.float32
@@ -32,7 +32,7 @@ def test_contract_shapes_dtypes_autoreset_and_final_obs():
 def test_truncation_is_not_termination():
     env = GymnasiumVecEnv("HalfCheetah-v5", 2, max_episode_steps=7)
     env.reset(seed=1)
-    for t in range(7):
+    for _ in range(7):
         _, _, term, trunc, info = env.step(torch.zeros(2, 6))
     assert not term.any() and trunc.all()
     assert info["episode_length"].tolist() == [7.0, 7.0]
@@ -50,7 +50,7 @@ def test_snapshot_restores_exact_trajectory():
     env2 = GymnasiumVecEnv("Hopper-v5", 2, max_episode_steps=50)
     env2.reset(seed=99)
     env2.set_state(snap)
-    for a, r in zip(actions[30:], ref):
+    for a, r in zip(actions[30:], ref, strict=True):
         out = env2.step(a)
         assert torch.equal(out[0], r[0]) and torch.equal(out[1], r[1])
         assert torch.equal(out[2], r[2]) and torch.equal(out[3], r[3])

@@ -93,3 +93,20 @@ def test_sigterm_finishes_iteration_checkpoints_and_exits_zero(tmp_path):
     rows = len(metrics.read_text().splitlines()) - 1
     assert state["iteration"] == rows  # the checkpoint holds the last finished iteration
     assert os.path.getsize(ckpts[0]) > 0
+
+
+def test_cli_resume_extends_a_run_with_its_saved_config(tmp_path):
+    base = [sys.executable, "-m", "robo_ppo.train", "progress=false", "tensorboard=false",
+            "export_onnx=false", "eval_interval=0", "eval_episodes=2"]
+    first = subprocess.run([*base, "env=cartpole", "total_timesteps=512", f"hydra.run.dir={tmp_path}/a"],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([*base, f"resume={tmp_path}/a", "total_timesteps=1024",
+                             f"hydra.run.dir={tmp_path}/b"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    state = load_checkpoint(tmp_path / "b")
+    assert state["global_step"] == 1024 and state["config"]["env"]["id"] == "CartPole-v1"
+    assert "id: CartPole-v1" in (tmp_path / "b" / "config.yaml").read_text()
+    refused = subprocess.run([*base, f"resume={tmp_path}/a", "env=hopper", f"hydra.run.dir={tmp_path}/c"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "cannot change env when resuming" in refused.stderr

@@ -60,8 +60,8 @@ class VecEnv(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"the {self.engine} engine cannot restore a simulator state")
 
-    def close(self) -> None:  # pragma: no cover - trivial default
-        pass
+    def close(self) -> None:  # noqa: B027 - engines without resources keep the no-op
+        """Release the engine's resources (no-op by default)."""
 
     def metadata(self) -> dict[str, Any]:
         """Task facts a robot-side program needs (names where the task defines them)."""

@@ -160,7 +160,7 @@ class GymnasiumVecEnv(VecEnv):
     def set_state(self, state: dict[str, Any]) -> None:
         if len(state["envs"]) != self.num_envs:
             raise ValueError(f"snapshot holds {len(state['envs'])} envs, this VecEnv has {self.num_envs}")
-        for env, s in zip(self.vec.envs, state["envs"]):
+        for env, s in zip(self.vec.envs, state["envs"], strict=True):
             u = env.unwrapped
             u.np_random.bit_generator.state = s["np_random"]
             if "mj_state" in s:

@@ -143,16 +143,32 @@ class ActorCritic(nn.Module):
 
     def act(self, norm_obs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PolicyOutput:
         """Sample actions for normalized ``obs [B, obs_dim]`` (no clipping: the
-        env seam clips to the bounds; PPO stores the raw sample)."""
-        params = self.actor(norm_obs)
+        env seam clips to the bounds; PPO stores the raw sample).
+
+        This is the per-step rollout path, so it calls the layers' ``forward``
+        directly (no ``nn.Module.__call__`` overhead; module hooks do not run
+        here) and skips the entropy. Results are bit-identical to
+        ``evaluate``'s arithmetic.
+        """
+        params = norm_obs
+        for layer in self.actor:
+            params = layer.forward(params)
+        value = norm_obs
+        for layer in self.critic:
+            value = layer.forward(value)
+        value = value.squeeze(-1)
         if self.is_discrete:
             probs = torch.softmax(params, dim=-1)
             actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+            log_probs, _ = self._log_prob_entropy(params, actions)
         else:
+            log_std = self.log_std
             noise = torch.randn(params.shape, generator=generator, device=params.device, dtype=params.dtype)
-            actions = params + torch.exp(self.log_std) * noise
-        log_probs, _ = self._log_prob_entropy(params, actions)
-        return PolicyOutput(actions, log_probs, self.get_value(norm_obs), params)
+            actions = params + torch.exp(log_std) * noise
+            # log N(a; mu, sigma) as in _log_prob_entropy; log_std broadcasts instead of expanding
+            z = (actions - params) * torch.exp(-log_std)
+            log_probs = (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
+        return PolicyOutput(actions, log_probs, value, params)
 
     def evaluate(self, norm_obs: torch.Tensor, actions: torch.Tensor):
         """``(log_probs [B], entropy [B], values [B], dist_params)`` of given actions."""

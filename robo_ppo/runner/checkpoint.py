@@ -37,6 +37,9 @@ def save_checkpoint(state: dict[str, Any], directory: Path, keep: int = 3) -> Pa
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private; give the usual permissions
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -198,31 +198,42 @@ class Trainer:
     def _collect_rollout(self) -> list[float]:
         """Step all envs ``num_steps`` times, filling the buffer in place.
         Returns the raw returns of episodes that ended during the rollout."""
-        buf, policy, envs = self.buffer, self.policy, self.envs
+        buf, policy, envs, reward_scaler = self.buffer, self.policy, self.envs, self.reward_scaler
         on_cpu = self.device.type == "cpu"
         ep_returns: list[torch.Tensor] = []
+        # Per-step results are collected in lists and written into the preallocated
+        # [T, N, ...] buffers with one torch.stack(out=...) per field after the loop:
+        # one op per field per rollout instead of one indexed copy per field per step.
+        steps: dict[str, list[torch.Tensor]] = {k: [] for k in (
+            "obs", "actions", "log_probs", "values", "dist_params", "terminated", "truncated", "rewards")}
+        s_obs, s_act, s_logp, s_val, s_dist, s_term, s_trunc, s_rew = steps.values()
+        next_obs = self.next_obs
         for t in range(buf.num_steps):
-            norm_obs = policy.normalize(self.next_obs)
+            norm_obs = policy.normalize(next_obs)
             out = policy.act(norm_obs)
             obs, rewards, terminated, truncated, info = envs.step(out.actions)
-            buf.obs[t] = norm_obs
-            buf.actions[t] = out.actions
-            buf.log_probs[t] = out.log_probs
-            buf.values[t] = out.values
-            buf.dist_params[t] = out.dist_params
-            buf.terminated[t] = terminated
-            buf.truncated[t] = truncated
-            done = terminated | truncated
-            if self.reward_scaler is not None:
-                rewards = self.reward_scaler(rewards, done)
-            buf.rewards[t] = rewards
-            # V(final_obs) bootstraps truncated episodes; on CPU skip when no episode ended
-            if not on_cpu or bool(truncated.any()):
+            s_obs.append(norm_obs)
+            s_act.append(out.actions)
+            s_logp.append(out.log_probs)
+            s_val.append(out.values)
+            s_dist.append(out.dist_params)
+            s_term.append(terminated)
+            s_trunc.append(truncated)
+            if reward_scaler is not None:
+                rewards = reward_scaler(rewards, terminated | truncated)
+            s_rew.append(rewards)
+            # V(final_obs) bootstraps truncated episodes; on CPU skip unless an episode
+            # ended (every truncation ends one, and len() needs no host sync)
+            ended = len(info["episode_return"])
+            if not on_cpu or (ended and bool(truncated.any())):
                 buf.next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
             policy.update_normalizer(obs)
-            self.next_obs = obs
-            if len(info["episode_return"]):
+            next_obs = obs
+            if ended:
                 ep_returns.append(info["episode_return"])
+        self.next_obs = next_obs
+        for name, values in steps.items():
+            torch.stack(values, out=getattr(buf, name))
         self.global_step += self.batch_size
         if not bool(torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()):
             raise NonFiniteError(
