@@ -134,28 +134,59 @@ BENCH_OVERRIDES = ["tensorboard=false", "progress=false", "export_onnx=false", "
 
 
 def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
-                   profile: Optional[str] = None) -> dict[str, Any]:
+                   profile: Optional[str] = None, raw_baseline: bool = False) -> dict[str, Any]:
     """End-to-end ``Trainer.train`` iterations of robo_ppo, timed per iteration.
 
     End-to-end time of an iteration = between two consecutive ``on_iteration``
     callbacks (rollout, GAE, update, parameter check, metrics row, CSV log);
     rollout time = ``Trainer._collect_rollout`` alone. The first ``warmup``
-    iterations are not timed. ``profile``: write a pyinstrument report of the
-    timed iterations to this path (``.txt``; a ``.html`` is written beside it).
+    iterations are not timed. ``*_cpu_sps`` divide by the process's CPU time
+    (all its threads) instead of wall time: for single-threaded configurations
+    that is robust to other load on the machine. ``raw_baseline`` (EnvPool
+    only): after every iteration, time raw EnvPool stepping (random actions)
+    of the same task, num_envs and threads in this process, outside the timed
+    intervals; ``rollout_over_raw`` is the median of each iteration's rollout
+    SPS over the raw SPS measured right after it, so both sides of the ratio
+    see the same load. ``profile``: write a pyinstrument report of the timed
+    iterations to this path (``.txt``; ``.html`` beside it).
     """
     from robo_ppo.runner.trainer import Trainer
 
     cfg = compose_config([*overrides, *BENCH_OVERRIDES])
+    raw_blocks: list[float] = []
+    raw_step = None
+    if raw_baseline and cfg.backend.name == "envpool":
+        import envpool
+
+        from robo_ppo.envs.envpool_env import default_num_threads
+
+        n = int(cfg.algo.num_envs)
+        raw_pool = envpool.make_gymnasium(cfg.env.envpool_id, num_envs=n, batch_size=n, seed=12345,
+                                          num_threads=int(cfg.backend.num_threads) or default_num_threads(n))
+        raw_pool.reset()
+        space = raw_pool.action_space
+        raw_actions = np.random.default_rng(0).uniform(space.low, space.high, size=(16, n, *space.shape))
+
+        def raw_step():
+            t0 = time.perf_counter()
+            for i in range(int(cfg.algo.num_steps)):
+                raw_pool.step(raw_actions[i & 15])
+            raw_blocks.append(n * int(cfg.algo.num_steps) / (time.perf_counter() - t0))
     run_dir = tempfile.mkdtemp(prefix="robo_ppo_bench_")
     trainer = Trainer(cfg, run_dir)
     rollout_s: list[float] = []
+    rollout_cpu: list[float] = []
     stamps: list[float] = []
+    cpu_stamps: list[float] = []
+    resumes: list[float] = []
+    cpu_resumes: list[float] = []
     collect = trainer._collect_rollout
 
     def timed_collect():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = collect()
         rollout_s.append(time.perf_counter() - t0)
+        rollout_cpu.append(time.process_time() - c0)
         return out
 
     trainer._collect_rollout = timed_collect
@@ -164,6 +195,7 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
     def on_iteration(tr):
         nonlocal profiler
         stamps.append(time.perf_counter())
+        cpu_stamps.append(time.process_time())
         if len(stamps) == warmup and profile:
             from pyinstrument import Profiler
 
@@ -171,9 +203,12 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
             profiler.start()
         if len(stamps) >= warmup + iterations:
             tr.request_stop()
+        if raw_step is not None:
+            raw_step()
+        resumes.append(time.perf_counter())
+        cpu_resumes.append(time.process_time())
 
-    t_start = time.perf_counter()
-    stamps_start = t_start
+    stamps_start, cpu_start = time.perf_counter(), time.process_time()
     trainer.train(on_iteration=on_iteration)
     if profiler is not None:
         profiler.stop()
@@ -183,10 +218,18 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
             f.write(profiler.output_html())
     trainer.close()
     batch = trainer.batch_size
-    ends = [stamps_start, *stamps]
-    e2e = [batch / (ends[i + 1] - ends[i]) for i in range(warmup, len(stamps))]
-    roll = [batch / t for t in rollout_s[warmup:len(stamps)]]
+    begins, cpu_begins = [stamps_start, *resumes], [cpu_start, *cpu_resumes]
+    timed = range(warmup, len(stamps))
+    e2e = [batch / (stamps[i] - begins[i]) for i in timed]
+    e2e_cpu = [batch / (cpu_stamps[i] - cpu_begins[i]) for i in timed]
+    roll = [batch / rollout_s[i] for i in timed]
+    roll_cpu = [batch / rollout_cpu[i] for i in timed]
     a = cfg.algo
+    extra = {}
+    if raw_blocks:
+        extra["raw_same_process_sps"] = _summary([raw_blocks[i] for i in timed])
+        extra["rollout_over_raw"] = float(statistics.median(
+            batch / rollout_s[i] / raw_blocks[i] for i in timed))
     return {"kind": "train", "impl": "robo_ppo", "task": cfg.env.id,
             "engine": cfg.backend.name,
             "engine_task": cfg.env.envpool_id if cfg.backend.name == "envpool" else cfg.env.id,
@@ -194,7 +237,8 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
             "num_minibatches": a.num_minibatches, "torch_threads": cfg.torch_threads,
             "overrides": list(overrides), "iterations_timed": len(e2e),
             "rollout_sps": _summary(roll), "e2e_sps": _summary(e2e),
-            "peak_rss_mib": peak_rss_mib()}
+            "rollout_cpu_sps": _summary(roll_cpu), "e2e_cpu_sps": _summary(e2e_cpu),
+            **extra, "peak_rss_mib": peak_rss_mib()}
 
 
 # ------------------------------------------------------ Stable-Baselines3 PPO
@@ -231,27 +275,37 @@ def sb3_train(env_id: str = "HalfCheetah-v5", iterations: int = 3, warmup: int =
             self.starts: list[float] = []
             self.rollout_ends: list[float] = []
 
+            self.cpu_starts: list[float] = []
+            self.cpu_rollout_ends: list[float] = []
+
         def _on_rollout_start(self) -> None:
             self.starts.append(time.perf_counter())
+            self.cpu_starts.append(time.process_time())
 
         def _on_rollout_end(self) -> None:
             self.rollout_ends.append(time.perf_counter())
+            self.cpu_rollout_ends.append(time.process_time())
 
         def _on_step(self) -> bool:
             return True
 
         def _on_training_end(self) -> None:
             self.starts.append(time.perf_counter())
+            self.cpu_starts.append(time.process_time())
 
     clock = Clock()
     model.learn(total_timesteps=n_steps * (warmup + iterations), callback=clock, progress_bar=False)
     s, r = clock.starts, clock.rollout_ends
     e2e = [n_steps / (s[i + 1] - s[i]) for i in range(warmup, warmup + iterations)]
     roll = [n_steps / (r[i] - s[i]) for i in range(warmup, warmup + iterations)]
+    cs, cr = clock.cpu_starts, clock.cpu_rollout_ends
+    e2e_cpu = [n_steps / (cs[i + 1] - cs[i]) for i in range(warmup, warmup + iterations)]
+    roll_cpu = [n_steps / (cr[i] - cs[i]) for i in range(warmup, warmup + iterations)]
     import stable_baselines3
 
     return {"kind": "train", "impl": "sb3", "sb3_version": stable_baselines3.__version__, "task": env_id,
             "engine": "gymnasium", "engine_task": env_id, "num_envs": 1, "num_steps": n_steps,
             "update_epochs": 10, "num_minibatches": 32, "torch_threads": 1,
             "iterations_timed": len(e2e), "rollout_sps": _summary(roll), "e2e_sps": _summary(e2e),
+            "rollout_cpu_sps": _summary(roll_cpu), "e2e_cpu_sps": _summary(e2e_cpu),
             "peak_rss_mib": peak_rss_mib()}

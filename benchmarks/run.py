@@ -95,7 +95,7 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
             jobs.append(("throughput", "robo_ppo_train", dict(
                 overrides=[f"env={task}", "preset=throughput",
                            f"env.envpool_id={_envpool_id(task, args.envpool_version)}"],
-                iterations=3 if quick else args.train_iterations, warmup=1)))
+                iterations=3 if quick else args.train_iterations, warmup=1, raw_baseline=True)))
     if "cleanrl" in sections:
         iters = 2 if quick else 3
         for _ in range(1 if quick else args.pairs):
@@ -119,25 +119,31 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     tp = []
     for r in results:
         if r.get("kind") == "train" and r.get("impl") == "robo_ppo" and r.get("engine") == "envpool":
-            base = raw.get((r["engine_task"], r["num_envs"]))
+            same = r.get("raw_same_process_sps", {}).get("median")
+            base = same or raw.get((r["engine_task"], r["num_envs"]))
+            ratio = r.get("rollout_over_raw")
+            if ratio is None and base:
+                ratio = r["rollout_sps"]["median"] / base
             tp.append({"task": r["task"], "engine_task": r["engine_task"], "num_envs": r["num_envs"],
-                       "raw_envpool_sps": base, "rollout_sps": r["rollout_sps"]["median"],
-                       "e2e_sps": r["e2e_sps"]["median"],
-                       "rollout_over_raw": None if not base else r["rollout_sps"]["median"] / base,
-                       "peak_rss_mib": r["peak_rss_mib"]})
+                       "raw_envpool_sps": base,
+                       "raw_source": "same process, interleaved" if same else "raw section",
+                       "rollout_sps": r["rollout_sps"]["median"], "e2e_sps": r["e2e_sps"]["median"],
+                       "rollout_over_raw": ratio, "peak_rss_mib": r["peak_rss_mib"]})
     out["throughput"] = tp
     ours = [r for r in results if r.get("kind") == "train" and r.get("impl") == "robo_ppo"
             and r.get("engine") == "gymnasium" and r.get("num_envs") == 1]
     sb3 = [r for r in results if r.get("kind") == "train" and r.get("impl") == "sb3"]
     if ours and sb3:
-        o = _median([v for r in ours for v in r["e2e_sps"]["values"]])
-        s = _median([v for r in sb3 for v in r["e2e_sps"]["values"]])
-        orr = _median([v for r in ours for v in r["rollout_sps"]["values"]])
-        srr = _median([v for r in sb3 for v in r["rollout_sps"]["values"]])
-        out["cleanrl"] = {"robo_ppo_e2e_sps": o, "sb3_e2e_sps": s, "e2e_ratio": o / s,
-                          "robo_ppo_rollout_sps": orr, "sb3_rollout_sps": srr, "rollout_ratio": orr / srr,
-                          "robo_ppo_peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
-                          "sb3_peak_rss_mib": max(r["peak_rss_mib"] for r in sb3)}
+        def pooled(rs, key):
+            return _median([v for r in rs for v in r[key]["values"]])
+
+        c = {}
+        for key in ("e2e_sps", "rollout_sps", "e2e_cpu_sps", "rollout_cpu_sps"):
+            c[f"robo_ppo_{key}"], c[f"sb3_{key}"] = pooled(ours, key), pooled(sb3, key)
+            c[f"{key.replace('_sps', '')}_ratio"] = c[f"robo_ppo_{key}"] / c[f"sb3_{key}"]
+        c["robo_ppo_peak_rss_mib"] = max(r["peak_rss_mib"] for r in ours)
+        c["sb3_peak_rss_mib"] = max(r["peak_rss_mib"] for r in sb3)
+        out["cleanrl"] = c
     return out
 
 
@@ -148,24 +154,29 @@ def print_tables(results: list[dict[str, Any]], derived: dict[str, Any]) -> None
         if r.get("kind") in ("raw", "adapter"):
             print(f"{r['kind']:8} {r['engine']:10} {r['task']:16} {r['num_envs']:>8} "
                   f"{r.get('num_threads', ''):>7} {r['sps']['median']:>10.0f} {r['peak_rss_mib']:>8.0f}")
-    print("\n== training (env steps/s, median over timed iterations) ==")
-    print(f"{'impl':9} {'task':15} {'engine task':15} {'envs x steps':>12} {'rollout':>9} {'end-to-end':>10} {'RSS MiB':>8}")
+    print("\n== training (env steps/s, median over timed iterations; cpu = per CPU-second of the process) ==")
+    print(f"{'impl':9} {'task':15} {'engine task':15} {'envs x steps':>12} {'rollout':>9} {'end-to-end':>10} "
+          f"{'rollout/cpu':>11} {'e2e/cpu':>8} {'RSS MiB':>8}")
     for r in results:
         if r.get("kind") == "train":
             print(f"{r['impl']:9} {r['task']:15} {r['engine_task']:15} {str(r['num_envs']) + 'x' + str(r['num_steps']):>12} "
-                  f"{r['rollout_sps']['median']:>9.0f} {r['e2e_sps']['median']:>10.0f} {r['peak_rss_mib']:>8.0f}")
+                  f"{r['rollout_sps']['median']:>9.0f} {r['e2e_sps']['median']:>10.0f} "
+                  f"{r['rollout_cpu_sps']['median']:>11.0f} {r['e2e_cpu_sps']['median']:>8.0f} {r['peak_rss_mib']:>8.0f}")
     if derived.get("throughput"):
         print("\n== throughput preset: rollout vs raw EnvPool at the same num_envs ==")
         for t in derived["throughput"]:
             ratio = "n/a" if t["rollout_over_raw"] is None else f"{100 * t['rollout_over_raw']:.0f}%"
             raw = "n/a" if t["raw_envpool_sps"] is None else f"{t['raw_envpool_sps']:.0f}"
-            print(f"{t['engine_task']:15} N={t['num_envs']:<4} raw {raw:>7}  rollout {t['rollout_sps']:>7.0f} "
-                  f"({ratio})  end-to-end {t['e2e_sps']:>7.0f}")
+            print(f"{t['engine_task']:15} N={t['num_envs']:<4} raw {raw:>7} ({t['raw_source']})  rollout "
+                  f"{t['rollout_sps']:>7.0f} ({ratio})  end-to-end {t['e2e_sps']:>7.0f}")
     if derived.get("cleanrl"):
         c = derived["cleanrl"]
-        print("\n== CleanRL-equivalent config, HalfCheetah-v5, side by side ==")
-        print(f"robo_ppo {c['robo_ppo_e2e_sps']:.0f} SPS vs Stable-Baselines3 {c['sb3_e2e_sps']:.0f} SPS "
-              f"end to end: ratio {c['e2e_ratio']:.2f}x (rollout phase {c['rollout_ratio']:.2f}x)")
+        print("\n== CleanRL-equivalent config, HalfCheetah-v5, side by side (pooled medians) ==")
+        print(f"end to end : robo_ppo {c['robo_ppo_e2e_sps']:.0f} SPS vs Stable-Baselines3 {c['sb3_e2e_sps']:.0f} SPS"
+              f" -> {c['e2e_ratio']:.2f}x   (per CPU-second: {c['robo_ppo_e2e_cpu_sps']:.0f} vs "
+              f"{c['sb3_e2e_cpu_sps']:.0f} -> {c['e2e_cpu_ratio']:.2f}x)")
+        print(f"rollout    : robo_ppo {c['robo_ppo_rollout_sps']:.0f} SPS vs Stable-Baselines3 {c['sb3_rollout_sps']:.0f} SPS"
+              f" -> {c['rollout_ratio']:.2f}x   (per CPU-second: {c['rollout_cpu_ratio']:.2f}x)")
     errors = [r for r in results if "error" in r]
     for e in errors:
         print(f"\nFAILED {e['fn']} {e['kwargs']}:\n{e['error']}")
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--repeats", type=int, default=5, help="repeats of each raw-stepping figure")
     p.add_argument("--train-iterations", type=int, default=5, help="timed iterations per training config")
-    p.add_argument("--pairs", type=int, default=2,
+    p.add_argument("--pairs", type=int, default=3,
                    help="robo_ppo / SB3 process pairs for the CleanRL comparison (alternated)")
     p.add_argument("--envpool-version", default="v5", choices=["v4", "v5"],
                    help="EnvPool MuJoCo ids to use (EnvPool 1.2.5 has both; v5 matches gymnasium v5)")

@@ -30,3 +30,50 @@ def make_cfg(*overrides: str):
 @pytest.fixture
 def cfg_factory():
     return make_cfg
+
+
+# ---------------------------------------------------------------- trained runs
+FAST = ["total_timesteps=2048", "algo.num_envs=2", "algo.num_steps=256", "algo.num_minibatches=4",
+        "algo.update_epochs=4", "eval_interval=0", "eval_episodes=1", "torch_threads=1"]
+
+
+def make_run(base, env: str, train: bool):
+    """Checkpoint of a run in ``base/<env>_<trained|fresh>``: after 4 short PPO
+    iterations, or straight after initialisation (fresh policy, normalizer
+    seeded by one reset). Reused when it already exists."""
+    from pathlib import Path
+
+    from robo_ppo.runner.trainer import Trainer
+
+    run_dir = Path(base) / f"{env}_{'trained' if train else 'fresh'}"
+    existing = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
+    if existing:
+        return existing[-1]
+    trainer = Trainer(make_cfg(f"env={env}", *FAST), run_dir)
+    try:
+        return Path(trainer.train()["checkpoint"]) if train else trainer.save()
+    finally:
+        trainer.close()
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """{(env, trained): checkpoint path} for Gaussian (inverted_pendulum) and Categorical (cartpole)."""
+    base = tmp_path_factory.getbasetemp() / "robo_ppo_runs"
+    return {(env, trained): make_run(base, env, trained)
+            for env in ("inverted_pendulum", "cartpole") for trained in (True, False)}
+
+
+@pytest.fixture(scope="session")
+def policies(runs):
+    """{env: (checkpoint, policy.onnx)} of the trained runs."""
+    from robo_ppo.export import export_checkpoint
+
+    out = {}
+    for env in ("inverted_pendulum", "cartpole"):
+        ckpt = runs[(env, True)]
+        onnx_path = ckpt.parent.parent / "policy.onnx"
+        if not onnx_path.is_file():
+            export_checkpoint(ckpt, onnx_path)
+        out[env] = (ckpt, onnx_path)
+    return out

@@ -14,52 +14,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from robo_ppo.config import register_configs
-from robo_ppo.export import export_checkpoint
-from robo_ppo.hydra_utils import config_dir
 from robo_ppo.replay import replay
 from robo_ppo.runner.checkpoint import load_checkpoint
-from robo_ppo.runner.trainer import Trainer, policy_from_checkpoint
+from robo_ppo.runner.trainer import policy_from_checkpoint
 
 KIT = Path(__file__).resolve().parents[1] / "export"
-FAST = ["total_timesteps=2048", "algo.num_envs=2", "algo.num_steps=256", "algo.num_minibatches=4",
-        "algo.update_epochs=4", "progress=false", "tensorboard=false", "export_onnx=false",
-        "eval_interval=0", "eval_episodes=1", "torch_threads=1"]
-
-
-def make_run(base: Path, env: str, train: bool) -> Path:
-    """Same helper as tests/test_export.py: the run is shared through the session's base temp dir."""
-    run_dir = base / f"{env}_{'trained' if train else 'fresh'}"
-    existing = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
-    if existing:
-        return existing[-1]
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
-        cfg = compose("train", overrides=[f"env={env}", *FAST])
-    trainer = Trainer(cfg, run_dir)
-    try:
-        return Path(trainer.train()["checkpoint"]) if train else trainer.save()
-    finally:
-        trainer.close()
-
-
-@pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    """{env: (checkpoint, onnx)} for trained inverted_pendulum (Gaussian) and cartpole (Categorical)."""
-    torch.set_num_threads(1)
-    base = tmp_path_factory.getbasetemp() / "robo_ppo_runs"
-    out = {}
-    for env in ("inverted_pendulum", "cartpole"):
-        ckpt = make_run(base, env, True)
-        onnx_path = ckpt.parent.parent / "policy.onnx"
-        if not onnx_path.is_file():
-            export_checkpoint(ckpt, onnx_path)
-        out[env] = (ckpt, onnx_path)
-    return out
-
-
 @pytest.fixture(scope="module")
 def kit():
     """export/onnx_controller.py loaded as a module (it is a folder of files, not a package)."""

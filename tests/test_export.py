@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,7 +14,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from robo_ppo.config import register_configs
 from robo_ppo.errors import CheckpointError, ConfigError, ExportError
 from robo_ppo.export import (
     METADATA_FORMAT,
@@ -28,39 +26,7 @@ from robo_ppo.export import (
 )
 from robo_ppo.hydra_utils import config_dir
 from robo_ppo.runner.checkpoint import load_checkpoint
-from robo_ppo.runner.trainer import Trainer, policy_from_checkpoint
-
-FAST = ["total_timesteps=2048", "algo.num_envs=2", "algo.num_steps=256", "algo.num_minibatches=4",
-        "algo.update_epochs=4", "progress=false", "tensorboard=false", "export_onnx=false",
-        "eval_interval=0", "eval_episodes=1", "torch_threads=1"]
-
-
-def make_run(base: Path, env: str, train: bool) -> Path:
-    """Checkpoint of a run in ``base/<env>_<trained|fresh>``: after 4 short PPO
-    iterations, or straight after initialisation (fresh policy, normalizer
-    seeded by one reset). Reused when it already exists, so the test modules
-    share one training per session (same helper in test_replay.py / test_deploy_kit.py)."""
-    run_dir = base / f"{env}_{'trained' if train else 'fresh'}"
-    existing = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))
-    if existing:
-        return existing[-1]
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base=None):
-        cfg = compose("train", overrides=[f"env={env}", *FAST])
-    trainer = Trainer(cfg, run_dir)
-    try:
-        return Path(trainer.train()["checkpoint"]) if train else trainer.save()
-    finally:
-        trainer.close()
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """{(env, trained): checkpoint path} for Gaussian (inverted_pendulum) and Categorical (cartpole)."""
-    torch.set_num_threads(1)
-    base = tmp_path_factory.getbasetemp() / "robo_ppo_runs"
-    return {(env, trained): make_run(base, env, trained)
-            for env in ("inverted_pendulum", "cartpole") for trained in (True, False)}
+from robo_ppo.runner.trainer import policy_from_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -227,7 +227,8 @@ class EnvPoolVecEnv(VecEnv):
         acts = actions.detach()
         if acts.device.type != "cpu":
             acts = acts.cpu()
-        np.clip(acts.numpy(), self._low, self._high, out=self._actions)
+        # clip = max then min, written into the float64 action buffer EnvPool expects
+        np.minimum(np.maximum(acts.numpy(), self._low, out=self._actions), self._high, out=self._actions)
         obs, rewards, terminated, truncated, info = self._pool.step(self._actions)
         obs, rewards, terminated, truncated = self._reorder([obs, rewards, terminated, truncated],
                                                             info["env_id"])
