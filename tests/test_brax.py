@@ -165,21 +165,35 @@ def test_time_limit_truncates_and_auto_resets_with_final_obs(envs, task):
     free.close()
 
 
+def lift_torso(env: BraxVecEnv, rows: list[int]) -> None:
+    """Put the Ant torso of ``rows`` at z=3, outside the healthy range (0.2, 1.0)."""
+    jax = import_jax()
+    c = jax.tree_util.tree_unflatten(env._kernel.carry_def, env._carry)
+    ps = c.env_state.pipeline_state
+    ps = ps.replace(q=ps.q.at[rows, 2].set(3.0), qpos=ps.qpos.at[rows, 2].set(3.0))
+    env._carry = jax.tree_util.tree_leaves(c._replace(env_state=c.env_state.replace(pipeline_state=ps)))
+
+
 @pytest.mark.slow
 def test_termination_is_not_truncation(envs):
     env = envs["ant"]
     env.reset(seed=2)
     env.step(torch.zeros(N, 8))
-    # lift env 0's torso out of the healthy z range: Ant terminates on the next step
-    c = env._carry
-    ps = c.env_state.pipeline_state
-    ps = ps.replace(q=ps.q.at[0, 2].set(3.0), qpos=ps.qpos.at[0, 2].set(3.0))
-    env._carry = c._replace(env_state=c.env_state.replace(pipeline_state=ps))
+    before = env.get_state()
+    lift_torso(env, [0])          # env 0 terminates on the next step
     obs, rew, term, trunc, info = env.step(torch.zeros(N, 8))
     assert term.tolist() == [True, False, False, False] and not trunc.any()
     assert info["final_obs"][0, 0] > 2.0 and obs[0, 0] < 1.0   # obs[0] is the torso height
     assert torch.equal(info["final_obs"][1:], obs[1:])
     assert info["episode_length"].tolist() == [2.0] and info["episode_return"].shape == (1,)
+    # one finished env is reset on a gathered subset, three on the whole batch:
+    # env 0's next episode is the same either way (it depends on env 0's key only)
+    obs_subset = obs.clone()
+    env.set_state(before)
+    lift_torso(env, [0, 1, 2])
+    obs, rew, term, trunc, info = env.step(torch.zeros(N, 8))
+    assert term.tolist() == [True, True, True, False]
+    assert torch.equal(obs[0], obs_subset[0]) and torch.equal(obs[3], obs_subset[3])
 
 
 @pytest.mark.slow

@@ -10,7 +10,11 @@ from __future__ import annotations
 import torch
 
 from robo_ppo.algo.losses import (
-    approx_kl, clip_fraction, clipped_surrogate_loss, kl_penalty_loss, normalize_advantages,
+    approx_kl,
+    clip_fraction,
+    clipped_surrogate_loss,
+    kl_penalty_loss,
+    normalize_advantages,
     value_loss,
 )
 from robo_ppo.algo.schedules import adaptive_lr, linear_lr, update_kl_beta

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import os
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -99,7 +100,8 @@ class _Out(NamedTuple):
 
 class _Kernel(NamedTuple):
     env: Any
-    advance: Any        # jitted (carry, actions, full_reset, episode_length) -> (carry, _Out)
+    advance: Any        # jitted (carry leaves, actions, full_reset, episode_length, seed, count)
+    carry_def: Any      # treedef of _Carry (the carry crosses jit as a flat list of leaves)
     state_spec: Any     # single-env ShapeDtypeStruct tree of the canonical brax State
     obs_dim: int
     act_dim: int
@@ -135,25 +137,32 @@ def _kernel(brax_id: str, pipeline: str) -> _Kernel:
     dt = float(np.asarray(env.dt))
     low_j, high_j = jnp.asarray(low), jnp.asarray(high)
 
+    carry_def = jax.tree_util.tree_structure(_Carry(state_spec, 0, 0, 0))
+
     def select(mask, new, old):
         """Per env: ``new`` where ``mask [N]`` else ``old`` (any leaf rank)."""
         return jax.tree.map(
             lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
-    def advance(carry: _Carry, actions, full_reset, episode_length, seed, reset_count):
+    def advance(leaves, actions, full_reset, episode_length, seed, reset_count):
         """One batched env step with time limit and auto-reset.
 
-        ``full_reset`` (bool scalar): skip physics and reset every env with
-        keys ``split(fold_in(PRNGKey(seed), reset_count), N)`` (what
-        ``reset`` does). ``episode_length`` (int32 scalar): time limit. All
-        scalars are traced, so changing them never recompiles.
+        ``leaves``: the flattened ``_Carry`` (a flat tuple crosses the jit
+        boundary much faster than the nested mjx dataclasses). ``full_reset``
+        (bool scalar): reset every env with keys
+        ``split(fold_in(PRNGKey(seed), reset_count), N)`` (what ``reset``
+        does) and discard the physics step. ``episode_length`` (int32
+        scalar): time limit. All scalars are traced: changing them never
+        recompiles. Returns ``(new leaves, _Out)``.
         """
+        carry = jax.tree_util.tree_unflatten(carry_def, leaves)
         n = carry.steps.shape[0]
+        few = max(1, n // 16)          # resets done on a gathered subset when at most this many
         actions = jnp.clip(actions.astype(jnp.float32), low_j, high_j)
-        stepped = lax.cond(full_reset,
-                           lambda c: c.env_state,
-                           lambda c: canon(jax.vmap(env.step)(c.env_state, actions)),
-                           carry)
+        # The physics always runs (a conditional around it costs more on CPU than
+        # the one wasted step per reset()); on the very first reset it steps the
+        # all-zero placeholder state, whose (possibly NaN) result is discarded.
+        stepped = canon(jax.vmap(env.step)(carry.env_state, actions))
         live = jnp.logical_not(full_reset)
         steps = jnp.where(live, carry.steps + 1, 0)
         terminated = (stepped.done > 0.5) & live
@@ -165,14 +174,26 @@ def _kernel(brax_id: str, pipeline: str) -> _Kernel:
         seeded = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), reset_count), n)
         keys = jnp.where(full_reset, seeded, carry.keys)
 
-        def reset_some(args):
+        # Env i's next episode starts from reset(split(keys[i])[1]) whichever
+        # branch runs, so the result does not depend on how many envs finished.
+        def reset_subset(args):
+            keys, state = args
+            rows = jnp.nonzero(need_reset, size=few, fill_value=n)[0]   # n = no row (dropped)
+            pairs = jax.vmap(jax.random.split)(keys[jnp.minimum(rows, n - 1)])
+            fresh = canon(jax.vmap(env.reset)(pairs[:, 1]))
+            state = jax.tree.map(lambda s, f: s.at[rows].set(f, mode="drop"), state, fresh)
+            return keys.at[rows].set(pairs[:, 0], mode="drop"), state
+
+        def reset_all(args):
             keys, state = args
             pairs = jax.vmap(jax.random.split)(keys)            # [N, 2, 2]
             fresh = canon(jax.vmap(env.reset)(pairs[:, 1]))
             return select(need_reset, pairs[:, 0], keys), select(need_reset, fresh, state)
 
-        # One reset call site, skipped entirely when no env finished.
-        keys, env_state = lax.cond(jnp.any(need_reset), reset_some, lambda a: a, (keys, stepped))
+        count = jnp.sum(need_reset)
+        branches = [lambda a: a, reset_subset, reset_all] if few < n else [lambda a: a, reset_subset]
+        branch = jnp.where(count == 0, 0, jnp.where(count <= few, 1, len(branches) - 1))
+        keys, env_state = lax.switch(branch, branches, (keys, stepped))
         obs = env_state.obs.astype(jnp.float32)
         final_obs = jnp.where(done[:, None], stepped.obs.astype(jnp.float32), obs)
         new_carry = _Carry(env_state, keys, jnp.where(need_reset, 0, steps).astype(jnp.int32),
@@ -180,9 +201,9 @@ def _kernel(brax_id: str, pipeline: str) -> _Kernel:
         out = _Out(obs, reward, terminated, truncated, final_obs,
                    jnp.where(done, ep_return, 0.0).astype(jnp.float32),
                    jnp.where(done, steps, 0).astype(jnp.float32), done)
-        return new_carry, out
+        return jax.tree_util.tree_leaves(new_carry), out
 
-    return _Kernel(env, jax.jit(advance), state_spec, obs_dim, act_dim, low, high, dt)
+    return _Kernel(env, jax.jit(advance), carry_def, state_spec, obs_dim, act_dim, low, high, dt)
 
 
 def _jax_device_for(jax, device: torch.device):
@@ -275,8 +296,9 @@ class BraxVecEnv(VecEnv):
         self._true, self._false = put(np.bool_(True)), put(np.bool_(False))
         self._episode_length = put(np.int32(self.episode_length))
         zeros_state = jax.tree.map(lambda s: np.zeros((n,) + s.shape, s.dtype), k.state_spec)
-        self._carry = put(_Carry(zeros_state, np.zeros((n, 2), np.uint32),
-                                 np.zeros((n,), np.int32), np.zeros((n,), np.float32)))
+        self._carry = put(jax.tree_util.tree_leaves(_Carry(
+            zeros_state, np.zeros((n, 2), np.uint32), np.zeros((n,), np.int32), np.zeros((n,), np.float32))))
+        """The batched ``_Carry`` as a flat list of JAX arrays (see ``_Kernel``)."""
         self._zero_actions = put(np.zeros((n, k.act_dim), np.float32))
         self._no_seed = (put(np.uint32(self._seed & 0xFFFFFFFF)), put(np.uint32(0)))
         self.last_jax_out = None
@@ -356,16 +378,16 @@ class BraxVecEnv(VecEnv):
         self._last_actions = None
 
     def metadata(self) -> dict[str, Any]:
+        """Engine facts plus actuator (and, for qpos/qvel layouts, observation) names."""
         meta = super().metadata()
         meta["pipeline"] = self.pipeline
         meta["episode_length"] = self.episode_length
         mj_model = getattr(self._kernel.env.sys, "mj_model", None)
         if mj_model is not None:
-            import mujoco
+            from robo_ppo.envs.gymnasium_env import observation_action_names
 
-            meta["action_names"] = [
-                mujoco.mj_id2name(mj_model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"act{i}"
-                for i in range(mj_model.nu)]
+            meta.update(observation_action_names(
+                SimpleNamespace(model=mj_model, observation_space=self.observation_space)))
         return meta
 
     # -------------------------------------------------------- snapshots
@@ -375,8 +397,7 @@ class BraxVecEnv(VecEnv):
         plus its dtype name and shape, so ``torch.load(weights_only=True)``
         reads it. Size: the brax State of N envs (large for ``mjx``: it holds
         the constraint arrays of every env)."""
-        leaves = self._jax.tree_util.tree_leaves(self._carry)
-        arrays = [np.asarray(x) for x in leaves]
+        arrays = [np.asarray(x) for x in self._carry]
         return {
             "engine": self.engine, "env_id": self.env_id, "pipeline": self.pipeline,
             "num_envs": self.num_envs, "episode_length": self.episode_length,
@@ -390,7 +411,7 @@ class BraxVecEnv(VecEnv):
         """Restore a ``get_state()`` snapshot taken from an env of the same task,
         pipeline and ``num_envs``. Raises ValueError when it does not fit."""
         jax = self._jax
-        leaves, treedef = jax.tree_util.tree_flatten(self._carry)
+        leaves = self._carry
         mine = (self.engine, self.env_id, self.pipeline, self.num_envs)
         theirs = (state.get("engine"), state.get("env_id"), state.get("pipeline"), state.get("num_envs"))
         if mine != theirs or len(state["leaves"]) != len(leaves):
@@ -401,7 +422,7 @@ class BraxVecEnv(VecEnv):
                 raise ValueError(f"snapshot leaf {dtype}{shape} does not fit {leaf.dtype}{list(leaf.shape)}")
             arr = np.frombuffer(raw.numpy().tobytes(), dtype=np.dtype(dtype)).reshape(shape)
             restored.append(jax.device_put(arr, self.jax_device))
-        self._carry = jax.tree_util.tree_unflatten(treedef, restored)
+        self._carry = restored
 
 
 def make_brax_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",

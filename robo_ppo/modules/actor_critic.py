@@ -17,8 +17,9 @@ Two ways in:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import gymnasium as gym
 import numpy as np
@@ -42,7 +43,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str,
         raise ValueError(f"algo.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
-    for a, b in zip(dims[:-1], dims[1:]):
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
         layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
     layers.append(nn.Linear(dims[-1], out_dim))
     if ortho_init:

@@ -7,14 +7,7 @@ import torch
 from torch import nn
 
 
-def merge_moments(
-    mean: torch.Tensor,
-    var: torch.Tensor,
-    count: torch.Tensor,
-    batch_mean: torch.Tensor,
-    batch_var: torch.Tensor,
-    batch_count: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):
     """Merge two sets of (mean, population variance, count) into one.
 
     Parallel variance algorithm of Chan, Golub & LeVeque (1979):
@@ -22,18 +15,16 @@ def merge_moments(
     ``mean = ma + delta * nb / n``,
     ``M2 = va * na + vb * nb + delta**2 * na * nb / n``, ``var = M2 / n``.
 
-    Shapes: ``mean, var, batch_mean, batch_var: [D]``; counts are scalars.
+    Shapes: ``mean, var, batch_mean, batch_var: [D]`` (torch tensors or numpy
+    arrays alike); counts are scalars.
     The result equals the statistics of the concatenated data exactly (up to
     float64 rounding).
     """
     total = count + batch_count
     delta = batch_mean - mean
     new_mean = mean + delta * (batch_count / total)
-    m2 = var * count + batch_var * batch_count + delta.square() * (count * batch_count / total)
+    m2 = var * count + batch_var * batch_count + delta * delta * (count * batch_count / total)
     return new_mean, m2 / total, total
-
-
-_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
 class RunningMeanStd(nn.Module):
@@ -53,52 +44,24 @@ class RunningMeanStd(nn.Module):
     def update(self, x: torch.Tensor) -> None:
         """Fold a batch ``x: [B, *shape]`` into the statistics (B >= 1).
 
-        On CPU the merge runs as numpy operations on the buffers' own memory:
-        the same float64 arithmetic as ``merge_moments``, bit for bit, at a
-        fraction of torch's per-op cost (the 1-env rollout calls this twice per
-        step). A one-sample batch skips the reductions (mean = the sample,
-        variance 0); larger batches reduce with torch as before.
+        On CPU the merge runs in numpy on the buffers' own memory: the same
+        float64 arithmetic at a fraction of torch's per-op cost (a 1-env
+        rollout calls this twice per step).
         """
         x = x.detach()
-        buffers = self._buffers
-        if x.device.type == "cpu" and buffers["mean"].device.type == "cpu" and x.dtype in _NUMPY_FLOATS:
-            views = self.__dict__.get("_np_views")
-            if views is None or views[0] is not buffers["mean"] or views[1] is not buffers["var"] \
-                    or views[2] is not buffers["count"]:
-                views = (buffers["mean"], buffers["var"], buffers["count"],
-                         buffers["mean"].numpy(), buffers["var"].numpy(), buffers["count"].numpy())
-                self.__dict__["_np_views"] = views
-            mean, var, count = views[3:]
-            xs = x.numpy().astype(np.float64, copy=False).reshape(-1, *mean.shape)
-            n = xs.shape[0]
-            if n == 1:
-                batch_mean, batch_var = xs[0], None
-            else:
-                xt = torch.from_numpy(xs)
-                batch_mean = xt.mean(dim=0).numpy()
-                batch_var = xt.var(dim=0, unbiased=False).numpy()
-            c = float(count)
-            total = c + n
-            delta = batch_mean - mean
-            new_mean = mean + delta * (n / total)
-            m2 = var * c
-            if batch_var is not None:
-                m2 = m2 + batch_var * n
-            m2 = m2 + np.square(delta) * (c * n / total)
-            mean[...] = new_mean
-            var[...] = m2 / total
-            count[...] = total
+        if x.device.type == "cpu" and self.mean.device.type == "cpu":
+            xs = x.numpy().astype(np.float64, copy=False).reshape(-1, *self.mean.shape)
+            mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
+            batch_var = xs.var(axis=0) if len(xs) > 1 else np.zeros_like(mean)
+            new = merge_moments(mean, var, float(count), xs.mean(axis=0), batch_var, float(len(xs)))
+            mean[...], var[...], count[...] = new
             return
         with torch.no_grad():
             x = x.to(torch.float64).reshape(-1, *self.mean.shape)
-            batch_mean = x.mean(dim=0)
-            batch_var = x.var(dim=0, unbiased=False)
-            mean, var, count = merge_moments(
-                self.mean, self.var, self.count, batch_mean, batch_var, float(x.shape[0])
-            )
-            self.mean.copy_(mean)
-            self.var.copy_(var)
-            self.count.copy_(count)
+            new = merge_moments(self.mean, self.var, self.count, x.mean(dim=0),
+                                x.var(dim=0, unbiased=False), float(x.shape[0]))
+            for buf, value in zip((self.mean, self.var, self.count), new, strict=True):
+                buf.copy_(value)
 
 
 class ObsNormalizer(nn.Module):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -134,7 +135,7 @@ class Trainer:
         """Finish the current iteration, checkpoint, and return from ``train``."""
         self._stop_requested = True
 
-    def train(self, on_iteration: Optional[Callable[["Trainer"], None]] = None) -> dict[str, Any]:
+    def train(self, on_iteration: Optional[Callable[[Trainer], None]] = None) -> dict[str, Any]:
         """Run until ``total_timesteps`` or a stop request. Returns a summary dict.
 
         Raises:
