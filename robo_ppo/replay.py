@@ -120,6 +120,12 @@ def _checkpoint_policy(path: Path, deterministic: bool) -> LoadedPolicy:
     from robo_ppo.runner.trainer import policy_from_checkpoint
 
     state = load_checkpoint(path)
+    engine = state["config"].get("backend", {}).get("name", "gymnasium")
+    if engine == "brax":
+        raise ConfigError(
+            f"{state['path']} was trained on the Brax engine, whose observations differ from "
+            "gymnasium's (ant: 27 vs 105); replay runs gymnasium tasks only: judge Brax policies "
+            "by the run's own evaluation (metrics.csv eval_return)")
     policy = policy_from_checkpoint(state, device="cpu")
     generator = torch.Generator()
 

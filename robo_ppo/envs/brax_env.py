@@ -25,7 +25,7 @@ of the GPU up front and torch can still allocate. Set
 share instead. Both must be set before JAX creates its GPU client, i.e. before
 the first JAX computation in the process. See docs/brax.md.
 
-Compiles are expensive (10-90 s per step function on CPU), so the compiled
+Compiles are expensive (35-120 s per step function on a 2-core CPU), so the compiled
 function is cached per ``(brax_id, pipeline)`` in this process; ``num_envs``
 only changes input shapes (one compile per distinct batch size) and the
 episode length is a traced argument (changing it never recompiles).
@@ -236,9 +236,11 @@ class BraxVecEnv(VecEnv):
         episode_length: time limit in env steps (Brax counts 1000 by default);
             an episode that reaches it is *truncated* (``truncated=True``,
             ``terminated=False``) unless it also terminated on that step.
-        device: where the returned tensors live (the learner's device).
-        seed: seeds the per-env JAX PRNG keys on the first ``reset()``
-            without a seed (``jax.random.PRNGKey(seed)`` split N ways).
+        device: where the returned tensors live (the learner's device). The
+            physics runs on the JAX GPU of the same index when both are CUDA,
+            else on JAX's default device (then results cross by one copy).
+        seed: the seed of ``reset()`` calls without one (see ``reset``); the
+            trainer passes the run seed.
 
     Tensors returned by ``reset``/``step`` alias JAX buffers when torch and
     JAX share the device (always on CPU): treat them as read-only (JAX

@@ -209,6 +209,8 @@ class Trainer:
             "obs", "actions", "log_probs", "values", "dist_params", "terminated", "truncated", "rewards")}
         s_obs, s_act, s_logp, s_val, s_dist, s_term, s_trunc, s_rew = steps.values()
         next_obs = self.next_obs
+        done_masks: list[torch.Tensor] = []
+        done_returns: list[torch.Tensor] = []
         for t in range(buf.num_steps):
             norm_obs = policy.normalize(next_obs)
             out = policy.act(norm_obs)
@@ -223,16 +225,28 @@ class Trainer:
             if reward_scaler is not None:
                 rewards = reward_scaler(rewards, terminated | truncated)
             s_rew.append(rewards)
-            # V(final_obs) bootstraps truncated episodes; on CPU skip unless an episode
-            # ended (every truncation ends one, and len() needs no host sync)
-            ended = len(info["episode_return"])
-            if not on_cpu or (ended and bool(truncated.any())):
+            if on_cpu:
+                # V(final_obs) bootstraps truncated episodes; skip unless an episode ended
+                # (every truncation ends one, and len() needs no host sync)
+                ended = len(info["episode_return"])
+                if ended and bool(truncated.any()):
+                    buf.next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
+                if ended:
+                    ep_returns.append(info["episode_return"])
+            else:
+                # accelerator: no per-step host sync. Bootstrap every row; engines that
+                # give [N] episode masks (Brax) are filtered once after the rollout.
                 buf.next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
+                if "episode_done" in info:
+                    done_masks.append(info["episode_done"])
+                    done_returns.append(info["episode_return_all"])
+                elif len(info["episode_return"]):
+                    ep_returns.append(info["episode_return"].cpu())
             policy.update_normalizer(obs)
             next_obs = obs
-            if ended:
-                ep_returns.append(info["episode_return"])
         self.next_obs = next_obs
+        if done_masks:
+            ep_returns.append(torch.stack(done_returns)[torch.stack(done_masks)].cpu())
         for name, values in steps.items():
             torch.stack(values, out=getattr(buf, name))
         self.global_step += self.batch_size
