@@ -542,12 +542,10 @@ def _task(cfg) -> None:
 
 
 def main() -> None:
-    import hydra
-
-    from robo_ppo.hydra_utils import config_dir
+    from robo_ppo.hydra_utils import run_app
 
     register_export_config()
-    hydra.main(version_base=None, config_path=config_dir(), config_name="export")(_task)()
+    run_app(_task, "export")
 
 
 if __name__ == "__main__":

@@ -33,3 +33,12 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("run_group"):
         OmegaConf.register_new_resolver("run_group", run_group)
+
+
+def run_app(task, config_name: str) -> None:
+    """Run ``task(cfg)`` as a Hydra app on ``conf/<config_name>.yaml`` (the
+    console scripts' ``main``; their schemas must be registered first)."""
+    import hydra
+
+    register_resolvers()
+    hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(task)()

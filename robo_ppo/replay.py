@@ -345,12 +345,10 @@ def _task(cfg) -> None:
 
 
 def main() -> None:
-    import hydra
-
-    from robo_ppo.hydra_utils import config_dir
+    from robo_ppo.hydra_utils import run_app
 
     register_replay_config()
-    hydra.main(version_base=None, config_path=config_dir(), config_name="replay")(_task)()
+    run_app(_task, "replay")
 
 
 if __name__ == "__main__":

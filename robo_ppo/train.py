@@ -12,13 +12,12 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from robo_ppo.config import TrainConfig, register_configs
-from robo_ppo.errors import ConfigError, report_errors
-from robo_ppo.hydra_utils import config_dir, register_resolvers
+from robo_ppo.errors import ConfigError, ExportError, report_errors
+from robo_ppo.hydra_utils import run_app
 
 log = logging.getLogger("robo_ppo")
 GROUPS = ("env", "algo", "backend")
@@ -64,7 +63,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         trainer.close()
     export_error = None
     if summary["finished"] and cfg.export_onnx and summary["checkpoint"]:
-        from robo_ppo.errors import ExportError
         from robo_ppo.export import export_checkpoint
 
         try:
@@ -88,8 +86,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_configs()
-    register_resolvers()
-    hydra.main(version_base=None, config_path=config_dir(), config_name="train")(_task)()
+    run_app(_task, "train")
 
 
 if __name__ == "__main__":

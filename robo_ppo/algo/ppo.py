@@ -91,8 +91,7 @@ class PPO:
         max_grad_norm, norm_adv, target_kl = float(cfg.max_grad_norm), bool(cfg.norm_adv), cfg.target_kl
         update_epochs, num_minibatches = int(cfg.update_epochs), int(cfg.num_minibatches)
         needs_kl = adaptive or target_kl is not None
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        policy_params = list(self.policy.parameters())
+        params = list(self.policy.parameters())  # the optimizer's parameters, too
         obs, actions, old_log_probs = batch["obs"], batch["actions"], batch["log_probs"]
         advantages, old_values, returns = batch["advantages"], batch["values"], batch["returns"]
         for epoch in range(update_epochs):
@@ -127,7 +126,7 @@ class PPO:
                 for p in params:  # = optimizer.zero_grad(set_to_none=True), without its wrapper
                     p.grad = None
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy_params, max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 self.optimizer.step()
                 if diagnostics:
                     stats["policy_loss"].append(pg_loss.detach())

@@ -32,6 +32,15 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``log N(a; mu, exp(log_std))`` of a diagonal Gaussian, summed over the
+    last (action) dimension: ``sum(-z^2 / 2 - log_std - log(2 pi) / 2)`` with
+    ``z = (a - mu) / sigma``. ``mean, actions [B, act_dim]``; ``log_std``
+    ``[act_dim]`` or ``[B, act_dim]``; returns ``[B]``."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str,
         ortho_init: bool, out_gain: float) -> nn.Sequential:
     """MLP ``in_dim -> hidden... -> out_dim`` with ``activation`` between layers.
@@ -131,12 +140,9 @@ class ActorCritic(nn.Module):
             log_probs = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
             entropy = -(logp_all.exp() * logp_all).sum(-1)
             return log_probs, entropy
-        # diagonal Gaussian: log N(a; mu, sigma) summed over action dims
         log_std = self.log_std.expand_as(dist_params)
-        z = (actions - dist_params) * torch.exp(-log_std)
-        log_probs = (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
         entropy = (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
-        return log_probs, entropy
+        return gaussian_log_prob(dist_params, log_std, actions), entropy
 
     def get_value(self, norm_obs: torch.Tensor) -> torch.Tensor:
         """Value estimates ``[B]`` of normalized observations ``[B, obs_dim]``."""
@@ -163,12 +169,9 @@ class ActorCritic(nn.Module):
             actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
             log_probs, _ = self._log_prob_entropy(params, actions)
         else:
-            log_std = self.log_std
             noise = torch.randn(params.shape, generator=generator, device=params.device, dtype=params.dtype)
-            actions = params + torch.exp(log_std) * noise
-            # log N(a; mu, sigma) as in _log_prob_entropy; log_std broadcasts instead of expanding
-            z = (actions - params) * torch.exp(-log_std)
-            log_probs = (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
+            actions = params + torch.exp(self.log_std) * noise
+            log_probs = gaussian_log_prob(params, self.log_std, actions)  # no entropy needed here
         return PolicyOutput(actions, log_probs, value, params)
 
     def evaluate(self, norm_obs: torch.Tensor, actions: torch.Tensor):

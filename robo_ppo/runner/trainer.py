@@ -178,11 +178,12 @@ class Trainer:
         if finished:
             plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png",
                                 title=f"{cfg.env.id} PPO")
+        checkpoints = list_checkpoints(self.ckpt_dir)
         return {"iterations": self.iteration, "global_step": self.global_step, "finished": finished,
                 "wall_time_s": elapsed,
                 "SPS": (self.global_step - start_step) / max(elapsed, 1e-9),
                 "eval": self.last_eval,
-                "checkpoint": str(list_checkpoints(self.ckpt_dir)[-1]) if list_checkpoints(self.ckpt_dir) else None}
+                "checkpoint": str(checkpoints[-1]) if checkpoints else None}
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, frame):
