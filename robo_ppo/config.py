@@ -151,6 +151,10 @@ class TrainConfig:
     """Environment steps (summed over envs) to train for."""
     device: str = "auto"
     """auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    compute: str = "auto"
+    """Where the policy math of rollout and update runs: ``torch``, ``numpy`` (CPU
+    only; 4-5x less per-call overhead for small MLPs, see docs/profile.md) or ``auto``
+    (numpy on the CPU with the gymnasium/EnvPool engines, torch otherwise)."""
     torch_threads: int = 1
     """torch intra-op threads; 1 is fastest for small MLPs on few cores. 0 = torch default."""
     resume: Optional[str] = None

@@ -95,12 +95,18 @@ def test_nan_observation_stops_run_and_keeps_last_good_checkpoint(tmp_path, cfg_
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_nan_loss_stops_run(tmp_path, cfg_factory, monkeypatch):
+@pytest.mark.parametrize("compute", ["torch", "numpy"])
+def test_nan_loss_stops_run(tmp_path, cfg_factory, monkeypatch, compute):
     import robo_ppo.algo.ppo as ppo_mod
+    from robo_ppo.modules.numpy_policy import NumpyActorCritic
 
     monkeypatch.setattr(ppo_mod, "value_loss", lambda *a, **k: torch.tensor(float("nan")))
+    loss_and_grad = NumpyActorCritic.loss_and_grad
+    monkeypatch.setattr(NumpyActorCritic, "loss_and_grad",
+                        lambda *a, **k: {**loss_and_grad(*a, **k), "value_loss": float("nan")})
     cfg = cfg_factory("env=inverted_pendulum", "total_timesteps=256", "algo.num_envs=2",
-                      "algo.num_steps=64", "algo.num_minibatches=2", "eval_interval=0")
+                      "algo.num_steps=64", "algo.num_minibatches=2", "eval_interval=0",
+                      f"compute={compute}")
     tr = Trainer(cfg, tmp_path)
     with pytest.raises(NonFiniteError, match="loss became non-finite"):
         tr.train()

@@ -25,12 +25,13 @@ def _train_until(cfg, run_dir, target):
     return reached, tr.last_eval
 
 
-@pytest.mark.parametrize("task,target,budget", [
-    ("inverted_pendulum", 950.0, 100_000),
-    ("cartpole", 475.0, 100_000),
+@pytest.mark.parametrize("task,target,budget,compute", [
+    ("inverted_pendulum", 950.0, 100_000, "numpy"),
+    ("inverted_pendulum", 950.0, 100_000, "torch"),
+    ("cartpole", 475.0, 100_000, "numpy"),
 ])
-def test_preset_reaches_target_return(tmp_path, cfg_factory, task, target, budget):
-    cfg = cfg_factory(f"env={task}", f"total_timesteps={budget}", "seed=1")
+def test_preset_reaches_target_return(tmp_path, cfg_factory, task, target, budget, compute):
+    cfg = cfg_factory(f"env={task}", f"total_timesteps={budget}", "seed=1", f"compute={compute}")
     reached, last = _train_until(cfg, tmp_path, target)
     assert reached, f"{task}: last deterministic eval {last} never reached {target} in {budget} steps"
     assert reached["step"] <= budget

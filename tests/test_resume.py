@@ -24,6 +24,8 @@ def _final_state(trainer: Trainer):
     ("inverted_pendulum", ["env.max_episode_steps=20"]),  # terminations and truncations inside the run
     ("cartpole", ["env.max_episode_steps=30"]),           # classic-control state, Categorical head
     ("hopper", ["algo.loss=kl", "algo.lr_schedule=adaptive"]),  # PPO1 beta + adaptive lr state
+    ("inverted_pendulum", ["env.max_episode_steps=20", "compute=torch"]),  # the torch compute path
+    ("hopper", ["algo.loss=kl", "algo.lr_schedule=adaptive", "compute=torch"]),
 ])
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, cfg_factory, task, extra):
     cfg = cfg_factory(f"env={task}", "total_timesteps=512", *SMALL, *extra)  # 4 iterations
@@ -51,6 +53,22 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, cfg_factory
         assert torch.equal(s["exp_avg"], opt["state"][pid]["exp_avg"])
     assert second.ppo.kl_beta == full.ppo.kl_beta
     assert second.ppo.learning_rate == full.ppo.learning_rate
+    second.close()
+
+
+def test_checkpoint_of_one_compute_path_resumes_on_the_other(tmp_path, cfg_factory):
+    cfg = cfg_factory("env=hopper", "total_timesteps=512", *SMALL, "compute=torch")
+    first = Trainer(cfg, tmp_path / "a")
+    first.train(on_iteration=lambda tr: tr.request_stop() if tr.iteration == 2 else None)
+    first.close()
+    state = load_checkpoint(tmp_path / "a")
+    cfg.compute = "numpy"
+    second = Trainer(cfg, tmp_path / "b", resume_state=state)
+    # the torch Adam moments became the numpy path's flat state
+    first_m = torch.cat([s["exp_avg"].reshape(-1) for s in state["ppo"]["optimizer"]["state"].values()])
+    assert torch.equal(torch.from_numpy(second.ppo.exp_avg), first_m)
+    assert second.ppo.step_count == 2 * 2 * 4
+    assert second.train()["finished"]
     second.close()
 
 

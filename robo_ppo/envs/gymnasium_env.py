@@ -1,9 +1,14 @@
 """CPU engine: gymnasium MuJoCo (and classic-control) tasks in one process.
 
-Wraps ``gymnasium.vector.SyncVectorEnv`` in same-step auto-reset mode, so the
-final observation of a finished episode arrives in the same step's info. On
-2 cores the synchronous vector env is faster than the asynchronous one (see
-docs/architecture.md), so it is the only mode.
+``num_envs`` copies made with ``gymnasium.make`` (so the registered wrappers,
+e.g. the time limit, apply) are stepped one after the other, with same-step
+auto-reset: the final observation of a finished episode and the first of the
+next arrive in the same step. This is what ``gymnasium.vector.SyncVectorEnv``
+does in ``AutoresetMode.SAME_STEP`` (same seeding: env ``i`` gets
+``seed + i``), without its per-step info dictionaries, which cost about as
+much as a HalfCheetah step on a small CPU (docs/profile.md). On 2 cores
+stepping in one process beats ``AsyncVectorEnv`` (docs/architecture.md);
+EnvPool is the multi-core engine.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from robo_ppo.envs.base import VecEnv
 from robo_ppo.errors import ConfigError
@@ -66,29 +70,31 @@ class GymnasiumVecEnv(VecEnv):
         def make():
             return gym.make(env_id, disable_env_checker=True, **kwargs)
 
-        self.vec = SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP)
+        self.envs = [make() for _ in range(num_envs)]
         self.num_envs = int(num_envs)
         self.env_id = env_id
         self.device = torch.device(device)
-        self.observation_space = self.vec.single_observation_space
-        self.action_space = self.vec.single_action_space
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
         if not (isinstance(self.observation_space, gym.spaces.Box) and len(self.observation_space.shape) == 1):
             raise ConfigError(f"{env_id}: observation space {self.observation_space} is not a flat Box")
         self.is_discrete = isinstance(self.action_space, gym.spaces.Discrete)
         if not self.is_discrete:
             self._low = self.action_space.low.astype(np.float64)
             self._high = self.action_space.high.astype(np.float64)
-        first = self.vec.envs[0].unwrapped
+        first = self.envs[0].unwrapped
         self.control_dt = float(getattr(first, "dt", getattr(first, "tau", 0.0)))
         self._ep_return = np.zeros(num_envs, dtype=np.float64)
         self._ep_length = np.zeros(num_envs, dtype=np.int64)
 
     # ------------------------------------------------------------------ api
     def _to_torch(self, x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(x)).to(device=self.device, dtype=dtype)
+        t = torch.from_numpy(x)
+        return t if t.dtype == dtype and self.device.type == "cpu" else t.to(self.device, dtype)
 
     def reset(self, seed: Optional[int] = None) -> torch.Tensor:
-        obs, _ = self.vec.reset(seed=seed)
+        obs = np.stack([env.reset(seed=None if seed is None else seed + i)[0]
+                        for i, env in enumerate(self.envs)]).astype(np.float32)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
         return self._to_torch(obs)
@@ -99,20 +105,31 @@ class GymnasiumVecEnv(VecEnv):
             acts = acts.astype(np.int64).reshape(self.num_envs)
         else:
             acts = np.clip(acts.astype(np.float64), self._low, self._high)
-        obs, rewards, terminated, truncated, infos = self.vec.step(acts)
-        self._ep_return += rewards
+        n = self.num_envs
+        obs = np.empty((n, self.obs_dim), dtype=np.float32)
+        rewards = np.empty(n, dtype=np.float32)
+        terminated = np.empty(n, dtype=bool)
+        truncated = np.empty(n, dtype=bool)
+        finals: dict[int, np.ndarray] = {}
+        for i, env in enumerate(self.envs):
+            o, r, terminated[i], truncated[i], _ = env.step(acts[i])
+            rewards[i] = r
+            self._ep_return[i] += r
+            if terminated[i] or truncated[i]:
+                finals[i] = o
+                o, _ = env.reset()
+            obs[i] = o
         self._ep_length += 1
-        done = terminated | truncated
         final_obs = obs
         ep_ret = ep_len = np.zeros(0, dtype=np.float32)
-        if done.any():
+        if finals:
+            done = list(finals)
             final_obs = obs.copy()
-            idx = np.flatnonzero(done)
-            final_obs[idx] = np.stack([infos["final_obs"][i] for i in idx])
-            ep_ret = self._ep_return[idx].astype(np.float32)
-            ep_len = self._ep_length[idx].astype(np.float32)
-            self._ep_return[idx] = 0.0
-            self._ep_length[idx] = 0
+            final_obs[done] = np.stack(list(finals.values()))
+            ep_ret = self._ep_return[done].astype(np.float32)
+            ep_len = self._ep_length[done].astype(np.float32)
+            self._ep_return[done] = 0.0
+            self._ep_length[done] = 0
         info = {
             "final_obs": self._to_torch(final_obs),
             "episode_return": torch.from_numpy(ep_ret),
@@ -123,14 +140,15 @@ class GymnasiumVecEnv(VecEnv):
 
     def render(self, index: int = 0) -> np.ndarray:
         """RGB frame ``[H, W, 3]`` uint8 of env ``index`` (needs ``render_mode='rgb_array'``)."""
-        return self.vec.envs[index].render()
+        return self.envs[index].render()
 
     def close(self) -> None:
-        self.vec.close()
+        for env in self.envs:
+            env.close()
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
-        names = observation_action_names(self.vec.envs[0].unwrapped)
+        names = observation_action_names(self.envs[0].unwrapped)
         meta.update(names)
         return meta
 
@@ -139,7 +157,7 @@ class GymnasiumVecEnv(VecEnv):
         """Per env: MuJoCo integration state (``mj_getState``), time-limit
         counter, RNG state, and the episode accumulators."""
         envs = []
-        for env in self.vec.envs:
+        for env in self.envs:
             u = env.unwrapped
             s: dict[str, Any] = {"np_random": u.np_random.bit_generator.state}
             if hasattr(u, "model") and hasattr(u, "data"):
@@ -160,7 +178,7 @@ class GymnasiumVecEnv(VecEnv):
     def set_state(self, state: dict[str, Any]) -> None:
         if len(state["envs"]) != self.num_envs:
             raise ValueError(f"snapshot holds {len(state['envs'])} envs, this VecEnv has {self.num_envs}")
-        for env, s in zip(self.vec.envs, state["envs"], strict=True):
+        for env, s in zip(self.envs, state["envs"], strict=True):
             u = env.unwrapped
             u.np_random.bit_generator.state = s["np_random"]
             if "mj_state" in s:

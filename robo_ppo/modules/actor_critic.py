@@ -103,6 +103,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.obs_dim = int(obs_dim)
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.activation = activation
         if self.is_discrete:
             self.act_dim = int(action_space.n)
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
@@ -148,9 +149,15 @@ class ActorCritic(nn.Module):
         """Value estimates ``[B]`` of normalized observations ``[B, obs_dim]``."""
         return self.critic(norm_obs).squeeze(-1)
 
-    def act(self, norm_obs: torch.Tensor, generator: Optional[torch.Generator] = None) -> PolicyOutput:
+    def act(self, norm_obs: torch.Tensor, generator: Optional[torch.Generator] = None,
+            noise: Optional[torch.Tensor] = None) -> PolicyOutput:
         """Sample actions for normalized ``obs [B, obs_dim]`` (no clipping: the
         env seam clips to the bounds; PPO stores the raw sample).
+
+        ``noise`` (optional) is the pre-drawn randomness of this step:
+        Gaussian ``a = mu + exp(log_std) * noise`` with ``noise [B, act_dim]
+        ~ N(0, 1)``; Categorical by inverse CDF with ``noise [B] ~ U[0, 1)``.
+        Without it, noise is drawn here from ``generator`` (or torch's global RNG).
 
         This is the per-step rollout path, so it calls the layers' ``forward``
         directly (no ``nn.Module.__call__`` overhead; module hooks do not run
@@ -165,11 +172,16 @@ class ActorCritic(nn.Module):
             value = layer.forward(value)
         value = value.squeeze(-1)
         if self.is_discrete:
-            probs = torch.softmax(params, dim=-1)
-            actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            log_probs, _ = self._log_prob_entropy(params, actions)
+            if noise is None:
+                noise = torch.rand(params.shape[:-1], generator=generator, device=params.device)
+            logp_all = torch.log_softmax(params, dim=-1)
+            cdf = torch.cumsum(logp_all.exp(), dim=-1)
+            actions = (cdf < noise.unsqueeze(-1)).sum(-1).clamp(max=params.shape[-1] - 1)
+            log_probs = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
         else:
-            noise = torch.randn(params.shape, generator=generator, device=params.device, dtype=params.dtype)
+            if noise is None:
+                noise = torch.randn(params.shape, generator=generator, device=params.device,
+                                    dtype=params.dtype)
             actions = params + torch.exp(self.log_std) * noise
             log_probs = gaussian_log_prob(params, self.log_std, actions)  # no entropy needed here
         return PolicyOutput(actions, log_probs, value, params)

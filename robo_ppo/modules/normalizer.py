@@ -48,12 +48,15 @@ class RunningMeanStd(nn.Module):
         float64 arithmetic at a fraction of torch's per-op cost (a 1-env
         rollout calls this twice per step).
         """
-        x = x.detach()
         if x.device.type == "cpu" and self.mean.device.type == "cpu":
-            xs = x.numpy().astype(np.float64, copy=False).reshape(-1, *self.mean.shape)
+            xs = (x.detach() if x.requires_grad else x).numpy().reshape(-1, *self.mean.shape)
             mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
-            batch_var = xs.var(axis=0) if len(xs) > 1 else np.zeros_like(mean)
-            new = merge_moments(mean, var, float(count), xs.mean(axis=0), batch_var, float(len(xs)))
+            if len(xs) == 1:  # one env: no reductions (a single sample has variance 0)
+                batch_mean, batch_var = xs[0].astype(np.float64), 0.0
+            else:
+                xs = xs.astype(np.float64, copy=False)
+                batch_mean, batch_var = xs.mean(axis=0), xs.var(axis=0)
+            new = merge_moments(mean, var, float(count), batch_mean, batch_var, float(len(xs)))
             mean[...], var[...], count[...] = new
             return
         with torch.no_grad():
@@ -111,6 +114,15 @@ class RewardScaler(nn.Module):
 
     @torch.no_grad()
     def forward(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        if rewards.device.type == "cpu" and self.returns.device.type == "cpu":
+            # the same arithmetic in numpy on the buffers' memory: called every env step
+            returns, r = self.returns.numpy(), rewards.numpy()
+            returns *= self.gamma
+            returns += r
+            self.rms.update(self.returns)
+            returns[dones.numpy()] = 0.0
+            std = np.float32(np.sqrt(self.rms.var.numpy() + self.eps))
+            return torch.from_numpy(np.clip(r / std, -self.clip, self.clip))
         self.returns.mul_(self.gamma).add_(rewards.to(torch.float64))
         self.rms.update(self.returns)
         self.returns.masked_fill_(dones.to(self.returns.device), 0.0)

@@ -21,11 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 
 import robo_ppo
 from robo_ppo.algo.losses import explained_variance
+from robo_ppo.algo.numpy_ppo import NumpyPPO
 from robo_ppo.algo.ppo import PPO
 from robo_ppo.envs import make_vec_env
 from robo_ppo.errors import ConfigError, NonFiniteError
 from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
 from robo_ppo.modules.normalizer import RewardScaler
+from robo_ppo.modules.numpy_policy import NumpyActorCritic
 from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint
 from robo_ppo.runner.evaluate import run_episodes
 from robo_ppo.runner.logger import RunLogger, plot_learning_curve
@@ -64,6 +66,22 @@ def policy_from_checkpoint(state: dict[str, Any], device: str | torch.device = "
     policy = build_actor_critic(cfg.algo, obs_space.shape[0], space_from_dict(spaces["action"]))
     policy.load_state_dict(state["model"])
     return policy.to(device).eval()
+
+
+COMPUTE_CHOICES = ("auto", "torch", "numpy")
+
+
+def select_compute(name: str, device: torch.device, engine: str) -> str:
+    """Resolve ``compute``: ``auto`` -> ``numpy`` on the CPU with a CPU engine
+    (gymnasium, EnvPool), else ``torch``. Raises ConfigError for numpy off the CPU."""
+    if name not in COMPUTE_CHOICES:
+        raise ConfigError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, got {name!r}")
+    if name == "auto":
+        return "numpy" if device.type == "cpu" and engine in ("gymnasium", "envpool") else "torch"
+    if name == "numpy" and device.type != "cpu":
+        raise ConfigError(f"compute=numpy runs on the CPU only, but device is {device}; "
+                          "use compute=torch (or auto) with an accelerator")
+    return name
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -113,7 +131,15 @@ class Trainer:
         self.num_iterations = max(1, cfg.total_timesteps // self.batch_size)
         self.discrete = isinstance(self.envs.action_space, gym.spaces.Discrete)
         self.policy = build_actor_critic(a, self.envs.obs_dim, self.envs.action_space).to(self.device)
-        self.ppo = PPO(self.policy, a, self.num_iterations)
+        self.compute = select_compute(cfg.compute, self.device, self.envs.engine)
+        # the rollout calls normalize/act/get_value/update_normalizer on this object:
+        # the torch module itself, or its numpy twin on the same parameter memory
+        if self.compute == "numpy":
+            self.rollout_policy = NumpyActorCritic(self.policy)
+            self.ppo = NumpyPPO(self.rollout_policy, a, self.num_iterations)
+        else:
+            self.rollout_policy = self.policy
+            self.ppo = PPO(self.policy, a, self.num_iterations)
         self.reward_scaler = (RewardScaler(a.num_envs, a.gamma, a.reward_clip).to(self.device)
                               if a.normalize_reward else None)
         act_dim = self.policy.act_dim
@@ -200,8 +226,14 @@ class Trainer:
     def _collect_rollout(self) -> list[float]:
         """Step all envs ``num_steps`` times, filling the buffer in place.
         Returns the raw returns of episodes that ended during the rollout."""
-        buf, policy, envs, reward_scaler = self.buffer, self.policy, self.envs, self.reward_scaler
+        buf, policy, envs, reward_scaler = self.buffer, self.rollout_policy, self.envs, self.reward_scaler
         on_cpu = self.device.type == "cpu"
+        # all of the rollout's sampling noise in one call (one op instead of one per step)
+        if self.discrete:
+            noise = torch.rand(buf.num_steps, buf.num_envs, device=self.device).unbind(0)
+        else:
+            noise = torch.randn(buf.num_steps, buf.num_envs, self.policy.act_dim,
+                                device=self.device).unbind(0)
         ep_returns: list[torch.Tensor] = []
         # Per-step results are collected in lists and written into the preallocated
         # [T, N, ...] buffers with one torch.stack(out=...) per field after the loop:
@@ -214,7 +246,7 @@ class Trainer:
         done_returns: list[torch.Tensor] = []
         for t in range(buf.num_steps):
             norm_obs = policy.normalize(next_obs)
-            out = policy.act(norm_obs)
+            out = policy.act(norm_obs, noise=noise[t])
             obs, rewards, terminated, truncated, info = envs.step(out.actions)
             s_obs.append(norm_obs)
             s_act.append(out.actions)
@@ -263,7 +295,7 @@ class Trainer:
     def _update(self) -> dict[str, float]:
         a = self.cfg.algo
         with torch.no_grad():
-            last_values = self.policy.get_value(self.policy.normalize(self.next_obs))
+            last_values = self.rollout_policy.get_value(self.rollout_policy.normalize(self.next_obs))
             advantages, returns = self.buffer.finish(last_values, a.gamma, a.gae_lambda)
         batch = self.buffer.flatten(advantages, returns)
         if not self.discrete:

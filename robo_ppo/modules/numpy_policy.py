@@ -1,0 +1,319 @@
+"""The CPU compute path: the actor-critic's math in numpy, on the same memory.
+
+Why: on a CPU, PPO's networks are tiny (64x64 MLPs, 1 to 1024 rows), so the
+time goes to per-call overhead, not arithmetic. On the project's 2-core
+machine one eager torch op costs ~5-12 us and one numpy op ~1-4 us; a 1-row
+policy step is ~60 torch ops, a 64-sample PPO minibatch ~300 torch ops plus
+autograd. Doing the same arithmetic in numpy is 4-5x faster (measurements in
+docs/profile.md).
+
+What: ``NumpyActorCritic`` wraps an ``ActorCritic`` that lives on the CPU.
+It re-seats every parameter as a view into one flat float32 buffer
+(``flat_params``) and reads weights, biases, ``log_std`` and the normalizer
+statistics through numpy views of that memory, so the torch module (used for
+checkpoints, evaluation and ONNX export) and the numpy path always see the
+same numbers, with no copies. It provides
+
+* the rollout calls (``normalize``, ``act``, ``get_value``,
+  ``update_normalizer``) with torch tensors in and out, so the training loop
+  is the same for both paths;
+* ``loss_and_grad``: one minibatch's PPO loss and its gradient with respect
+  to ``flat_params``, written by hand (backpropagation through the MLPs).
+  ``tests/test_numpy_policy.py`` checks it against torch autograd for every
+  head, loss, activation and clipping branch.
+
+Conventions follow the torch path exactly: ``nn.Linear`` computes
+``x @ W.T + b``; ``torch.maximum``'s gradient is split evenly on ties and
+``torch.clamp``'s passes where the input lies inside the closed interval.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from robo_ppo.modules.actor_critic import LOG_2PI, ActorCritic, PolicyOutput
+
+ENTROPY_CONST = 0.5 * (1.0 + LOG_2PI)
+
+
+# --------------------------------------------------------------- activations
+# Each entry: (forward f(x), derivative f'(x) given the input x and output y = f(x)).
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+ACTIVATIONS = {
+    "tanh": (np.tanh, lambda x, y: 1.0 - y * y),
+    "relu": (lambda x: np.maximum(x, 0.0), lambda x, y: (x > 0).astype(x.dtype)),
+    # torch.nn.ELU(alpha=1): x if x > 0 else exp(x) - 1; derivative 1 or exp(x) = y + 1
+    "elu": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+            lambda x, y: np.where(x > 0, 1.0, y + 1.0).astype(x.dtype)),
+    # SiLU: x * s(x); derivative s(x) * (1 + x * (1 - s(x)))
+    "silu": (lambda x: x * _sigmoid(x),
+             lambda x, y: (lambda s: s * (1.0 + x * (1.0 - s)))(_sigmoid(x))),
+}
+
+
+def _max_grad_weights(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient weights of ``torch.maximum(a, b)`` w.r.t. ``a`` and ``b``:
+    1 to the larger input, 1/2 to each on a tie."""
+    tie = 0.5 * (a == b)
+    return (a > b) + tie, (b > a) + tie
+
+
+class NumpyMLP:
+    """Forward and backward of one ``robo_ppo.modules.actor_critic.mlp`` in numpy.
+
+    ``weights[i] [out, in]`` and ``biases[i] [out]`` are numpy views of the
+    torch layers' parameters; ``grad_w[i]``, ``grad_b[i]`` views into the flat
+    gradient buffer, where ``backward`` writes.
+    """
+
+    def __init__(self, seq: nn.Sequential, activation: str, params_of: dict, grads_of: dict):
+        linears = [m for m in seq if isinstance(m, nn.Linear)]
+        self.weights = [params_of[id(m.weight)] for m in linears]
+        self.biases = [params_of[id(m.bias)] for m in linears]
+        self.grad_w = [grads_of[id(m.weight)] for m in linears]
+        self.grad_b = [grads_of[id(m.bias)] for m in linears]
+        self.act, self.act_grad = ACTIVATIONS[activation]
+
+    def forward(self, x: np.ndarray, cache: Optional[list] = None) -> np.ndarray:
+        """``x [B, in] -> [B, out]``. With ``cache`` (a list), keeps each layer's
+        (input, pre-activation, output) for ``backward``."""
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            pre = x @ w.T + b
+            out = pre if i == last else self.act(pre)
+            if cache is not None:
+                cache.append((x, pre, out))
+            x = out
+        return x
+
+    def backward(self, grad_out: np.ndarray, cache: list) -> None:
+        """Backpropagate ``dL/d(output) [B, out]`` through the cached forward,
+        writing ``dL/dW = g.T @ x`` and ``dL/db = sum_B g`` into the gradient views."""
+        g = grad_out
+        for i in range(len(self.weights) - 1, -1, -1):
+            x, pre, out = cache[i]
+            if i != len(self.weights) - 1:
+                g = g * self.act_grad(pre, out)
+            np.matmul(g.T, x, out=self.grad_w[i])
+            np.sum(g, axis=0, out=self.grad_b[i])
+            if i:
+                g = g @ self.weights[i]
+
+
+class NumpyActorCritic:
+    """The CPU compute path of an ``ActorCritic`` (see the module docstring).
+
+    Args:
+        policy: the actor-critic, on the CPU. Its parameters are re-seated as
+            views into ``flat_params``; its values are unchanged.
+
+    Raises:
+        ValueError: the policy is not on the CPU or not float32.
+    """
+
+    def __init__(self, policy: ActorCritic):
+        params = list(policy.parameters())
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
+            raise ValueError("NumpyActorCritic needs a float32 policy on the CPU (compute=numpy)")
+        self.policy = policy
+        self.is_discrete = policy.is_discrete
+        # one flat buffer for all parameters, their gradients (numpy) and Adam's state
+        self.flat_params = torch.cat([p.detach().reshape(-1) for p in params])
+        self.flat_grad = np.zeros(self.flat_params.numel(), dtype=np.float32)
+        params_of, grads_of, offset = {}, {}, 0
+        for p in params:
+            n = p.numel()
+            p.data = self.flat_params[offset:offset + n].view_as(p)
+            params_of[id(p)] = p.data.numpy()
+            grads_of[id(p)] = self.flat_grad[offset:offset + n].reshape(p.shape)
+            offset += n
+        self.actor = NumpyMLP(policy.actor, policy.activation, params_of, grads_of)
+        self.critic = NumpyMLP(policy.critic, policy.activation, params_of, grads_of)
+        if not self.is_discrete:
+            self.log_std = params_of[id(policy.log_std)]
+            self.grad_log_std = grads_of[id(policy.log_std)]
+        norm = policy.obs_normalizer
+        if norm is not None:
+            self._rms = (norm.rms.mean.numpy(), norm.rms.var.numpy())
+            self._obs_clip, self._obs_eps = norm.clip, norm.eps
+
+    # ------------------------------------------------------------- rollout
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """As ``ActorCritic.normalize``: ``clip((obs - mean) / sqrt(var + eps), +-clip)``
+        with the statistics cast to float32 first, as the torch path does."""
+        if self.policy.obs_normalizer is None:
+            return obs
+        mean, var = self._rms
+        std = np.sqrt(var + self._obs_eps).astype(np.float32)
+        x = (obs.numpy() - mean.astype(np.float32)) / std
+        return torch.from_numpy(np.clip(x, -self._obs_clip, self._obs_clip, out=x))
+
+    def update_normalizer(self, obs: torch.Tensor) -> None:
+        self.policy.update_normalizer(obs)
+
+    def get_value(self, norm_obs: torch.Tensor) -> torch.Tensor:
+        """``V(norm_obs) [B]``."""
+        return torch.from_numpy(self.critic.forward(norm_obs.numpy())[:, 0])
+
+    def act(self, norm_obs: torch.Tensor, noise: torch.Tensor) -> PolicyOutput:
+        """Sample with pre-drawn noise (see ``ActorCritic.act``): Gaussian
+        ``a = mu + exp(log_std) * noise`` with ``noise [B, act_dim] ~ N(0, 1)``;
+        Categorical by inverse CDF with ``noise [B] ~ U[0, 1)``."""
+        x = norm_obs.numpy()
+        params = self.actor.forward(x)
+        values = self.critic.forward(x)[:, 0]
+        if self.is_discrete:
+            logp_all = _log_softmax(params)
+            cdf = np.cumsum(np.exp(logp_all), axis=-1)
+            actions = np.minimum((cdf < noise.numpy()[:, None]).sum(-1), params.shape[-1] - 1)
+            log_probs = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
+            actions = torch.from_numpy(actions.astype(np.int64))
+        else:
+            actions = params + np.exp(self.log_std) * noise.numpy()
+            log_probs = _gaussian_log_prob(params, self.log_std, actions)
+            actions = torch.from_numpy(actions)
+        return PolicyOutput(actions, torch.from_numpy(log_probs), torch.from_numpy(values),
+                            torch.from_numpy(params))
+
+    # -------------------------------------------------------------- update
+    def loss_and_grad(self, mb: dict[str, np.ndarray], *, clip_coef: float, vf_clip: Optional[float],
+                      vf_coef: float, ent_coef: float, norm_adv: bool,
+                      kl_beta: Optional[float] = None) -> dict[str, float]:
+        """One minibatch's PPO loss; its gradient w.r.t. ``flat_params`` goes to ``flat_grad``.
+
+        ``mb`` holds numpy arrays for ``B`` samples: ``obs [B, obs_dim]``
+        (normalized), ``actions``, ``log_probs [B]``, ``values [B]``,
+        ``advantages [B]``, ``returns [B]``, and for the KL loss
+        ``dist_params [B, .]`` and ``old_log_std [act_dim]``.
+
+        loss = ``pg_loss - ent_coef * entropy + vf_coef * value_loss`` with
+        ``pg_loss`` the clipped surrogate (PPO eq. 7, ``kl_beta is None``) or
+        the KL penalty (PPO eq. 8), as in ``robo_ppo.algo.losses``.
+
+        Returns the loss terms and diagnostics as floats: ``loss``,
+        ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``,
+        ``clipfrac``, ``kl`` (mean exact KL, KL loss only).
+        """
+        obs, n = mb["obs"], len(mb["obs"])
+        actor_cache: list = []
+        critic_cache: list = []
+        params = self.actor.forward(obs, actor_cache)
+        values = self.critic.forward(obs, critic_cache)[:, 0]
+
+        # log-probabilities, entropy and their derivatives w.r.t. the head outputs
+        if self.is_discrete:
+            logp_all = _log_softmax(params)
+            probs = np.exp(logp_all)
+            actions = mb["actions"].astype(np.int64)
+            new_logp = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
+            ent_each = -(probs * logp_all).sum(-1)
+            entropy = ent_each.mean()
+        else:
+            log_std = self.log_std
+            inv_std = np.exp(-log_std)
+            z = (mb["actions"] - params) * inv_std
+            new_logp = (-0.5 * z * z - log_std - 0.5 * LOG_2PI).sum(-1)
+            entropy = float((log_std + ENTROPY_CONST).sum())
+
+        adv = mb["advantages"]
+        if norm_adv:
+            adv = adv - adv.mean()
+            if n > 1:
+                adv = adv / (adv.std(ddof=1) + 1e-8)
+        log_ratio = new_logp - mb["log_probs"]
+        ratio = np.exp(log_ratio)
+
+        # policy loss and dL/d(new_logp)
+        kl_mean = None
+        if kl_beta is None:
+            lo, hi = 1.0 - clip_coef, 1.0 + clip_coef
+            unclipped, clipped = -adv * ratio, -adv * np.clip(ratio, lo, hi)
+            pg_loss = np.maximum(unclipped, clipped).mean()
+            w_unc, w_clip = _max_grad_weights(unclipped, clipped)
+            inside = (ratio >= lo) & (ratio <= hi)
+            d_ratio = -adv * (w_unc + w_clip * inside) / n
+        else:
+            kl_each, d_params_kl, d_log_std_kl = self._kl_and_grad(mb, params)
+            kl_mean = float(kl_each.mean())
+            pg_loss = (-adv * ratio + kl_beta * kl_each).mean()
+            d_ratio = -adv / n
+        d_logp = d_ratio * ratio
+
+        # value loss and dL/d(values)
+        diff = values - mb["returns"]
+        if vf_clip is None:
+            v_loss = 0.5 * (diff * diff).mean()
+            d_values = vf_coef * diff / n
+        else:
+            delta = values - mb["values"]
+            v_clipped = mb["values"] + np.clip(delta, -vf_clip, vf_clip)
+            diff_c = v_clipped - mb["returns"]
+            sq, sq_c = diff * diff, diff_c * diff_c
+            v_loss = 0.5 * np.maximum(sq, sq_c).mean()
+            w_sq, w_sq_c = _max_grad_weights(sq, sq_c)
+            passes = (delta >= -vf_clip) & (delta <= vf_clip)
+            d_values = vf_coef * (w_sq * diff + w_sq_c * diff_c * passes) / n
+
+        # chain rule into the head outputs (and log_std), then through the MLPs
+        if self.is_discrete:
+            onehot = np.zeros_like(params)
+            np.put_along_axis(onehot, actions[:, None], 1.0, -1)
+            d_params = d_logp[:, None] * (onehot - probs)
+            # dH/dz_j = -p_j (log p_j + H), per sample; the loss has -ent_coef * mean(H)
+            d_params -= (ent_coef / n) * (-probs * (logp_all + ent_each[:, None]))
+        else:
+            # d logp / d mu = z / sigma;  d logp / d log_std = z^2 - 1;  d H / d log_std = 1
+            d_params = d_logp[:, None] * z * inv_std
+            self.grad_log_std[...] = (d_logp[:, None] * (z * z - 1.0)).sum(0) - ent_coef
+        if kl_beta is not None:
+            d_params = d_params + (kl_beta / n) * d_params_kl
+            if not self.is_discrete:
+                self.grad_log_std += (kl_beta / n) * d_log_std_kl
+        self.actor.backward(d_params.astype(np.float32, copy=False), actor_cache)
+        self.critic.backward(d_values[:, None].astype(np.float32, copy=False), critic_cache)
+
+        loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
+        out = {"loss": float(loss), "policy_loss": float(pg_loss), "value_loss": float(v_loss),
+               "entropy": float(entropy),
+               "approx_kl": float(((ratio - 1.0) - log_ratio).mean()),
+               "clipfrac": float((np.abs(ratio - 1.0) > clip_coef).mean())}
+        if kl_mean is not None:
+            out["kl"] = kl_mean
+        return out
+
+    def _kl_and_grad(self, mb, params):
+        """Exact KL(old || new) per sample ``[B]`` (as ``ActorCritic.kl_from``) and
+        its derivatives w.r.t. the new head outputs ``[B, .]`` and the new
+        log_std summed over the batch ``[act_dim]`` (Gaussian; None otherwise)."""
+        old = mb["dist_params"]
+        if self.is_discrete:
+            old_logp, new_logp = _log_softmax(old), _log_softmax(params)
+            old_p = np.exp(old_logp)
+            # d/dz sum_j p_old,j (log p_old,j - log softmax(z)_j) = softmax(z) - p_old
+            return (old_p * (old_logp - new_logp)).sum(-1), np.exp(new_logp) - old_p, None
+        new_ls, old_ls = self.log_std, mb["old_log_std"]
+        var_ratio = np.exp(2.0 * (old_ls - new_ls))
+        inv_var = np.exp(-2.0 * new_ls)
+        diff = old - params
+        mean_term = diff * diff * inv_var
+        kl = 0.5 * (var_ratio + mean_term - 1.0 - 2.0 * (old_ls - new_ls)).sum(-1)
+        # d/d mu_new = (mu_new - mu_old) / sigma_new^2;  d/d log_std_new = 1 - var_ratio - mean_term
+        return kl, -diff * inv_var, (1.0 - var_ratio - mean_term).sum(0)
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _gaussian_log_prob(mean: np.ndarray, log_std: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """numpy twin of ``actor_critic.gaussian_log_prob``: ``[B]``."""
+    z = (actions - mean) * np.exp(-log_std)
+    return (-0.5 * z * z - log_std - 0.5 * LOG_2PI).sum(-1)
