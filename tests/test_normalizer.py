@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from robo_ppo.modules.normalizer import ObsNormalizer, RewardScaler, RunningMeanStd
@@ -33,13 +34,39 @@ def test_forward_does_not_change_statistics():
         assert torch.equal(v, before[k])
 
 
+def _reward_scaler_step_by_step(rewards, dones, gamma, clip, eps=1e-8):
+    """VecNormalize's per-step recursion, written out plainly (float64)."""
+    R = np.zeros(rewards.shape[1])
+    seen, out = [], []
+    for r, d in zip(rewards, dones, strict=True):
+        R = gamma * R + r
+        seen.extend(R)
+        out.append(np.clip(r / np.sqrt(np.var(seen) + eps), -clip, clip))
+        R[d] = 0.0
+    return np.array(out), R, np.mean(seen), np.var(seen), len(seen)
+
+
 def test_reward_scaler_divides_by_std_of_discounted_return_and_resets_on_done():
     scaler = RewardScaler(num_envs=1, gamma=0.5, clip=10.0)
-    r = torch.ones(1)
-    out1 = scaler(r, torch.tensor([False]))  # R = 1 -> var 0 -> eps floor, then clip
-    assert out1.item() == 10.0
-    scaler(r, torch.tensor([True]))  # R = 1.5, then reset
-    assert scaler.returns.item() == 0.0
-    out3 = scaler(r, torch.tensor([False]))  # R = 1; stats over {1, 1.5, 1}
+    r = torch.ones(3, 1)
+    out = scaler.scale_rollout(r, torch.tensor([[False], [True], [False]]))
+    assert out[0].item() == 10.0  # R = 1 -> var 0 -> eps floor, then clip
     std = torch.tensor([1.0, 1.5, 1.0], dtype=torch.float64).var(unbiased=False).sqrt()
-    torch.testing.assert_close(out3, (1.0 / std).float().reshape(1), rtol=1e-5, atol=0)
+    torch.testing.assert_close(out[2], (1.0 / std).float().reshape(1), rtol=1e-5, atol=0)
+    assert scaler.returns.item() == 1.0  # reset after step 1, then R = 1
+
+
+def test_reward_scaler_over_rollouts_equals_step_by_step_recursion():
+    rng = np.random.default_rng(0)
+    T, N, gamma = 50, 3, 0.99
+    rewards = rng.normal(1.0, 2.0, size=(3 * T, N)).astype(np.float32)
+    dones = rng.random((3 * T, N)) < 0.05
+    ref, ref_R, ref_mean, ref_var, ref_count = _reward_scaler_step_by_step(
+        rewards.astype(np.float64), dones, gamma, clip=10.0)
+    scaler = RewardScaler(num_envs=N, gamma=gamma, clip=10.0)
+    got = torch.cat([scaler.scale_rollout(torch.from_numpy(rewards[k:k + T]), torch.from_numpy(dones[k:k + T]))
+                     for k in range(0, 3 * T, T)])  # three rollouts: the state carries over
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)
+    np.testing.assert_allclose(scaler.returns.numpy(), ref_R, rtol=1e-10)
+    assert scaler.rms.count.item() == ref_count
+    np.testing.assert_allclose([scaler.rms.mean.item(), scaler.rms.var.item()], [ref_mean, ref_var], rtol=1e-10)

@@ -90,11 +90,17 @@ def test_rollout_calls_match_torch(space):
     with torch.no_grad():
         norm = pi.normalize(obs)
         ref = pi.act(norm, noise=noise)
-        torch.testing.assert_close(npi.normalize(obs), norm, rtol=1e-6, atol=1e-6)
-        out = npi.act(norm, noise)
-        torch.testing.assert_close(npi.get_value(norm), pi.get_value(norm), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(npi.normalize(obs.numpy()), norm.numpy(), rtol=1e-6, atol=1e-6)
+        out = npi.act(norm.numpy(), noise.numpy())
+        np.testing.assert_allclose(npi.get_value(norm.numpy()), pi.get_value(norm).numpy(), rtol=1e-5, atol=1e-6)
+        # the rollout's log-prob (from the noise) equals evaluate's (from the action)
+        logp, _, _, _ = pi.evaluate(norm, ref.actions)
     for name in ("actions", "log_probs", "values", "dist_params"):
-        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(getattr(out, name), getattr(ref, name).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.log_probs, logp.numpy(), rtol=1e-5, atol=1e-5)
+    # statistics update through the numpy path reaches the torch module
+    npi.update_normalizer(np.ones((3, 5), np.float32))
+    assert pi.obs_normalizer.rms.count.item() == 67
 
 
 def test_numpy_policy_shares_parameter_memory():
@@ -126,8 +132,8 @@ def test_update_matches_torch_update(loss, lr_schedule):
     # 36 Adam steps: parameters agree to a small fraction of the distance travelled
     with torch.no_grad():
         moved = max(float((p - q).abs().max()) for p, q in zip(pi_t.parameters(), make_policy(BOX).parameters()))
-    for (name, p), q in zip(pi_t.named_parameters(), pi_n.parameters()):
-        assert float((p - q).abs().max()) < 0.02 * moved, name
+        for (name, p), q in zip(pi_t.named_parameters(), pi_n.parameters()):
+            assert float((p - q).abs().max()) < 0.02 * moved, name
     # Adam's state is kept in torch's format, usable by either path
     state = ppo_n.state_dict()["optimizer"]["state"]
     assert {int(s["step"]) for s in state.values()} == {36}

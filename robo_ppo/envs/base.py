@@ -17,6 +17,9 @@ Contract (``N = num_envs``):
   ``info["episode_length"]`` (float32 ``[K]``) list the K episodes that ended
   this step.
 * ``observation_space``, ``action_space``: single-env gymnasium spaces.
+* CPU engines (``ArrayVecEnv``) also offer ``reset_arrays`` / ``step_arrays``:
+  the same contract with numpy arrays in and out (no torch), which the
+  numpy compute path of the trainer uses.
 * ``get_state() / set_state(state)``: a snapshot of every env's simulator
   state (tensors and plain Python values only) for exact resume; engines that
   cannot snapshot raise ``NotImplementedError``.
@@ -28,6 +31,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Optional
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 
@@ -66,3 +70,37 @@ class VecEnv(ABC):
     def metadata(self) -> dict[str, Any]:
         """Task facts a robot-side program needs (names where the task defines them)."""
         return {"env_id": self.env_id, "engine": self.engine, "control_dt": self.control_dt}
+
+
+class ArrayVecEnv(VecEnv):
+    """A CPU engine: implements the contract on numpy arrays (``reset_arrays``,
+    ``step_arrays``); ``reset`` / ``step`` wrap them with zero-copy tensors
+    (moved to ``device`` if that is not the CPU).
+
+    ``step_arrays`` takes actions as an array (float ``[N, act_dim]`` or int
+    ``[N]``) and returns ``obs`` float32 ``[N, obs_dim]``, ``rewards`` float32
+    ``[N]``, ``terminated``/``truncated`` bool ``[N]`` and ``info`` with
+    ``final_obs``, ``episode_return``, ``episode_length`` as numpy arrays.
+    """
+
+    @abstractmethod
+    def reset_arrays(self, seed: Optional[int] = None) -> np.ndarray: ...
+
+    @abstractmethod
+    def step_arrays(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                        np.ndarray, dict[str, Any]]: ...
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(x)
+        return t if self.device.type == "cpu" else t.to(self.device)
+
+    def reset(self, seed: Optional[int] = None) -> torch.Tensor:
+        return self._tensor(self.reset_arrays(seed))
+
+    def step(self, actions: torch.Tensor):
+        obs, rewards, terminated, truncated, info = self.step_arrays(actions.detach().cpu().numpy())
+        info = {"final_obs": self._tensor(info["final_obs"]),
+                "episode_return": torch.from_numpy(info["episode_return"]),
+                "episode_length": torch.from_numpy(info["episode_length"])}
+        return (self._tensor(obs), self._tensor(rewards), self._tensor(terminated),
+                self._tensor(truncated), info)

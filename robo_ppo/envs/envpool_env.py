@@ -64,7 +64,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from robo_ppo.envs.base import VecEnv
+from robo_ppo.envs.base import ArrayVecEnv
 from robo_ppo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def _version(task_id: str) -> Optional[str]:
     return m.group(1) if m else None
 
 
-class EnvPoolVecEnv(VecEnv):
+class EnvPoolVecEnv(ArrayVecEnv):
     """``num_envs`` copies of an EnvPool task, stepped by ``num_threads`` C++ threads.
 
     Args:
@@ -160,7 +160,7 @@ class EnvPoolVecEnv(VecEnv):
         self._env_ids = np.arange(self.num_envs, dtype=np.int32)
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
-        self._empty = torch.zeros(0, dtype=torch.float32)
+        self._empty = np.zeros(0, dtype=np.float32)
         self._model = self._load_model()
         self.control_dt = (float(self._model.opt.timestep) * int(self._pool.config["frame_skip"])
                            if self._model is not None else 0.0)
@@ -191,10 +191,6 @@ class EnvPoolVecEnv(VecEnv):
                         return None
         return None
 
-    def _obs_to_torch(self, obs: np.ndarray) -> torch.Tensor:
-        # EnvPool hands out a fresh float64 array per call; one cast to float32
-        return torch.from_numpy(obs).to(device=self.device, dtype=torch.float32)
-
     def _reorder(self, values: list[np.ndarray], env_id: np.ndarray) -> list[np.ndarray]:
         """Rows sorted by env id (sync mode returns them in order; this is a guard)."""
         if np.array_equal(env_id, self._env_ids):
@@ -203,7 +199,7 @@ class EnvPoolVecEnv(VecEnv):
         return [v[order] for v in values]
 
     # ------------------------------------------------------------------ api
-    def reset(self, seed: Optional[int] = None) -> torch.Tensor:
+    def reset_arrays(self, seed: Optional[int] = None) -> np.ndarray:
         """Reset every env; ``obs`` float32 ``[N, obs_dim]``.
 
         A ``seed`` that differs from the pool's, or any seed after the pool
@@ -218,38 +214,35 @@ class EnvPoolVecEnv(VecEnv):
         (obs,) = self._reorder([obs], info["env_id"])
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
-        return self._obs_to_torch(obs)
+        return obs.astype(np.float32)
 
-    def step(self, actions: torch.Tensor):
-        """One step of every env; see ``VecEnv`` for shapes. Actions are clipped
-        to the action bounds (float64) before EnvPool sees them."""
+    def step_arrays(self, actions: np.ndarray):
+        """One step of every env; see ``ArrayVecEnv`` for shapes. Actions are
+        clipped to the action bounds (float64) before EnvPool sees them."""
         self._fresh = False
-        acts = actions.detach()
-        if acts.device.type != "cpu":
-            acts = acts.cpu()
         # clip = max then min, written into the float64 action buffer EnvPool expects
-        np.minimum(np.maximum(acts.numpy(), self._low, out=self._actions), self._high, out=self._actions)
+        np.minimum(np.maximum(actions, self._low, out=self._actions), self._high, out=self._actions)
         obs, rewards, terminated, truncated, info = self._pool.step(self._actions)
         obs, rewards, terminated, truncated = self._reorder([obs, rewards, terminated, truncated],
                                                             info["env_id"])
         self._ep_return += rewards
         self._ep_length += 1
         done = terminated | truncated
-        obs_t = self._obs_to_torch(obs)
-        final_obs = obs_t
+        # EnvPool hands out a fresh float64 array per call; one cast to float32
+        obs = obs.astype(np.float32)
+        final_obs = obs
         ep_ret = ep_len = self._empty
         if done.any():
             idx = np.flatnonzero(done).astype(np.int32)
-            final_obs = obs_t.clone()
+            final_obs = obs.copy()
             reset_obs, reset_info = self._pool.reset(idx)
-            obs_t[torch.from_numpy(reset_info["env_id"].astype(np.int64))] = self._obs_to_torch(reset_obs)
-            ep_ret = torch.from_numpy(self._ep_return[idx].astype(np.float32))
-            ep_len = torch.from_numpy(self._ep_length[idx].astype(np.float32))
+            obs[reset_info["env_id"].astype(np.int64)] = reset_obs
+            ep_ret = self._ep_return[idx].astype(np.float32)
+            ep_len = self._ep_length[idx].astype(np.float32)
             self._ep_return[idx] = 0.0
             self._ep_length[idx] = 0
         info_out = {"final_obs": final_obs, "episode_return": ep_ret, "episode_length": ep_len}
-        return (obs_t, torch.from_numpy(rewards).to(self.device), torch.from_numpy(terminated).to(self.device),
-                torch.from_numpy(truncated).to(self.device), info_out)
+        return obs, rewards.astype(np.float32, copy=False), terminated, truncated, info_out
 
     def close(self) -> None:
         self._pool.close()

@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 import torch
 
-from robo_ppo.envs.base import VecEnv
+from robo_ppo.envs.base import ArrayVecEnv
 from robo_ppo.errors import ConfigError
 
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -34,7 +34,7 @@ def _time_limit(env: gym.Env):
     return None
 
 
-class GymnasiumVecEnv(VecEnv):
+class GymnasiumVecEnv(ArrayVecEnv):
     """``num_envs`` copies of a gymnasium task stepped in this process.
 
     Args:
@@ -86,25 +86,21 @@ class GymnasiumVecEnv(VecEnv):
         self.control_dt = float(getattr(first, "dt", getattr(first, "tau", 0.0)))
         self._ep_return = np.zeros(num_envs, dtype=np.float64)
         self._ep_length = np.zeros(num_envs, dtype=np.int64)
+        self._no_episodes = np.zeros(0, dtype=np.float32)
 
     # ------------------------------------------------------------------ api
-    def _to_torch(self, x: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-        t = torch.from_numpy(x)
-        return t if t.dtype == dtype and self.device.type == "cpu" else t.to(self.device, dtype)
-
-    def reset(self, seed: Optional[int] = None) -> torch.Tensor:
+    def reset_arrays(self, seed: Optional[int] = None) -> np.ndarray:
         obs = np.stack([env.reset(seed=None if seed is None else seed + i)[0]
                         for i, env in enumerate(self.envs)]).astype(np.float32)
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
-        return self._to_torch(obs)
+        return obs
 
-    def step(self, actions: torch.Tensor):
-        acts = actions.detach().cpu().numpy()
+    def step_arrays(self, actions: np.ndarray):
         if self.is_discrete:
-            acts = acts.astype(np.int64).reshape(self.num_envs)
+            acts = actions.astype(np.int64).reshape(self.num_envs)
         else:
-            acts = np.clip(acts.astype(np.float64), self._low, self._high)
+            acts = np.minimum(np.maximum(actions, self._low), self._high)  # float64, clipped
         n = self.num_envs
         obs = np.empty((n, self.obs_dim), dtype=np.float32)
         rewards = np.empty(n, dtype=np.float32)
@@ -121,7 +117,7 @@ class GymnasiumVecEnv(VecEnv):
             obs[i] = o
         self._ep_length += 1
         final_obs = obs
-        ep_ret = ep_len = np.zeros(0, dtype=np.float32)
+        ep_ret = ep_len = self._no_episodes
         if finals:
             done = list(finals)
             final_obs = obs.copy()
@@ -130,13 +126,8 @@ class GymnasiumVecEnv(VecEnv):
             ep_len = self._ep_length[done].astype(np.float32)
             self._ep_return[done] = 0.0
             self._ep_length[done] = 0
-        info = {
-            "final_obs": self._to_torch(final_obs),
-            "episode_return": torch.from_numpy(ep_ret),
-            "episode_length": torch.from_numpy(ep_len),
-        }
-        return (self._to_torch(obs), self._to_torch(rewards), self._to_torch(terminated, torch.bool),
-                self._to_torch(truncated, torch.bool), info)
+        info = {"final_obs": final_obs, "episode_return": ep_ret, "episode_length": ep_len}
+        return obs, rewards, terminated, truncated, info
 
     def render(self, index: int = 0) -> np.ndarray:
         """RGB frame ``[H, W, 3]`` uint8 of env ``index`` (needs ``render_mode='rgb_array'``)."""

@@ -161,8 +161,9 @@ class ActorCritic(nn.Module):
 
         This is the per-step rollout path, so it calls the layers' ``forward``
         directly (no ``nn.Module.__call__`` overhead; module hooks do not run
-        here) and skips the entropy. Results are bit-identical to
-        ``evaluate``'s arithmetic.
+        here) and skips the entropy. The Gaussian log-prob is computed from
+        the noise (``z = noise``); ``evaluate`` recomputes it from the action,
+        equal up to float32 rounding.
         """
         params = norm_obs
         for layer in self.actor:
@@ -183,7 +184,8 @@ class ActorCritic(nn.Module):
                 noise = torch.randn(params.shape, generator=generator, device=params.device,
                                     dtype=params.dtype)
             actions = params + torch.exp(self.log_std) * noise
-            log_probs = gaussian_log_prob(params, self.log_std, actions)  # no entropy needed here
+            # log N(a; mu, sigma) with z = (a - mu) / sigma = noise; no entropy needed here
+            log_probs = (-0.5 * noise.square() - self.log_std).sum(-1) - 0.5 * LOG_2PI * noise.shape[-1]
         return PolicyOutput(actions, log_probs, value, params)
 
     def evaluate(self, norm_obs: torch.Tensor, actions: torch.Tensor):

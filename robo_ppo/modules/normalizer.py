@@ -98,10 +98,19 @@ class ObsNormalizer(nn.Module):
 class RewardScaler(nn.Module):
     """Divide rewards by the running std of the discounted return.
 
-    Baselines' VecNormalize reward scaling: per env ``R <- gamma * R + r``
-    (reset to 0 when the episode ends), statistics of ``R`` are updated every
-    step and the reward is returned as ``clip(r / sqrt(var(R) + eps), +-clip)``.
-    Shapes: ``rewards, dones: [N]``.
+    Baselines' VecNormalize reward scaling, per env and step ``t``:
+    ``R <- gamma * R + r_t``; fold ``R`` into the running statistics; return
+    ``clip(r_t / sqrt(var(R) + eps), +-clip)``; reset ``R`` to 0 when the
+    episode ended at ``t``.
+
+    ``scale_rollout`` applies this to a whole rollout at once, after it was
+    collected, with the same result as calling it step by step (up to float64
+    rounding): the recursion for ``R`` runs over time, and the statistics each
+    step's reward is divided by, i.e. of every ``R`` up to and including that
+    step, come from cumulative sums (shifted by the previous mean for
+    precision). Nothing in the rollout depends on the scaled rewards, so this
+    leaves the per-step loop free of the work. Works on CPU (numpy views) and
+    accelerator tensors alike (only operators and methods both libraries share).
     """
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
@@ -113,18 +122,32 @@ class RewardScaler(nn.Module):
         self.eps = float(eps)
 
     @torch.no_grad()
-    def forward(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
-        if rewards.device.type == "cpu" and self.returns.device.type == "cpu":
-            # the same arithmetic in numpy on the buffers' memory: called every env step
-            returns, r = self.returns.numpy(), rewards.numpy()
-            returns *= self.gamma
-            returns += r
-            self.rms.update(self.returns)
-            returns[dones.numpy()] = 0.0
-            std = np.float32(np.sqrt(self.rms.var.numpy() + self.eps))
-            return torch.from_numpy(np.clip(r / std, -self.clip, self.clip))
-        self.returns.mul_(self.gamma).add_(rewards.to(torch.float64))
-        self.rms.update(self.returns)
-        self.returns.masked_fill_(dones.to(self.returns.device), 0.0)
-        scaled = rewards / torch.sqrt(self.rms.var + self.eps).to(rewards.dtype)
-        return torch.clamp(scaled, -self.clip, self.clip)
+    def scale_rollout(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """Scale a rollout's rewards. ``rewards [T, N]`` float32 (raw),
+        ``dones [T, N]`` bool (episode ended at that step); returns ``[T, N]``
+        float32 and advances ``returns`` and the statistics past the rollout."""
+        on_cpu = rewards.device.type == "cpu"
+        # numpy views on the CPU (one torch op costs ~10 numpy ops here), tensors elsewhere
+        r = rewards.numpy() if on_cpu else rewards
+        keep = 1.0 - (dones.numpy() if on_cpu else dones.to(torch.float64))
+        R = self.returns.numpy().copy() if on_cpu else self.returns.clone()
+        disc = (np.empty(r.shape, np.float64) if on_cpu
+                else torch.empty(r.shape, dtype=torch.float64, device=r.device))
+        for t in range(r.shape[0]):
+            R = R * self.gamma + r[t]
+            disc[t] = R
+            R = R * keep[t]
+        # statistics after each step: the previous ones merged with all R up to t
+        mean0, var0, count0 = float(self.rms.mean), float(self.rms.var), float(self.rms.count)
+        n = count0 + r.shape[1] * (np.arange(1, r.shape[0] + 1) if on_cpu
+                                   else torch.arange(1, r.shape[0] + 1, device=r.device))
+        s1 = (disc - mean0).sum(1).cumsum(0)
+        s2 = ((disc - mean0) ** 2).sum(1).cumsum(0)
+        var = (var0 * count0 + s2 - s1 * s1 / n) / n
+        scaled = (r / ((var + self.eps) ** 0.5)[:, None]).clip(-self.clip, self.clip)
+        # advance the state to the end of the rollout
+        self.returns.copy_(torch.from_numpy(R) if on_cpu else R)
+        self.rms.mean.fill_(mean0 + float(s1[-1]) / float(n[-1]))
+        self.rms.var.fill_(float(var[-1]))
+        self.rms.count.fill_(float(n[-1]))
+        return torch.from_numpy(scaled.astype(np.float32)) if on_cpu else scaled.float()

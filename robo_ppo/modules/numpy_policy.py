@@ -141,46 +141,52 @@ class NumpyActorCritic:
             self.grad_log_std = grads_of[id(policy.log_std)]
         norm = policy.obs_normalizer
         if norm is not None:
-            self._rms = (norm.rms.mean.numpy(), norm.rms.var.numpy())
+            self._rms = (norm.rms.mean.numpy(), norm.rms.var.numpy(), norm.rms.count.numpy())
             self._obs_clip, self._obs_eps = norm.clip, norm.eps
+            self._norm_cache: tuple = (None, None, None)
 
     # ------------------------------------------------------------- rollout
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+    # numpy arrays in and out: the trainer's rollout loop drives this object and an
+    # ArrayVecEnv without any torch call per step.
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
         """As ``ActorCritic.normalize``: ``clip((obs - mean) / sqrt(var + eps), +-clip)``
-        with the statistics cast to float32 first, as the torch path does."""
+        with the statistics cast to float32 first, as the torch path does. The
+        float32 statistics are cached until the count changes (an update)."""
         if self.policy.obs_normalizer is None:
             return obs
-        mean, var = self._rms
-        std = np.sqrt(var + self._obs_eps).astype(np.float32)
-        x = (obs.numpy() - mean.astype(np.float32)) / std
-        return torch.from_numpy(np.clip(x, -self._obs_clip, self._obs_clip, out=x))
+        mean, var, count = self._rms
+        cached_count, mean32, std32 = self._norm_cache
+        if cached_count != float(count):
+            mean32, std32 = mean.astype(np.float32), np.sqrt(var + self._obs_eps).astype(np.float32)
+            self._norm_cache = (float(count), mean32, std32)
+        x = (obs - mean32) / std32
+        return np.clip(x, -self._obs_clip, self._obs_clip, out=x)
 
-    def update_normalizer(self, obs: torch.Tensor) -> None:
-        self.policy.update_normalizer(obs)
+    def update_normalizer(self, obs: np.ndarray) -> None:
+        """Fold raw observations ``[B, obs_dim]`` into the running statistics."""
+        self.policy.update_normalizer(torch.from_numpy(obs))
 
-    def get_value(self, norm_obs: torch.Tensor) -> torch.Tensor:
+    def get_value(self, norm_obs: np.ndarray) -> np.ndarray:
         """``V(norm_obs) [B]``."""
-        return torch.from_numpy(self.critic.forward(norm_obs.numpy())[:, 0])
+        return self.critic.forward(norm_obs)[:, 0]
 
-    def act(self, norm_obs: torch.Tensor, noise: torch.Tensor) -> PolicyOutput:
-        """Sample with pre-drawn noise (see ``ActorCritic.act``): Gaussian
-        ``a = mu + exp(log_std) * noise`` with ``noise [B, act_dim] ~ N(0, 1)``;
-        Categorical by inverse CDF with ``noise [B] ~ U[0, 1)``."""
-        x = norm_obs.numpy()
-        params = self.actor.forward(x)
-        values = self.critic.forward(x)[:, 0]
+    def act(self, norm_obs: np.ndarray, noise: np.ndarray) -> PolicyOutput:
+        """As ``ActorCritic.act`` with pre-drawn ``noise`` (numpy arrays in the
+        ``PolicyOutput``): Gaussian ``a = mu + exp(log_std) * noise``,
+        ``noise [B, act_dim] ~ N(0, 1)``; Categorical by inverse CDF,
+        ``noise [B] ~ U[0, 1)``."""
+        params = self.actor.forward(norm_obs)
+        values = self.critic.forward(norm_obs)[:, 0]
         if self.is_discrete:
             logp_all = _log_softmax(params)
             cdf = np.cumsum(np.exp(logp_all), axis=-1)
-            actions = np.minimum((cdf < noise.numpy()[:, None]).sum(-1), params.shape[-1] - 1)
+            actions = np.minimum((cdf < noise[:, None]).sum(-1), params.shape[-1] - 1)
             log_probs = np.take_along_axis(logp_all, actions[:, None], -1)[:, 0]
-            actions = torch.from_numpy(actions.astype(np.int64))
         else:
-            actions = params + np.exp(self.log_std) * noise.numpy()
-            log_probs = _gaussian_log_prob(params, self.log_std, actions)
-            actions = torch.from_numpy(actions)
-        return PolicyOutput(actions, torch.from_numpy(log_probs), torch.from_numpy(values),
-                            torch.from_numpy(params))
+            actions = params + np.exp(self.log_std) * noise
+            # log N(a; mu, sigma) with z = (a - mu) / sigma = noise
+            log_probs = (-0.5 * noise * noise - self.log_std).sum(-1) - 0.5 * LOG_2PI * noise.shape[-1]
+        return PolicyOutput(actions, log_probs, values, params)
 
     # -------------------------------------------------------------- update
     def loss_and_grad(self, mb: dict[str, np.ndarray], *, clip_coef: float, vf_clip: Optional[float],
@@ -311,9 +317,3 @@ class NumpyActorCritic:
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     shifted = z - z.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
-def _gaussian_log_prob(mean: np.ndarray, log_std: np.ndarray, actions: np.ndarray) -> np.ndarray:
-    """numpy twin of ``actor_critic.gaussian_log_prob``: ``[B]``."""
-    z = (actions - mean) * np.exp(-log_std)
-    return (-0.5 * z * z - log_std - 0.5 * LOG_2PI).sum(-1)

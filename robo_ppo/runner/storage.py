@@ -14,7 +14,7 @@ class RolloutBuffer:
     Fields: ``obs`` (normalized, float32 ``[T, N, obs_dim]``), ``actions``
     (float32 ``[T, N, act_dim]`` or int64 ``[T, N]``), ``log_probs``,
     ``values``, ``rewards`` (after scaling), ``next_values`` (see
-    ``compute_gae``), ``terminated``, ``truncated`` (``[T, N]``), and
+    ``compute_gae``), ``last_values [N]`` (V of the obs after the last step), ``terminated``, ``truncated`` (``[T, N]``), and
     ``dist_params`` (``[T, N, act_dim or n_actions]``).
     """
 
@@ -31,6 +31,7 @@ class RolloutBuffer:
         self.values = torch.zeros(T, N, **f32)
         self.rewards = torch.zeros(T, N, **f32)
         self.next_values = torch.zeros(T, N, **f32)
+        self.last_values = torch.zeros(N, **f32)
         self.terminated = torch.zeros(T, N, dtype=torch.bool, device=device)
         self.truncated = torch.zeros(T, N, dtype=torch.bool, device=device)
 

@@ -76,11 +76,12 @@ def select_compute(name: str, device: torch.device, engine: str) -> str:
     (gymnasium, EnvPool), else ``torch``. Raises ConfigError for numpy off the CPU."""
     if name not in COMPUTE_CHOICES:
         raise ConfigError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, got {name!r}")
+    cpu_engine = engine in ("gymnasium", "envpool")
     if name == "auto":
-        return "numpy" if device.type == "cpu" and engine in ("gymnasium", "envpool") else "torch"
-    if name == "numpy" and device.type != "cpu":
-        raise ConfigError(f"compute=numpy runs on the CPU only, but device is {device}; "
-                          "use compute=torch (or auto) with an accelerator")
+        return "numpy" if device.type == "cpu" and cpu_engine else "torch"
+    if name == "numpy" and not (device.type == "cpu" and cpu_engine):
+        raise ConfigError(f"compute=numpy runs on the CPU with a CPU engine (gymnasium, envpool), "
+                          f"but device is {device} and the engine {engine}; use compute=torch or auto")
     return name
 
 
@@ -153,8 +154,6 @@ class Trainer:
         self.next_obs = self.envs.reset(seed=cfg.seed)
         if resume_state is not None:
             self._load_state(resume_state)
-        else:
-            self.policy.update_normalizer(self.next_obs)
 
     # ----------------------------------------------------------- the loop
     def request_stop(self) -> None:
@@ -225,29 +224,42 @@ class Trainer:
     @torch.no_grad()
     def _collect_rollout(self) -> list[float]:
         """Step all envs ``num_steps`` times, filling the buffer in place.
-        Returns the raw returns of episodes that ended during the rollout."""
-        buf, policy, envs, reward_scaler = self.buffer, self.rollout_policy, self.envs, self.reward_scaler
+        Returns the raw returns of episodes that ended during the rollout.
+
+        The policy is one fixed function for the whole rollout: observations
+        are normalized with the statistics as they were when it began, and
+        the rollout's raw observations are folded into them after it (as
+        Brax's PPO does); rewards are scaled after it too, with per-step
+        semantics (``RewardScaler.scale_rollout``). The per-step loop is thus
+        only: normalize, act, step, store.
+        """
+        buf, policy, envs = self.buffer, self.rollout_policy, self.envs
+        # compute=numpy: numpy arrays from the engine to the policy and into numpy views
+        # of the buffers, no torch call per step; compute=torch: tensors throughout
+        arrays = self.compute == "numpy"
+        step = envs.step_arrays if arrays else envs.step
         on_cpu = self.device.type == "cpu"
         # all of the rollout's sampling noise in one call (one op instead of one per step)
         if self.discrete:
-            noise = torch.rand(buf.num_steps, buf.num_envs, device=self.device).unbind(0)
+            noise = torch.rand(buf.num_steps, buf.num_envs, device=self.device)
         else:
-            noise = torch.randn(buf.num_steps, buf.num_envs, self.policy.act_dim,
-                                device=self.device).unbind(0)
-        ep_returns: list[torch.Tensor] = []
+            noise = torch.randn(buf.num_steps, buf.num_envs, self.policy.act_dim, device=self.device)
+        noise = noise.numpy() if arrays else noise.unbind(0)
+        next_values = buf.next_values.numpy() if arrays else buf.next_values
         # Per-step results are collected in lists and written into the preallocated
-        # [T, N, ...] buffers with one torch.stack(out=...) per field after the loop:
-        # one op per field per rollout instead of one indexed copy per field per step.
-        steps: dict[str, list[torch.Tensor]] = {k: [] for k in (
+        # [T, N, ...] buffers with one stack per field after the loop.
+        steps: dict[str, list] = {k: [] for k in (
             "obs", "actions", "log_probs", "values", "dist_params", "terminated", "truncated", "rewards")}
         s_obs, s_act, s_logp, s_val, s_dist, s_term, s_trunc, s_rew = steps.values()
-        next_obs = self.next_obs
+        raw_obs: list = []
+        ep_returns: list = []
         done_masks: list[torch.Tensor] = []
         done_returns: list[torch.Tensor] = []
+        next_obs = self.next_obs.numpy() if arrays else self.next_obs
         for t in range(buf.num_steps):
             norm_obs = policy.normalize(next_obs)
             out = policy.act(norm_obs, noise=noise[t])
-            obs, rewards, terminated, truncated, info = envs.step(out.actions)
+            obs, rewards, terminated, truncated, info = step(out.actions)
             s_obs.append(norm_obs)
             s_act.append(out.actions)
             s_logp.append(out.log_probs)
@@ -255,48 +267,55 @@ class Trainer:
             s_dist.append(out.dist_params)
             s_term.append(terminated)
             s_trunc.append(truncated)
-            if reward_scaler is not None:
-                rewards = reward_scaler(rewards, terminated | truncated)
             s_rew.append(rewards)
+            raw_obs.append(obs)
             if on_cpu:
                 # V(final_obs) bootstraps truncated episodes; skip unless an episode ended
                 # (every truncation ends one, and len() needs no host sync)
                 ended = len(info["episode_return"])
                 if ended and bool(truncated.any()):
-                    buf.next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
+                    next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
                 if ended:
                     ep_returns.append(info["episode_return"])
             else:
                 # accelerator: no per-step host sync. Bootstrap every row; engines that
                 # give [N] episode masks (Brax) are filtered once after the rollout.
-                buf.next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
+                next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
                 if "episode_done" in info:
                     done_masks.append(info["episode_done"])
                     done_returns.append(info["episode_return_all"])
                 elif len(info["episode_return"]):
                     ep_returns.append(info["episode_return"].cpu())
-            policy.update_normalizer(obs)
             next_obs = obs
-        self.next_obs = next_obs
+        last_values = policy.get_value(policy.normalize(next_obs))  # before the statistics move
+        if arrays:
+            next_obs, last_values = torch.from_numpy(next_obs), torch.from_numpy(last_values)
+            for name, values in steps.items():
+                np.stack(values, out=getattr(buf, name).numpy())
+            policy.update_normalizer(np.concatenate(raw_obs))
+        else:
+            for name, values in steps.items():
+                torch.stack(values, out=getattr(buf, name))
+            policy.update_normalizer(torch.cat(raw_obs))
+        self.next_obs, buf.last_values = next_obs, last_values
         if done_masks:
             ep_returns.append(torch.stack(done_returns)[torch.stack(done_masks)].cpu())
-        for name, values in steps.items():
-            torch.stack(values, out=getattr(buf, name))
         self.global_step += self.batch_size
         if not bool(torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()):
             raise NonFiniteError(
                 f"the environment returned a non-finite observation or reward in iteration "
                 f"{self.iteration}; the run stopped without checkpointing it (the last good "
                 f"checkpoint in {self.ckpt_dir} is intact): check the task's model/reward")
-        returns = torch.cat(ep_returns).tolist() if ep_returns else []
+        if self.reward_scaler is not None:
+            buf.rewards.copy_(self.reward_scaler.scale_rollout(buf.rewards, buf.terminated | buf.truncated))
+        returns = [float(x) for r in ep_returns for x in r.tolist()]
         self.recent_returns.extend(returns)
         return returns
 
     def _update(self) -> dict[str, float]:
         a = self.cfg.algo
         with torch.no_grad():
-            last_values = self.rollout_policy.get_value(self.rollout_policy.normalize(self.next_obs))
-            advantages, returns = self.buffer.finish(last_values, a.gamma, a.gae_lambda)
+            advantages, returns = self.buffer.finish(self.buffer.last_values, a.gamma, a.gae_lambda)
         batch = self.buffer.flatten(advantages, returns)
         if not self.discrete:
             batch["old_log_std"] = self.policy.log_std.detach().clone()
