@@ -231,7 +231,7 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
         extra["rollout_over_raw"] = float(statistics.median(
             batch / rollout_s[i] / raw_blocks[i] for i in timed))
     return {"kind": "train", "impl": "robo_ppo", "task": cfg.env.id,
-            "engine": cfg.backend.name,
+            "engine": cfg.backend.name, "compute": trainer.compute,
             "engine_task": cfg.env.envpool_id if cfg.backend.name == "envpool" else cfg.env.id,
             "num_envs": a.num_envs, "num_steps": a.num_steps, "update_epochs": a.update_epochs,
             "num_minibatches": a.num_minibatches, "torch_threads": cfg.torch_threads,

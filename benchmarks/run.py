@@ -102,6 +102,9 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
             jobs.append(("cleanrl", "robo_ppo_train", dict(overrides=["env=halfcheetah", "preset=cleanrl"],
                                                            iterations=iters, warmup=1)))
             jobs.append(("cleanrl", "sb3_train", dict(env_id="HalfCheetah-v5", iterations=iters, warmup=1)))
+            if not quick:  # robo_ppo's torch compute path on the same work: where the speed comes from
+                jobs.append(("cleanrl", "robo_ppo_train", dict(
+                    overrides=["env=halfcheetah", "preset=cleanrl", "compute=torch"], iterations=iters, warmup=1)))
     return jobs
 
 
@@ -130,8 +133,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                        "rollout_sps": r["rollout_sps"]["median"], "e2e_sps": r["e2e_sps"]["median"],
                        "rollout_over_raw": ratio, "peak_rss_mib": r["peak_rss_mib"]})
     out["throughput"] = tp
-    ours = [r for r in results if r.get("kind") == "train" and r.get("impl") == "robo_ppo"
-            and r.get("engine") == "gymnasium" and r.get("num_envs") == 1]
+    cleanrl = [r for r in results if r.get("kind") == "train" and r.get("impl") == "robo_ppo"
+               and r.get("engine") == "gymnasium" and r.get("num_envs") == 1]
+    ours = [r for r in cleanrl if r.get("compute") != "torch"]
+    ours_torch = [r for r in cleanrl if r.get("compute") == "torch"]
     sb3 = [r for r in results if r.get("kind") == "train" and r.get("impl") == "sb3"]
     if ours and sb3:
         def pooled(rs, key):
@@ -141,6 +146,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         for key in ("e2e_sps", "rollout_sps", "e2e_cpu_sps", "rollout_cpu_sps"):
             c[f"robo_ppo_{key}"], c[f"sb3_{key}"] = pooled(ours, key), pooled(sb3, key)
             c[f"{key.replace('_sps', '')}_ratio"] = c[f"robo_ppo_{key}"] / c[f"sb3_{key}"]
+        if ours_torch:
+            c["robo_ppo_torch_e2e_sps"] = pooled(ours_torch, "e2e_sps")
+            c["torch_e2e_ratio"] = c["robo_ppo_torch_e2e_sps"] / c["sb3_e2e_sps"]
         c["robo_ppo_peak_rss_mib"] = max(r["peak_rss_mib"] for r in ours)
         c["sb3_peak_rss_mib"] = max(r["peak_rss_mib"] for r in sb3)
         out["cleanrl"] = c
@@ -155,11 +163,12 @@ def print_tables(results: list[dict[str, Any]], derived: dict[str, Any]) -> None
             print(f"{r['kind']:8} {r['engine']:10} {r['task']:16} {r['num_envs']:>8} "
                   f"{r.get('num_threads', ''):>7} {r['sps']['median']:>10.0f} {r['peak_rss_mib']:>8.0f}")
     print("\n== training (env steps/s, median over timed iterations; cpu = per CPU-second of the process) ==")
-    print(f"{'impl':9} {'task':15} {'engine task':15} {'envs x steps':>12} {'rollout':>9} {'end-to-end':>10} "
+    print(f"{'impl':14} {'task':15} {'engine task':15} {'envs x steps':>12} {'rollout':>9} {'end-to-end':>10} "
           f"{'rollout/cpu':>11} {'e2e/cpu':>8} {'RSS MiB':>8}")
     for r in results:
         if r.get("kind") == "train":
-            print(f"{r['impl']:9} {r['task']:15} {r['engine_task']:15} {str(r['num_envs']) + 'x' + str(r['num_steps']):>12} "
+            impl = r["impl"] + ("/torch" if r.get("compute") == "torch" else "")
+            print(f"{impl:14} {r['task']:15} {r['engine_task']:15} {str(r['num_envs']) + 'x' + str(r['num_steps']):>12} "
                   f"{r['rollout_sps']['median']:>9.0f} {r['e2e_sps']['median']:>10.0f} "
                   f"{r['rollout_cpu_sps']['median']:>11.0f} {r['e2e_cpu_sps']['median']:>8.0f} {r['peak_rss_mib']:>8.0f}")
     if derived.get("throughput"):
@@ -177,6 +186,9 @@ def print_tables(results: list[dict[str, Any]], derived: dict[str, Any]) -> None
               f"{c['sb3_e2e_cpu_sps']:.0f} -> {c['e2e_cpu_ratio']:.2f}x)")
         print(f"rollout    : robo_ppo {c['robo_ppo_rollout_sps']:.0f} SPS vs Stable-Baselines3 {c['sb3_rollout_sps']:.0f} SPS"
               f" -> {c['rollout_ratio']:.2f}x   (per CPU-second: {c['rollout_cpu_ratio']:.2f}x)")
+        if "torch_e2e_ratio" in c:
+            print(f"compute=torch: robo_ppo {c['robo_ppo_torch_e2e_sps']:.0f} SPS end to end -> "
+                  f"{c['torch_e2e_ratio']:.2f}x Stable-Baselines3")
     errors = [r for r in results if "error" in r]
     for e in errors:
         print(f"\nFAILED {e['fn']} {e['kwargs']}:\n{e['error']}")

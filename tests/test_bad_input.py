@@ -27,6 +27,7 @@ def _cli(*args, cwd):
     (["env.id=NoSuchTask-v9"], "gymnasium has no task 'NoSuchTask-v9'"),
     (["resume=/nonexistent/run"], "/nonexistent/run does not exist"),
     (["algo.num_minibatches=0"], "algo.num_minibatches must be > 0"),
+    (["compute=jax"], "compute must be one of auto, torch, numpy"),
 ])
 def test_cli_rejects_bad_input(tmp_path, args, needle):
     res = _cli(*args, cwd=tmp_path)

@@ -1,5 +1,7 @@
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from robo_ppo.envs.gymnasium_env import GymnasiumVecEnv
 
@@ -67,3 +69,27 @@ def test_discrete_actions_and_names():
     assert meta["control_dt"] == 0.05
     assert len(meta["action_names"]) == 6 and len(meta["observation_names"]) == 17
     assert meta["observation_names"][0] == "rootz:pos"
+
+
+def test_steps_like_gymnasium_sync_vector_env_in_same_step_mode():
+    """Direct stepping reproduces SyncVectorEnv(SAME_STEP): seeding, auto-reset, final obs."""
+    ours = GymnasiumVecEnv("Hopper-v5", 3, max_episode_steps=40)
+    ref = SyncVectorEnv([lambda: gym.make("Hopper-v5", max_episode_steps=40, disable_env_checker=True)] * 3,
+                        autoreset_mode=AutoresetMode.SAME_STEP)
+    obs = ours.reset_arrays(seed=5)
+    ref_obs, _ = ref.reset(seed=5)
+    np.testing.assert_array_equal(obs, ref_obs.astype(np.float32))
+    rng = np.random.default_rng(0)
+    ends = 0
+    for _ in range(100):
+        actions = rng.uniform(-1, 1, size=(3, 3)).astype(np.float32)
+        obs, rew, term, trunc, info = ours.step_arrays(actions)
+        ref_obs, ref_rew, ref_term, ref_trunc, ref_info = ref.step(actions.astype(np.float64))
+        np.testing.assert_array_equal(obs, ref_obs.astype(np.float32))
+        np.testing.assert_array_equal(rew, ref_rew.astype(np.float32))
+        np.testing.assert_array_equal(term, ref_term)
+        np.testing.assert_array_equal(trunc, ref_trunc)
+        for i in np.flatnonzero(ref_term | ref_trunc):
+            np.testing.assert_array_equal(info["final_obs"][i], ref_info["final_obs"][i].astype(np.float32))
+            ends += 1
+    assert ends >= 3  # falls and time limits both happened

@@ -17,8 +17,10 @@ from robo_ppo.algo.losses import (
 from robo_ppo.algo.numpy_ppo import NumpyPPO
 from robo_ppo.algo.ppo import PPO
 from robo_ppo.config import PPOConfig
+from robo_ppo.errors import ConfigError
 from robo_ppo.modules.actor_critic import ActorCritic
 from robo_ppo.modules.numpy_policy import NumpyActorCritic
+from robo_ppo.runner.trainer import select_compute
 
 BOX = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(4)
@@ -131,11 +133,24 @@ def test_update_matches_torch_update(loss, lr_schedule):
             assert sn[k] == pytest.approx(st[k], rel=1e-3, abs=1e-6), k
     # 36 Adam steps: parameters agree to a small fraction of the distance travelled
     with torch.no_grad():
-        moved = max(float((p - q).abs().max()) for p, q in zip(pi_t.parameters(), make_policy(BOX).parameters()))
-        for (name, p), q in zip(pi_t.named_parameters(), pi_n.parameters()):
+        moved = max(float((p - q).abs().max()) for p, q in zip(pi_t.parameters(), make_policy(BOX).parameters(), strict=True))
+        for (name, p), q in zip(pi_t.named_parameters(), pi_n.parameters(), strict=True):
             assert float((p - q).abs().max()) < 0.02 * moved, name
     # Adam's state is kept in torch's format, usable by either path
     state = ppo_n.state_dict()["optimizer"]["state"]
     assert {int(s["step"]) for s in state.values()} == {36}
     ppo_t2 = PPO(copy.deepcopy(pi_n), cfg, 10)
     ppo_t2.load_state_dict(ppo_n.state_dict())
+
+
+def test_compute_auto_picks_numpy_only_for_cpu_engines_on_cpu():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert select_compute("auto", cpu, "gymnasium") == "numpy"
+    assert select_compute("auto", cpu, "envpool") == "numpy"
+    assert select_compute("auto", cpu, "brax") == "torch"
+    assert select_compute("auto", cuda, "envpool") == "torch"
+    assert select_compute("torch", cpu, "gymnasium") == "torch"
+    with pytest.raises(ConfigError, match="compute=numpy runs on the CPU"):
+        select_compute("numpy", cpu, "brax")
+    with pytest.raises(ConfigError, match="compute=numpy runs on the CPU"):
+        select_compute("numpy", cuda, "gymnasium")

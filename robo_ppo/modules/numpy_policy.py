@@ -41,20 +41,23 @@ ENTROPY_CONST = 0.5 * (1.0 + LOG_2PI)
 
 
 # --------------------------------------------------------------- activations
-# Each entry: (forward f(x), derivative f'(x) given the input x and output y = f(x)).
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _silu_grad(x, y):
+    s = _sigmoid(x)  # SiLU(x) = x s(x); derivative s(x) (1 + x (1 - s(x)))
+    return s * (1.0 + x * (1.0 - s))
+
+
+# name -> (f(x), f'(x) given the input x and the output y = f(x)), as torch.nn's modules
 ACTIVATIONS = {
     "tanh": (np.tanh, lambda x, y: 1.0 - y * y),
     "relu": (lambda x: np.maximum(x, 0.0), lambda x, y: (x > 0).astype(x.dtype)),
-    # torch.nn.ELU(alpha=1): x if x > 0 else exp(x) - 1; derivative 1 or exp(x) = y + 1
+    # ELU(alpha=1): x if x > 0 else exp(x) - 1; derivative 1 or exp(x) = y + 1
     "elu": (lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
             lambda x, y: np.where(x > 0, 1.0, y + 1.0).astype(x.dtype)),
-    # SiLU: x * s(x); derivative s(x) * (1 + x * (1 - s(x)))
-    "silu": (lambda x: x * _sigmoid(x),
-             lambda x, y: (lambda s: s * (1.0 + x * (1.0 - s)))(_sigmoid(x))),
+    "silu": (lambda x: x * _sigmoid(x), _silu_grad),
 }
 
 
