@@ -156,7 +156,9 @@ class TrainConfig:
     only; 4-5x less per-call overhead for small MLPs, see docs/profile.md) or ``auto``
     (numpy on the CPU with the gymnasium/EnvPool engines, torch otherwise)."""
     torch_threads: int = 1
-    """torch intra-op threads; 1 is fastest for small MLPs on few cores. 0 = torch default."""
+    """Threads of torch's intra-op pool and of numpy's BLAS (via threadpoolctl); 1 is
+    fastest for small MLPs on few cores: idle BLAS/OpenMP threads spin and starve
+    EnvPool's workers (docs/profile.md). 0 = the libraries' defaults."""
     resume: Optional[str] = None
     """Run directory (or checkpoint file) to continue from."""
     eval_interval: int = 10

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
 
 import robo_ppo
 from robo_ppo.algo.losses import explained_variance
@@ -123,6 +124,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
+            threadpool_limits(cfg.torch_threads, user_api="blas")  # numpy's BLAS (numpy compute path)
         self.device = select_device(cfg.device)
         torch.manual_seed(cfg.seed)
         a = cfg.algo
