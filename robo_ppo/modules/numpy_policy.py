@@ -87,14 +87,16 @@ class NumpyMLP:
     def forward(self, x: np.ndarray, cache: Optional[list] = None) -> np.ndarray:
         """``x [B, in] -> [B, out]``. With ``cache`` (a list), keeps each layer's
         (input, pre-activation, output) for ``backward``."""
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
             pre = x @ w.T + b
-            out = pre if i == last else self.act(pre)
+            out = self.act(pre)
             if cache is not None:
                 cache.append((x, pre, out))
             x = out
-        return x
+        out = x @ self.weights[-1].T + self.biases[-1]  # linear head
+        if cache is not None:
+            cache.append((x, out, out))
+        return out
 
     def backward(self, grad_out: np.ndarray, cache: list) -> None:
         """Backpropagate ``dL/d(output) [B, out]`` through the cached forward,
@@ -162,8 +164,10 @@ class NumpyActorCritic:
         if cached_count != float(count):
             mean32, std32 = mean.astype(np.float32), np.sqrt(var + self._obs_eps).astype(np.float32)
             self._norm_cache = (float(count), mean32, std32)
-        x = (obs - mean32) / std32
-        return np.clip(x, -self._obs_clip, self._obs_clip, out=x)
+        x = obs - mean32
+        x /= std32
+        np.maximum(x, -self._obs_clip, out=x)  # = np.clip, without its Python wrapper
+        return np.minimum(x, self._obs_clip, out=x)
 
     def update_normalizer(self, obs: np.ndarray) -> None:
         """Fold raw observations ``[B, obs_dim]`` into the running statistics."""
