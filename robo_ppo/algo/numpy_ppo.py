@@ -111,8 +111,11 @@ class NumpyPPO(PPO):
         stats: list[dict[str, float]] = []
         kls: list[float] = []
         stop = False
-        for _epoch in range(update_epochs):
+        for epoch in range(update_epochs):
             stats.clear()
+            # diagnostics are reported for the last epoch only (as in PPO.update), unless
+            # the KL drives the learning rate or an early stop
+            diagnostics = needs_kl or epoch == update_epochs - 1
             perm = torch.randperm(batch_size).numpy()  # torch's RNG: the same order as PPO.update
             for start in range(0, minibatch_size * num_minibatches, minibatch_size):
                 idx = perm[start:start + minibatch_size]
@@ -120,12 +123,13 @@ class NumpyPPO(PPO):
                 if use_kl_loss:
                     mb["old_log_std"] = data.get("old_log_std")
                 out = self.compute_policy.loss_and_grad(
-                    mb, kl_beta=self.kl_beta if use_kl_loss else None, **loss_args)
+                    mb, kl_beta=self.kl_beta if use_kl_loss else None, diagnostics=diagnostics, **loss_args)
                 # global gradient-norm clip, as torch.nn.utils.clip_grad_norm_
                 total_norm = np.sqrt(np.dot(grad, grad))
                 grad *= np.float32(min(1.0, max_grad_norm / (float(total_norm) + 1e-6)))
                 self._adam_step(grad)
-                stats.append(out)
+                if diagnostics:
+                    stats.append(out)
                 if use_kl_loss:
                     kls.append(out["kl"])
                 if needs_kl:

@@ -198,7 +198,7 @@ class NumpyActorCritic:
     # -------------------------------------------------------------- update
     def loss_and_grad(self, mb: dict[str, np.ndarray], *, clip_coef: float, vf_clip: Optional[float],
                       vf_coef: float, ent_coef: float, norm_adv: bool,
-                      kl_beta: Optional[float] = None) -> dict[str, float]:
+                      kl_beta: Optional[float] = None, diagnostics: bool = True) -> dict[str, float]:
         """One minibatch's PPO loss; its gradient w.r.t. ``flat_params`` goes to ``flat_grad``.
 
         ``mb`` holds numpy arrays for ``B`` samples: ``obs [B, obs_dim]``
@@ -212,7 +212,9 @@ class NumpyActorCritic:
 
         Returns the loss terms and diagnostics as floats: ``loss``,
         ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``,
-        ``clipfrac``, ``kl`` (mean exact KL, KL loss only).
+        ``clipfrac``, ``kl`` (mean exact KL, KL loss only). With
+        ``diagnostics=False`` only ``kl`` (KL loss) is returned: the update
+        reports the last epoch's minibatches only, so the others skip the work.
         """
         obs, n = mb["obs"], len(mb["obs"])
         actor_cache: list = []
@@ -292,13 +294,14 @@ class NumpyActorCritic:
         self.actor.backward(d_params.astype(np.float32, copy=False), actor_cache)
         self.critic.backward(d_values[:, None].astype(np.float32, copy=False), critic_cache)
 
+        out = {} if kl_mean is None else {"kl": kl_mean}
+        if not diagnostics:
+            return out
         loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
-        out = {"loss": float(loss), "policy_loss": float(pg_loss), "value_loss": float(v_loss),
+        out |= {"loss": float(loss), "policy_loss": float(pg_loss), "value_loss": float(v_loss),
                "entropy": float(entropy),
                "approx_kl": float(((ratio - 1.0) - log_ratio).mean()),
                "clipfrac": float((np.abs(ratio - 1.0) > clip_coef).mean())}
-        if kl_mean is not None:
-            out["kl"] = kl_mean
         return out
 
     def _kl_and_grad(self, mb, params):
