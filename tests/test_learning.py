@@ -29,6 +29,7 @@ def _train_until(cfg, run_dir, target):
     ("inverted_pendulum", 950.0, 100_000, "numpy"),
     ("inverted_pendulum", 950.0, 100_000, "torch"),
     ("cartpole", 475.0, 100_000, "numpy"),
+    ("cartpole", 475.0, 100_000, "torch"),
 ])
 def test_preset_reaches_target_return(tmp_path, cfg_factory, task, target, budget, compute):
     cfg = cfg_factory(f"env={task}", f"total_timesteps={budget}", "seed=1", f"compute={compute}")
