@@ -39,8 +39,7 @@ class NumpyPPO(PPO):
         self.flat_params = compute_policy.flat_params.numpy()
         self.exp_avg = np.zeros_like(self.flat_params)
         self.exp_avg_sq = np.zeros_like(self.flat_params)
-        self.step_count = 0
-        self._bind_adam_state()
+        self._bind_adam_state()  # sets step_count
 
     def _bind_adam_state(self) -> None:
         """Copy Adam's per-parameter state (if any) into the flat buffers and

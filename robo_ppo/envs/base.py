@@ -83,6 +83,9 @@ class ArrayVecEnv(VecEnv):
     ``final_obs``, ``episode_return``, ``episode_length`` as numpy arrays.
     """
 
+    NO_EPISODES = np.zeros(0, dtype=np.float32)
+    """``info["episode_return"]`` / ``["episode_length"]`` of a step where no episode ended."""
+
     @abstractmethod
     def reset_arrays(self, seed: Optional[int] = None) -> np.ndarray: ...
 

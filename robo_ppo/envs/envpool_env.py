@@ -160,7 +160,6 @@ class EnvPoolVecEnv(ArrayVecEnv):
         self._env_ids = np.arange(self.num_envs, dtype=np.int32)
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
-        self._empty = np.zeros(0, dtype=np.float32)
         self._model = self._load_model()
         self.control_dt = (float(self._model.opt.timestep) * int(self._pool.config["frame_skip"])
                            if self._model is not None else 0.0)
@@ -231,7 +230,7 @@ class EnvPoolVecEnv(ArrayVecEnv):
         # EnvPool hands out a fresh float64 array per call; one cast to float32
         obs = obs.astype(np.float32)
         final_obs = obs
-        ep_ret = ep_len = self._empty
+        ep_ret = ep_len = self.NO_EPISODES
         if done.any():
             idx = np.flatnonzero(done).astype(np.int32)
             final_obs = obs.copy()

@@ -86,7 +86,6 @@ class GymnasiumVecEnv(ArrayVecEnv):
         self.control_dt = float(getattr(first, "dt", getattr(first, "tau", 0.0)))
         self._ep_return = np.zeros(num_envs, dtype=np.float64)
         self._ep_length = np.zeros(num_envs, dtype=np.int64)
-        self._no_episodes = np.zeros(0, dtype=np.float32)
 
     # ------------------------------------------------------------------ api
     def reset_arrays(self, seed: Optional[int] = None) -> np.ndarray:
@@ -117,7 +116,7 @@ class GymnasiumVecEnv(ArrayVecEnv):
             obs[i] = o
         self._ep_length += 1
         final_obs = obs
-        ep_ret = ep_len = self._no_episodes
+        ep_ret = ep_len = self.NO_EPISODES
         if finals:
             done = list(finals)
             final_obs = obs.copy()

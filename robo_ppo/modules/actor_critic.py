@@ -66,7 +66,8 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str,
 
 @dataclass
 class PolicyOutput:
-    """What one batched policy call returns. Shapes for batch ``B``:
+    """What one batched policy call returns (torch tensors; numpy arrays from
+    ``NumpyActorCritic``). Shapes for batch ``B``:
     ``actions [B, act_dim]`` (float32) or ``[B]`` (int64, discrete);
     ``log_probs, values [B]``; ``dist_params [B, act_dim]`` (Gaussian mean)
     or ``[B, n]`` (Categorical logits)."""

@@ -45,18 +45,12 @@ class RunningMeanStd(nn.Module):
         """Fold a batch ``x: [B, *shape]`` into the statistics (B >= 1).
 
         On CPU the merge runs in numpy on the buffers' own memory: the same
-        float64 arithmetic at a fraction of torch's per-op cost (a 1-env
-        rollout calls this twice per step).
+        float64 arithmetic at a fraction of torch's per-op cost.
         """
         if x.device.type == "cpu" and self.mean.device.type == "cpu":
-            xs = (x.detach() if x.requires_grad else x).numpy().reshape(-1, *self.mean.shape)
+            xs = x.detach().numpy().reshape(-1, *self.mean.shape).astype(np.float64, copy=False)
             mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
-            if len(xs) == 1:  # one env: no reductions (a single sample has variance 0)
-                batch_mean, batch_var = xs[0].astype(np.float64), 0.0
-            else:
-                xs = xs.astype(np.float64, copy=False)
-                batch_mean, batch_var = xs.mean(axis=0), xs.var(axis=0)
-            new = merge_moments(mean, var, float(count), batch_mean, batch_var, float(len(xs)))
+            new = merge_moments(mean, var, float(count), xs.mean(axis=0), xs.var(axis=0), float(len(xs)))
             mean[...], var[...], count[...] = new
             return
         with torch.no_grad():

@@ -15,8 +15,9 @@ checkpoints, evaluation and ONNX export) and the numpy path always see the
 same numbers, with no copies. It provides
 
 * the rollout calls (``normalize``, ``act``, ``get_value``,
-  ``update_normalizer``) with torch tensors in and out, so the training loop
-  is the same for both paths;
+  ``update_normalizer``) with the same names as ``ActorCritic``'s, but numpy
+  arrays in and out, so the trainer drives an ``ArrayVecEnv`` and this
+  object with no torch call per step;
 * ``loss_and_grad``: one minibatch's PPO loss and its gradient with respect
   to ``flat_params``, written by hand (backpropagation through the MLPs).
   ``tests/test_numpy_policy.py`` checks it against torch autograd for every
