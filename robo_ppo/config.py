@@ -54,6 +54,11 @@ class EnvConfig:
     """Time limit in env steps; ``null`` keeps the task's registered limit."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``."""
+    task: Optional[str] = None
+    """A robo_ppo robot task (``robo_ppo/tasks/``, e.g. ``go1_joystick``), stepped by the
+    batched JAX engine (``backend=brax``); ``null`` for gymnasium/EnvPool/Brax tasks."""
+    task_params: dict[str, Any] = field(default_factory=dict)
+    """The task's parameters (validated by the task's own schema, e.g. ``Go1JoystickParams``)."""
 
 
 @dataclass

@@ -72,7 +72,8 @@ class PPO:
 
         ``batch`` holds flat ``[B, ...]`` tensors: ``obs`` (normalized),
         ``actions``, ``log_probs``, ``values``, ``advantages``, ``returns``,
-        ``dist_params``, and ``old_log_std`` ``[act_dim]`` (Gaussian only).
+        ``dist_params``, ``old_log_std`` ``[act_dim]`` (Gaussian only) and
+        ``critic_obs`` (normalized; asymmetric critic only).
         Returns mean losses and diagnostics of the last epoch's minibatches.
 
         Raises:
@@ -98,6 +99,7 @@ class PPO:
         needs_kl = adaptive or target_kl is not None
         params = list(self.policy.parameters())  # the optimizer's parameters, too
         obs, actions, old_log_probs = batch["obs"], batch["actions"], batch["log_probs"]
+        critic_obs = batch.get("critic_obs")
         advantages, old_values, returns = batch["advantages"], batch["values"], batch["returns"]
         for epoch in range(update_epochs):
             for k in stats:
@@ -108,7 +110,8 @@ class PPO:
             perm = torch.randperm(batch_size, device=obs.device)
             for start in range(0, minibatch_size * num_minibatches, minibatch_size):
                 idx = perm[start:start + minibatch_size]
-                new_logp, entropy, new_values, new_params = self.policy.evaluate(obs[idx], actions[idx])
+                new_logp, entropy, new_values, new_params = self.policy.evaluate(
+                    obs[idx], actions[idx], None if critic_obs is None else critic_obs[idx])
                 log_ratio = new_logp - old_log_probs[idx]
                 adv = advantages[idx]
                 if norm_adv:

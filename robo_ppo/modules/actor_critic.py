@@ -90,6 +90,11 @@ class ActorCritic(nn.Module):
         normalize_obs: include the running mean/std normalizer.
         obs_clip: clip of the normalized observation.
         ortho_init: orthogonal initialisation.
+        critic_obs_dim: length of a separate critic observation (asymmetric
+            actor-critic, Pinto et al. 2018: the critic sees privileged,
+            noise-free state during training; deployment needs the actor
+            only). ``None``: the critic reads the actor's observation. The
+            critic observation gets its own normalizer.
 
     Raises:
         ValueError: for an action space that is neither a 1-D Box nor Discrete.
@@ -100,9 +105,10 @@ class ActorCritic(nn.Module):
                  critic_hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", init_log_std: float = 0.0,
                  normalize_obs: bool = True, obs_clip: float = 5.0,
-                 ortho_init: bool = True):
+                 ortho_init: bool = True, critic_obs_dim: Optional[int] = None):
         super().__init__()
         self.obs_dim = int(obs_dim)
+        self.critic_obs_dim = None if critic_obs_dim is None else int(critic_obs_dim)
         self.is_discrete = isinstance(action_space, gym.spaces.Discrete)
         self.activation = activation
         if self.is_discrete:
@@ -115,7 +121,10 @@ class ActorCritic(nn.Module):
             ObsNormalizer(obs_dim, clip=obs_clip) if normalize_obs else None
         )
         self.actor = mlp(obs_dim, actor_hidden_sizes, self.act_dim, activation, ortho_init, 0.01)
-        self.critic = mlp(obs_dim, critic_hidden_sizes, 1, activation, ortho_init, 1.0)
+        self.critic_obs_normalizer: Optional[ObsNormalizer] = (
+            ObsNormalizer(self.critic_obs_dim, clip=obs_clip)
+            if normalize_obs and self.critic_obs_dim is not None else None)
+        self.critic = mlp(self.critic_obs_dim or obs_dim, critic_hidden_sizes, 1, activation, ortho_init, 1.0)
         if self.is_discrete:
             self.log_std = None
         else:
@@ -130,10 +139,17 @@ class ActorCritic(nn.Module):
         """Raw ``obs [B, obs_dim]`` -> normalized and clipped, statistics frozen."""
         return obs if self.obs_normalizer is None else self.obs_normalizer(obs)
 
-    def update_normalizer(self, obs: torch.Tensor) -> None:
-        """Fold raw rollout observations ``[B, obs_dim]`` into the running statistics."""
+    def normalize_critic(self, critic_obs: torch.Tensor) -> torch.Tensor:
+        """Raw critic ``obs [B, critic_obs_dim]`` -> normalized and clipped (asymmetric only)."""
+        return critic_obs if self.critic_obs_normalizer is None else self.critic_obs_normalizer(critic_obs)
+
+    def update_normalizer(self, obs: torch.Tensor, critic_obs: Optional[torch.Tensor] = None) -> None:
+        """Fold raw rollout observations ``[B, obs_dim]`` (and critic observations
+        ``[B, critic_obs_dim]``, asymmetric only) into the running statistics."""
         if self.obs_normalizer is not None:
             self.obs_normalizer.update(obs)
+        if self.critic_obs_normalizer is not None and critic_obs is not None:
+            self.critic_obs_normalizer.update(critic_obs)
 
     # ----------------------------------------------------- distribution math
     def _log_prob_entropy(self, dist_params: torch.Tensor, actions: torch.Tensor):
@@ -147,11 +163,13 @@ class ActorCritic(nn.Module):
         return gaussian_log_prob(dist_params, log_std, actions), entropy
 
     def get_value(self, norm_obs: torch.Tensor) -> torch.Tensor:
-        """Value estimates ``[B]`` of normalized observations ``[B, obs_dim]``."""
+        """Value estimates ``[B]`` of the critic's normalized input: the actor's
+        ``[B, obs_dim]``, or ``[B, critic_obs_dim]`` for an asymmetric critic."""
         return self.critic(norm_obs).squeeze(-1)
 
     def act(self, norm_obs: torch.Tensor, generator: Optional[torch.Generator] = None,
-            noise: Optional[torch.Tensor] = None) -> PolicyOutput:
+            noise: Optional[torch.Tensor] = None,
+            norm_critic_obs: Optional[torch.Tensor] = None) -> PolicyOutput:
         """Sample actions for normalized ``obs [B, obs_dim]`` (no clipping: the
         env seam clips to the bounds; PPO stores the raw sample).
 
@@ -159,6 +177,7 @@ class ActorCritic(nn.Module):
         Gaussian ``a = mu + exp(log_std) * noise`` with ``noise [B, act_dim]
         ~ N(0, 1)``; Categorical by inverse CDF with ``noise [B] ~ U[0, 1)``.
         Without it, noise is drawn here from ``generator`` (or torch's global RNG).
+        ``norm_critic_obs``: the critic's input when it is asymmetric.
 
         This is the per-step rollout path, so it calls the layers' ``forward``
         directly (no ``nn.Module.__call__`` overhead; module hooks do not run
@@ -169,7 +188,7 @@ class ActorCritic(nn.Module):
         params = norm_obs
         for layer in self.actor:
             params = layer.forward(params)
-        value = norm_obs
+        value = norm_obs if norm_critic_obs is None else norm_critic_obs
         for layer in self.critic:
             value = layer.forward(value)
         value = value.squeeze(-1)
@@ -189,11 +208,13 @@ class ActorCritic(nn.Module):
             log_probs = (-0.5 * noise.square() - self.log_std).sum(-1) - 0.5 * LOG_2PI * noise.shape[-1]
         return PolicyOutput(actions, log_probs, value, params)
 
-    def evaluate(self, norm_obs: torch.Tensor, actions: torch.Tensor):
-        """``(log_probs [B], entropy [B], values [B], dist_params)`` of given actions."""
+    def evaluate(self, norm_obs: torch.Tensor, actions: torch.Tensor,
+                 norm_critic_obs: Optional[torch.Tensor] = None):
+        """``(log_probs [B], entropy [B], values [B], dist_params)`` of given actions
+        (values from ``norm_critic_obs`` when the critic is asymmetric)."""
         params = self.actor(norm_obs)
         log_probs, entropy = self._log_prob_entropy(params, actions)
-        return log_probs, entropy, self.get_value(norm_obs), params
+        return log_probs, entropy, self.get_value(norm_obs if norm_critic_obs is None else norm_critic_obs), params
 
     def kl_from(self, old_params: torch.Tensor, old_log_std: Optional[torch.Tensor],
                 new_params: torch.Tensor) -> torch.Tensor:
@@ -222,7 +243,8 @@ class ActorCritic(nn.Module):
         return self.deterministic_action(self.normalize(obs))
 
 
-def build_actor_critic(algo_cfg, obs_dim: int, action_space: gym.Space) -> ActorCritic:
+def build_actor_critic(algo_cfg, obs_dim: int, action_space: gym.Space,
+                       critic_obs_dim: Optional[int] = None) -> ActorCritic:
     """Build the actor-critic from the ``algo`` config group."""
     return ActorCritic(
         obs_dim, action_space,
@@ -233,4 +255,5 @@ def build_actor_critic(algo_cfg, obs_dim: int, action_space: gym.Space) -> Actor
         normalize_obs=algo_cfg.normalize_obs,
         obs_clip=algo_cfg.obs_clip,
         ortho_init=algo_cfg.ortho_init,
+        critic_obs_dim=critic_obs_dim,
     )

@@ -121,13 +121,16 @@ class NumpyActorCritic:
             views into ``flat_params``; its values are unchanged.
 
     Raises:
-        ValueError: the policy is not on the CPU or not float32.
+        ValueError: the policy is not on the CPU or not float32, or it has an
+            asymmetric critic (not mirrored here: the torch path trains it).
     """
 
     def __init__(self, policy: ActorCritic):
         params = list(policy.parameters())
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
             raise ValueError("NumpyActorCritic needs a float32 policy on the CPU (compute=numpy)")
+        if policy.critic_obs_dim is not None:
+            raise ValueError("the numpy compute path does not mirror an asymmetric critic; use compute=torch")
         self.policy = policy
         self.is_discrete = policy.is_discrete
         # one flat buffer for all parameters, their gradients (numpy) and Adam's state

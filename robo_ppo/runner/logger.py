@@ -25,12 +25,14 @@ class RunLogger:
     scalars to TensorBoard (tags as in CleanRL: ``charts/*``, ``losses/*``)."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True,
-                 total_steps: int = 0, initial_step: int = 0):
+                 total_steps: int = 0, initial_step: int = 0, extra_columns: tuple[str, ...] = ()):
         self.run_dir = run_dir
+        self.columns = COLUMNS + list(extra_columns)
+        """csv columns; ``extra_columns`` (e.g. ``reward/<term>``) also go to TensorBoard under their own name."""
         self.csv_path = run_dir / "metrics.csv"
         new = not self.csv_path.exists()
         self._csv_file = open(self.csv_path, "a", newline="")
-        self._csv = csv.DictWriter(self._csv_file, fieldnames=COLUMNS)
+        self._csv = csv.DictWriter(self._csv_file, fieldnames=self.columns)
         if new:
             self._csv.writeheader()
         self.tb = None
@@ -48,11 +50,12 @@ class RunLogger:
             self.progress.start()
 
     def log(self, row: dict) -> None:
-        self._csv.writerow({k: row.get(k, "") for k in COLUMNS})
+        self._csv.writerow({k: row.get(k, "") for k in self.columns})
         self._csv_file.flush()
         step = int(row["global_step"])
         if self.tb is not None:
-            for key, tag in TB_TAGS.items():
+            tags = TB_TAGS | {k: k for k in self.columns[len(COLUMNS):]}
+            for key, tag in tags.items():
                 v = row.get(key)
                 if v is not None and v != "" and not (isinstance(v, float) and math.isnan(v)):
                     self.tb.add_scalar(tag, float(v), step)

@@ -15,15 +15,17 @@ class RolloutBuffer:
     (float32 ``[T, N, act_dim]`` or int64 ``[T, N]``), ``log_probs``,
     ``values``, ``rewards`` (after scaling), ``next_values`` (see
     ``compute_gae``), ``last_values [N]`` (V of the obs after the last step), ``terminated``, ``truncated`` (``[T, N]``), and
-    ``dist_params`` (``[T, N, act_dim or n_actions]``).
+    ``dist_params`` (``[T, N, act_dim or n_actions]``); ``critic_obs`` (normalized,
+    ``[T, N, critic_obs_dim]``) for an asymmetric critic, else ``None``.
     """
 
     def __init__(self, num_steps: int, num_envs: int, obs_dim: int, act_dim: int,
-                 discrete: bool, device: torch.device):
+                 discrete: bool, device: torch.device, critic_obs_dim: int | None = None):
         T, N = num_steps, num_envs
         f32 = dict(dtype=torch.float32, device=device)
         self.num_steps, self.num_envs = T, N
         self.obs = torch.zeros(T, N, obs_dim, **f32)
+        self.critic_obs = torch.zeros(T, N, critic_obs_dim, **f32) if critic_obs_dim else None
         self.actions = (torch.zeros(T, N, dtype=torch.int64, device=device) if discrete
                         else torch.zeros(T, N, act_dim, **f32))
         self.dist_params = torch.zeros(T, N, act_dim, **f32)
@@ -51,7 +53,8 @@ class RolloutBuffer:
     def flatten(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch as flat ``[T * N, ...]`` tensors for the PPO update."""
         B = self.num_steps * self.num_envs
-        return {
+        batch = {} if self.critic_obs is None else {"critic_obs": self.critic_obs.reshape(B, -1)}
+        return batch | {
             "obs": self.obs.reshape(B, -1),
             "actions": self.actions.reshape(B, *self.actions.shape[2:]),
             "log_probs": self.log_probs.reshape(B),

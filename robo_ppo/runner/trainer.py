@@ -30,6 +30,7 @@ from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
 from robo_ppo.modules.normalizer import RewardScaler
 from robo_ppo.modules.numpy_policy import NumpyActorCritic
 from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint
+from robo_ppo.runner.collectors import DeviceCollector, HostCollector, RolloutResult
 from robo_ppo.runner.evaluate import run_episodes
 from robo_ppo.runner.logger import RunLogger, plot_learning_curve
 from robo_ppo.runner.storage import RolloutBuffer
@@ -64,7 +65,8 @@ def policy_from_checkpoint(state: dict[str, Any], device: str | torch.device = "
     cfg = OmegaConf.create(state["config"])
     spaces = state["spaces"]
     obs_space = space_from_dict(spaces["observation"])
-    policy = build_actor_critic(cfg.algo, obs_space.shape[0], space_from_dict(spaces["action"]))
+    policy = build_actor_critic(cfg.algo, obs_space.shape[0], space_from_dict(spaces["action"]),
+                                spaces.get("critic_obs_dim"))
     policy.load_state_dict(state["model"])
     return policy.to(device).eval()
 
@@ -72,14 +74,17 @@ def policy_from_checkpoint(state: dict[str, Any], device: str | torch.device = "
 COMPUTE_CHOICES = ("auto", "torch", "numpy")
 
 
-def select_compute(name: str, device: torch.device, engine: str) -> str:
+def select_compute(name: str, device: torch.device, engine: str, asymmetric: bool = False) -> str:
     """Resolve ``compute``: ``auto`` -> ``numpy`` on the CPU with a CPU engine
-    (gymnasium, EnvPool), else ``torch``. Raises ConfigError for numpy off the CPU."""
+    (gymnasium, EnvPool) and a symmetric critic, else ``torch``. Raises
+    ConfigError for numpy off the CPU or with an asymmetric critic."""
     if name not in COMPUTE_CHOICES:
         raise ConfigError(f"compute must be one of {', '.join(COMPUTE_CHOICES)}, got {name!r}")
     cpu_engine = engine in ("gymnasium", "envpool")
     if name == "auto":
-        return "numpy" if device.type == "cpu" and cpu_engine else "torch"
+        return "numpy" if device.type == "cpu" and cpu_engine and not asymmetric else "torch"
+    if name == "numpy" and asymmetric:
+        raise ConfigError("compute=numpy does not mirror an asymmetric critic; use compute=torch or auto")
     if name == "numpy" and not (device.type == "cpu" and cpu_engine):
         raise ConfigError(f"compute=numpy runs on the CPU with a CPU engine (gymnasium, envpool), "
                           f"but device is {device} and the engine {engine}; use compute=torch or auto")
@@ -133,27 +138,32 @@ class Trainer:
         self.batch_size = a.num_envs * a.num_steps
         self.num_iterations = max(1, cfg.total_timesteps // self.batch_size)
         self.discrete = isinstance(self.envs.action_space, gym.spaces.Discrete)
-        self.policy = build_actor_critic(a, self.envs.obs_dim, self.envs.action_space).to(self.device)
-        self.compute = select_compute(cfg.compute, self.device, self.envs.engine)
+        critic_obs_dim = getattr(self.envs, "critic_obs_dim", 0) or None
+        self.policy = build_actor_critic(a, self.envs.obs_dim, self.envs.action_space,
+                                         critic_obs_dim).to(self.device)
+        self.compute = select_compute(cfg.compute, self.device, self.envs.engine, asymmetric=bool(critic_obs_dim))
         # the rollout calls normalize/act/get_value/update_normalizer on this object:
         # the torch module itself, or its numpy twin on the same parameter memory
+        act_dim = self.policy.act_dim
+        self.buffer = RolloutBuffer(a.num_steps, a.num_envs, self.envs.obs_dim, act_dim, self.discrete,
+                                    self.device, critic_obs_dim=critic_obs_dim)
         if self.compute == "numpy":
             self.rollout_policy = NumpyActorCritic(self.policy)
             self.ppo = NumpyPPO(self.rollout_policy, a, self.num_iterations)
+            self.collector = HostCollector(self.envs, self.rollout_policy, self.buffer, act_dim, self.discrete)
         else:
             self.rollout_policy = self.policy
             self.ppo = PPO(self.policy, a, self.num_iterations)
+            self.collector = DeviceCollector(self.envs, self.policy, self.buffer, act_dim, self.discrete)
         self.reward_scaler = (RewardScaler(a.num_envs, a.gamma, a.reward_clip).to(self.device)
                               if a.normalize_reward else None)
-        act_dim = self.policy.act_dim
-        self.buffer = RolloutBuffer(a.num_steps, a.num_envs, self.envs.obs_dim,
-                                    act_dim, self.discrete, self.device)
         self.iteration = 0
         self.global_step = 0
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.last_eval: Optional[dict[str, float]] = None
         self._stop_requested = False
         self.next_obs = self.envs.reset(seed=cfg.seed)
+        self.next_critic_obs = self.envs.last_critic_obs() if critic_obs_dim else None
         if resume_state is not None:
             self._load_state(resume_state)
 
@@ -171,7 +181,8 @@ class Trainer:
         """
         cfg = self.cfg
         logger = RunLogger(self.run_dir, tensorboard=cfg.tensorboard, progress=cfg.progress,
-                           total_steps=self.num_iterations * self.batch_size, initial_step=self.global_step)
+                           total_steps=self.num_iterations * self.batch_size, initial_step=self.global_step,
+                           extra_columns=tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ())))
         previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         self._install_signal_handlers()
         start_time = time.perf_counter()
@@ -181,11 +192,11 @@ class Trainer:
                 self.iteration += 1
                 self.ppo.begin_iteration(self.iteration)
                 t0 = time.perf_counter()
-                episodes = self._collect_rollout()
+                rollout = self._collect_rollout()
                 t_rollout = time.perf_counter() - t0
                 stats = self._update()
                 self._check_parameters()
-                row = self._row(stats, episodes, start_time, start_step, t_rollout)
+                row = self._row(stats, rollout, start_time, start_step, t_rollout)
                 last = self.iteration == self.num_iterations
                 if (cfg.eval_interval > 0 and self.iteration % cfg.eval_interval == 0) or last:
                     self.last_eval = self.evaluate()
@@ -223,96 +234,33 @@ class Trainer:
         signal.signal(signal.SIGTERM, handler)
 
     # ------------------------------------------------------------ rollout
-    @torch.no_grad()
-    def _collect_rollout(self) -> list[float]:
-        """Step all envs ``num_steps`` times, filling the buffer in place.
-        Returns the raw returns of episodes that ended during the rollout.
+    def _collect_rollout(self) -> RolloutResult:
+        """Fill the buffer with one rollout (``self.collector``), check it is finite,
+        scale its rewards. Returns the collector's ``RolloutResult``.
 
-        The policy is one fixed function for the whole rollout: observations
-        are normalized with the statistics as they were when it began, and
-        the rollout's raw observations are folded into them after it (as
-        Brax's PPO does); rewards are scaled after it too, with per-step
-        semantics (``RewardScaler.scale_rollout``). The per-step loop is thus
-        only: normalize, act, step, store.
+        Rewards are scaled after the rollout with per-step semantics
+        (``RewardScaler.scale_rollout``); the buffer keeps normalized
+        observations, so the update sees exactly what the behaviour policy saw.
         """
-        buf, policy, envs = self.buffer, self.rollout_policy, self.envs
-        # compute=numpy: numpy arrays from the engine to the policy and into numpy views
-        # of the buffers, no torch call per step; compute=torch: tensors throughout
-        arrays = self.compute == "numpy"
-        step = envs.step_arrays if arrays else envs.step
-        on_cpu = self.device.type == "cpu"
-        # all of the rollout's sampling noise in one call (one op instead of one per step)
-        if self.discrete:
-            noise = torch.rand(buf.num_steps, buf.num_envs, device=self.device)
+        buf = self.buffer
+        if self.compute == "numpy":
+            result = self.collector.collect(self.next_obs)
         else:
-            noise = torch.randn(buf.num_steps, buf.num_envs, self.policy.act_dim, device=self.device)
-        noise = noise.numpy() if arrays else noise.unbind(0)
-        next_values = buf.next_values.numpy() if arrays else buf.next_values
-        # Per-step results are collected in lists and written into the preallocated
-        # [T, N, ...] buffers with one stack per field after the loop.
-        steps: dict[str, list] = {k: [] for k in (
-            "obs", "actions", "log_probs", "values", "dist_params", "terminated", "truncated", "rewards")}
-        s_obs, s_act, s_logp, s_val, s_dist, s_term, s_trunc, s_rew = steps.values()
-        raw_obs: list = []
-        ep_returns: list = []
-        done_masks: list[torch.Tensor] = []
-        done_returns: list[torch.Tensor] = []
-        next_obs = self.next_obs.numpy() if arrays else self.next_obs
-        for t in range(buf.num_steps):
-            norm_obs = policy.normalize(next_obs)
-            out = policy.act(norm_obs, noise=noise[t])
-            obs, rewards, terminated, truncated, info = step(out.actions)
-            s_obs.append(norm_obs)
-            s_act.append(out.actions)
-            s_logp.append(out.log_probs)
-            s_val.append(out.values)
-            s_dist.append(out.dist_params)
-            s_term.append(terminated)
-            s_trunc.append(truncated)
-            s_rew.append(rewards)
-            raw_obs.append(obs)
-            if on_cpu:
-                # V(final_obs) bootstraps truncated episodes; skip unless an episode ended
-                # (every truncation ends one, and len() needs no host sync)
-                ended = len(info["episode_return"])
-                if ended and bool(truncated.any()):
-                    next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
-                if ended:
-                    ep_returns.append(info["episode_return"])
-            else:
-                # accelerator: no per-step host sync. Bootstrap every row; engines that
-                # give [N] episode masks (Brax) are filtered once after the rollout.
-                next_values[t] = policy.get_value(policy.normalize(info["final_obs"]))
-                if "episode_done" in info:
-                    done_masks.append(info["episode_done"])
-                    done_returns.append(info["episode_return_all"])
-                elif len(info["episode_return"]):
-                    ep_returns.append(info["episode_return"].cpu())
-            next_obs = obs
-        last_values = policy.get_value(policy.normalize(next_obs))  # before the statistics move
-        if arrays:
-            next_obs, last_values = torch.from_numpy(next_obs), torch.from_numpy(last_values)
-            for name, values in steps.items():
-                np.stack(values, out=getattr(buf, name).numpy())
-            policy.update_normalizer(np.concatenate(raw_obs))
-        else:
-            for name, values in steps.items():
-                torch.stack(values, out=getattr(buf, name))
-            policy.update_normalizer(torch.cat(raw_obs))
-        self.next_obs, buf.last_values = next_obs, last_values
-        if done_masks:
-            ep_returns.append(torch.stack(done_returns)[torch.stack(done_masks)].cpu())
+            result = self.collector.collect(self.next_obs, self.next_critic_obs)
+        self.next_obs, self.next_critic_obs = result.next_obs, result.next_critic_obs
         self.global_step += self.batch_size
-        if not bool(torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()):
+        finite = torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()
+        if buf.critic_obs is not None:
+            finite &= torch.isfinite(buf.critic_obs).all()
+        if not bool(finite):
             raise NonFiniteError(
                 f"the environment returned a non-finite observation or reward in iteration "
                 f"{self.iteration}; the run stopped without checkpointing it (the last good "
                 f"checkpoint in {self.ckpt_dir} is intact): check the task's model/reward")
         if self.reward_scaler is not None:
             buf.rewards.copy_(self.reward_scaler.scale_rollout(buf.rewards, buf.terminated | buf.truncated))
-        returns = [float(x) for r in ep_returns for x in r.tolist()]
-        self.recent_returns.extend(returns)
-        return returns
+        self.recent_returns.extend(result.episode_returns)
+        return result
 
     def _update(self) -> dict[str, float]:
         a = self.cfg.algo
@@ -333,7 +281,7 @@ class Trainer:
                     f"stopped (last good checkpoint in {self.ckpt_dir} is intact): lower "
                     "algo.learning_rate or algo.max_grad_norm")
 
-    def _row(self, stats, episodes, start_time, start_step, t_rollout) -> dict[str, Any]:
+    def _row(self, stats, rollout: RolloutResult, start_time, start_step, t_rollout) -> dict[str, Any]:
         elapsed = time.perf_counter() - start_time
         row = dict(stats)
         row.update({
@@ -341,9 +289,12 @@ class Trainer:
             "wall_time": round(elapsed, 3),
             "SPS": (self.global_step - start_step) / max(elapsed, 1e-9),
             "rollout_SPS": self.batch_size / max(t_rollout, 1e-9),
-            "episodic_return": float(np.mean(episodes)) if episodes else "",
+            "episodic_return": float(np.mean(rollout.episode_returns)) if rollout.episode_returns else "",
+            "episodic_length": float(np.mean(rollout.episode_lengths)) if rollout.episode_lengths else "",
             "recent_return": float(np.mean(self.recent_returns)) if self.recent_returns else None,
         })
+        for term, value in (rollout.reward_terms or {}).items():
+            row[f"reward/{term}"] = value
         return row
 
     # --------------------------------------------------------- evaluation
@@ -385,9 +336,11 @@ class Trainer:
             "rng": rng,
             "env_state": env_state,
             "next_obs": self.next_obs.cpu(),
+            "next_critic_obs": None if self.next_critic_obs is None else self.next_critic_obs.cpu(),
             "recent_returns": list(self.recent_returns),
             "spaces": {"observation": space_to_dict(self.envs.observation_space),
-                       "action": space_to_dict(self.envs.action_space)},
+                       "action": space_to_dict(self.envs.action_space),
+                       "critic_obs_dim": self.policy.critic_obs_dim},
             "env_meta": self.envs.metadata(),
             "last_eval": self.last_eval,
         }
@@ -408,6 +361,8 @@ class Trainer:
             try:
                 self.envs.set_state(state["env_state"])
                 self.next_obs = state["next_obs"].to(self.device)
+                if state.get("next_critic_obs") is not None:
+                    self.next_critic_obs = state["next_critic_obs"].to(self.device)
             except NotImplementedError:
                 pass  # engines without snapshots continue from freshly reset envs
 
