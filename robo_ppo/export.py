@@ -89,6 +89,8 @@ METADATA_KEYS: dict[str, str] = {
     "exporter": "str: exporter and torch version",
     "parity_max_abs_diff": "float: measured max |onnxruntime - torch| at export",
     "parity_samples": "int: observations in the parity check",
+    "robot": "json dict or null: robot-side facts of a robot task (joint order, home pose, action "
+             "scale, kp/kd, torque limits, control and sim dt, observation layout, command ranges)",
 }
 _STRING_KEYS = {"format", "action_type", "task_id", "task_name", "engine", "engine_task_id",
                 "robo_ppo_version", "config_sha256", "source_checkpoint", "exporter"}
@@ -239,6 +241,7 @@ def build_metadata(state: dict[str, Any], policy, include_value: bool) -> dict[s
         "source_checkpoint": Path(state.get("path", "")).name,
         "opset": OPSET,
         "exporter": f"torch.onnx.export dynamo=True (torch {torch.__version__})",
+        "robot": env_meta.get("robot"),
     }
     return {k: encode_metadata_value(k, v) for k, v in values.items()}
 
@@ -456,8 +459,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
         ExportError: the exporter fails, or the parity check fails (nothing is
             written then; an existing file at ``output`` is left untouched).
     """
-    from robo_ppo.runner.checkpoint import load_checkpoint
-    from robo_ppo.runner.trainer import policy_from_checkpoint
+    from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
 
     if num_samples < PARITY_SAMPLES:
         raise ConfigError(f"num_samples must be >= {PARITY_SAMPLES} for the parity check, got {num_samples}")

@@ -116,8 +116,7 @@ def _onnx_policy(path: Path, deterministic: bool) -> LoadedPolicy:
 
 
 def _checkpoint_policy(path: Path, deterministic: bool) -> LoadedPolicy:
-    from robo_ppo.runner.checkpoint import load_checkpoint
-    from robo_ppo.runner.trainer import policy_from_checkpoint
+    from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
 
     state = load_checkpoint(path)
     engine = state["config"].get("backend", {}).get("name", "gymnasium")

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from robo_ppo.replay import replay
-from robo_ppo.runner.checkpoint import load_checkpoint
-from robo_ppo.runner.trainer import policy_from_checkpoint
+from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
 
 KIT = Path(__file__).resolve().parents[1] / "export"
 @pytest.fixture(scope="module")

@@ -25,8 +25,7 @@ from robo_ppo.export import (
     read_metadata,
 )
 from robo_ppo.hydra_utils import config_dir
-from robo_ppo.runner.checkpoint import load_checkpoint
-from robo_ppo.runner.trainer import policy_from_checkpoint
+from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from robo_ppo.errors import CheckpointError
+from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -101,3 +105,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                               f"reads format {FORMAT_VERSION}")
     state["path"] = str(p)
     return state
+
+
+# ------------------------------------------------- policies in checkpoints
+def space_to_dict(space: gym.Space) -> dict[str, Any]:
+    """A gymnasium Box/Discrete as plain tensors (checkpoint-safe)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    return {"type": "box", "low": torch.as_tensor(space.low, dtype=torch.float32),
+            "high": torch.as_tensor(space.high, dtype=torch.float32)}
+
+
+def space_from_dict(d: dict[str, Any]) -> gym.Space:
+    if d["type"] == "discrete":
+        return gym.spaces.Discrete(d["n"])
+    return gym.spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.float32)
+
+
+def policy_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu") -> ActorCritic:
+    """Rebuild the actor-critic (normalizer included) from a loaded checkpoint."""
+    cfg = OmegaConf.create(state["config"])
+    spaces = state["spaces"]
+    obs_space = space_from_dict(spaces["observation"])
+    policy = build_actor_critic(cfg.algo, obs_space.shape[0], space_from_dict(spaces["action"]),
+                                spaces.get("critic_obs_dim"))
+    policy.load_state_dict(state["model"])
+    return policy.to(device).eval()

@@ -26,10 +26,10 @@ from robo_ppo.algo.numpy_ppo import NumpyPPO
 from robo_ppo.algo.ppo import PPO
 from robo_ppo.envs import make_vec_env
 from robo_ppo.errors import ConfigError, NonFiniteError
-from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
+from robo_ppo.modules.actor_critic import build_actor_critic
 from robo_ppo.modules.normalizer import RewardScaler
 from robo_ppo.modules.numpy_policy import NumpyActorCritic
-from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint
+from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint, space_to_dict
 from robo_ppo.runner.collectors import DeviceCollector, HostCollector, RolloutResult
 from robo_ppo.runner.evaluate import run_episodes
 from robo_ppo.runner.logger import RunLogger, plot_learning_curve
@@ -44,31 +44,6 @@ def select_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available; use device=cpu or device=auto")
     return dev
-
-
-def space_to_dict(space: gym.Space) -> dict[str, Any]:
-    """A gymnasium Box/Discrete as plain tensors (checkpoint-safe)."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "discrete", "n": int(space.n)}
-    return {"type": "box", "low": torch.as_tensor(space.low, dtype=torch.float32),
-            "high": torch.as_tensor(space.high, dtype=torch.float32)}
-
-
-def space_from_dict(d: dict[str, Any]) -> gym.Space:
-    if d["type"] == "discrete":
-        return gym.spaces.Discrete(d["n"])
-    return gym.spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.float32)
-
-
-def policy_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu") -> ActorCritic:
-    """Rebuild the actor-critic (normalizer included) from a loaded checkpoint."""
-    cfg = OmegaConf.create(state["config"])
-    spaces = state["spaces"]
-    obs_space = space_from_dict(spaces["observation"])
-    policy = build_actor_critic(cfg.algo, obs_space.shape[0], space_from_dict(spaces["action"]),
-                                spaces.get("critic_obs_dim"))
-    policy.load_state_dict(state["model"])
-    return policy.to(device).eval()
 
 
 COMPUTE_CHOICES = ("auto", "torch", "numpy")
