@@ -98,7 +98,9 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     target_kl: Optional[float] = None
-    """Stop the epoch loop once a minibatch's approx KL exceeds this (null = never)."""
+    """Early stop: before each minibatch step, that minibatch's approx KL (rollout policy vs
+    current) is measured; above this, the step is not applied and the update ends (SB3's
+    rule, without its 1.5 factor; null = never)."""
     # returns and advantages
     gamma: float = 0.99
     """Discount factor."""
@@ -114,7 +116,7 @@ class PPOConfig:
     kl_target: float = 0.01
     """PPO1: d_targ; beta doubles when KL > 1.5 d_targ and halves when KL < d_targ / 1.5."""
     kl_coef_init: float = 1.0
-    """PPO1: initial beta."""
+    """PPO1: initial beta (adapted after each update from the exact KL over the whole batch)."""
     clip_vloss: bool = True
     """Clip the value update around the rollout's value estimate."""
     vf_clip_coef: float = 0.2
@@ -143,6 +145,10 @@ class PPOConfig:
     """Initial log standard deviation of the Gaussian policy."""
     ortho_init: bool = True
     """Orthogonal init (gain sqrt(2) hidden, 0.01 policy head, 1 value head)."""
+    # safety
+    kernel_check_interval: int = 50
+    """compute=numpy: compare one minibatch's numpy gradient with torch autograd every this many
+    iterations, from the first (a relative difference above 1e-3 stops the run; 0 = off)."""
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """The numpy compute path against torch autograd: same loss, same gradient, same update."""
 
 import copy
+import logging
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
 from robo_ppo.algo.losses import (
     clipped_surrogate_loss,
@@ -15,12 +17,13 @@ from robo_ppo.algo.losses import (
     value_loss,
 )
 from robo_ppo.algo.numpy_ppo import NumpyPPO
-from robo_ppo.algo.ppo import PPO
+from robo_ppo.algo.ppo import PPO, TorchKernel
 from robo_ppo.config import PPOConfig
 from robo_ppo.errors import ConfigError
 from robo_ppo.modules.actor_critic import ActorCritic
-from robo_ppo.modules.numpy_policy import NumpyActorCritic
-from robo_ppo.runner.trainer import select_compute
+from robo_ppo.modules.numpy_policy import NumpyActorCritic, UnsupportedModuleError
+from robo_ppo.runner import trainer as trainer_mod
+from robo_ppo.runner.trainer import Trainer, select_compute
 
 BOX = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(4)
@@ -154,3 +157,89 @@ def test_compute_auto_picks_numpy_only_for_cpu_engines_on_cpu():
         select_compute("numpy", cpu, "brax")
     with pytest.raises(ConfigError, match="compute=numpy runs on the CPU"):
         select_compute("numpy", cuda, "gymnasium")
+
+
+# ------------------------------------------------------- what the twin refuses
+def _layernorm_in_actor(pi):
+    pi.actor.insert(1, nn.LayerNorm(pi.actor[0].out_features))
+
+
+def _elu_alpha(pi):
+    pi.actor[1] = nn.ELU(alpha=0.5)
+
+
+class _Subclass(ActorCritic):
+    pass
+
+
+@pytest.mark.parametrize("change,match", [
+    (_layernorm_in_actor, r"actor\.1 \(LayerNorm"),
+    (lambda pi: pi.critic.insert(2, nn.Dropout(0.1)), r"critic\.2 \(Dropout"),
+    (lambda pi: pi.actor.__setitem__(1, nn.ReLU()), r"actor\.1 \(ReLU; expected Tanh"),
+    (lambda pi: pi.critic.append(nn.Tanh()), r"critic with 6 modules"),
+    (lambda pi: pi.register_parameter("temperature", nn.Parameter(torch.ones(1))), r"\['temperature'\]"),
+    (lambda pi: pi.register_buffer("step_count", torch.zeros(())), r"\['step_count'\]"),
+    (lambda pi: pi.actor[2].register_forward_hook(lambda m, i, o: o * 2), r"hooks on actor\.2"),
+    (lambda pi: pi.log_std.requires_grad_(False), r"frozen parameters \['log_std'\]"),
+    (lambda pi: setattr(pi, "obs_normalizer", nn.Identity()), r"obs_normalizer of type Identity"),
+])
+def test_numpy_twin_refuses_what_it_cannot_mirror(change, match):
+    pi = make_policy(BOX)
+    change(pi)
+    before = {k: v.clone() for k, v in pi.state_dict().items()}
+    with pytest.raises(UnsupportedModuleError, match=match):
+        NumpyActorCritic(pi)
+    # refused before touching the module: parameters are not re-seated into a flat buffer
+    assert all(p.data.storage_offset() == 0 for p in pi.parameters())
+    for k, v in pi.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_numpy_twin_refuses_elu_alpha_subclasses_and_asymmetric_critics():
+    torch.manual_seed(0)
+    pi = ActorCritic(5, BOX, (16, 16), (16, 8), activation="elu")
+    _elu_alpha(pi)
+    with pytest.raises(UnsupportedModuleError, match=r"alpha=0.5"):
+        NumpyActorCritic(pi)
+    with pytest.raises(UnsupportedModuleError, match=r"_Subclass"):
+        NumpyActorCritic(_Subclass(5, BOX))
+    with pytest.raises(UnsupportedModuleError, match=r"asymmetric critic"):
+        NumpyActorCritic(ActorCritic(5, BOX, critic_obs_dim=7))
+    assert issubclass(UnsupportedModuleError, ValueError)
+    for space in (BOX, DISCRETE):  # what it does mirror, with and without a normalizer
+        for normalize_obs in (True, False):
+            for activation in ("tanh", "relu", "elu", "silu"):
+                NumpyActorCritic(ActorCritic(5, space, (8,), (8, 8, 8), activation=activation,
+                                             normalize_obs=normalize_obs))
+
+
+def _build_with_layernorm(monkeypatch):
+    build = trainer_mod.build_actor_critic
+
+    def patched(*args, **kwargs):
+        pi = build(*args, **kwargs)
+        _layernorm_in_actor(pi)
+        return pi
+
+    monkeypatch.setattr(trainer_mod, "build_actor_critic", patched)
+
+
+SMALL = ["env=inverted_pendulum", "algo.num_envs=2", "algo.num_steps=32", "algo.num_minibatches=2",
+         "algo.update_epochs=1", "total_timesteps=64", "eval_interval=0"]
+
+
+def test_compute_auto_falls_back_to_torch_with_one_log_line(tmp_path, cfg_factory, monkeypatch, caplog):
+    _build_with_layernorm(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="robo_ppo"):
+        tr = Trainer(cfg_factory(*SMALL, "compute=auto"), tmp_path)
+    lines = [r.getMessage() for r in caplog.records if "compute=" in r.getMessage()]
+    assert len(lines) == 1 and "LayerNorm" in lines[0] and "using compute=torch" in lines[0]
+    assert tr.compute == "torch" and isinstance(tr.ppo.kernel, TorchKernel) and tr.rollout_policy is tr.policy
+    assert tr.train()["finished"]
+    tr.close()
+
+
+def test_compute_numpy_with_a_policy_it_cannot_mirror_is_a_config_error(tmp_path, cfg_factory, monkeypatch):
+    _build_with_layernorm(monkeypatch)
+    with pytest.raises(ConfigError, match=r"compute=numpy cannot train this policy: .*LayerNorm.*compute=torch"):
+        Trainer(cfg_factory(*SMALL, "compute=numpy"), tmp_path)

@@ -1,47 +1,72 @@
 """The PPO update on the CPU compute path (``compute=numpy``).
 
-The same algorithm as ``robo_ppo.algo.ppo.PPO.update`` (same minibatch
-order, losses, advantage normalization, gradient clipping and Adam), with the
-minibatch loss and gradient from ``NumpyActorCritic.loss_and_grad`` and the
-optimizer step done in numpy on flat buffers. Why numpy on a CPU: see
+``PPO.update``'s loop (same minibatch order, KL checks, schedules and
+diagnostics) over ``NumpyKernel``: the minibatch loss and gradient from
+``NumpyActorCritic.loss_and_grad`` and the gradient clip and Adam step in
+numpy on flat buffers. Why numpy on a CPU: see
 ``robo_ppo/modules/numpy_policy.py`` and docs/profile.md.
 
 Adam's state lives in the torch optimizer's own ``state`` entries
 (``step``, ``exp_avg``, ``exp_avg_sq``), re-seated as views of two flat
 buffers, so checkpoints have the standard ``torch.optim.Adam`` format and a
 run can resume with either compute path.
+
+``NumpyPPO.check_kernel`` guards the hand-written gradient at run time: it
+compares one minibatch's numpy gradient with torch autograd on the same
+parameters (``algo.kernel_check_interval``).
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any, Optional
+
 import numpy as np
 import torch
 
-from robo_ppo.algo.ppo import PPO
-from robo_ppo.algo.schedules import adaptive_lr
-from robo_ppo.config import Loss, LRSchedule
+from robo_ppo.algo.ppo import PPO, STAT_KEYS, LossSettings, TorchKernel
+from robo_ppo.config import Loss
+from robo_ppo.errors import KernelMismatchError
 from robo_ppo.modules.numpy_policy import NumpyActorCritic
 
-STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+KERNEL_CHECK_RTOL = 1e-3
+"""Largest accepted ``|g_numpy - g_torch| / |g_torch|`` per parameter tensor."""
+
+PER_SAMPLE = ("obs", "actions", "log_probs", "values", "advantages", "returns", "dist_params")
 
 
-class NumpyPPO(PPO):
-    """``PPO`` whose update runs in numpy on the policy's flat parameter buffer.
+class NumpyKernel:
+    """One minibatch's loss and gradient in numpy (``NumpyActorCritic``); the
+    step is the global gradient-norm clip and Adam on the flat buffers.
 
     Args:
         compute_policy: the ``NumpyActorCritic`` of the policy being trained.
-        cfg, num_iterations: as for ``PPO``.
+        optimizer: the PPO's ``torch.optim.Adam`` over the policy's
+            parameters; its ``lr``, betas and eps are read at every step and
+            its state entries become views of ``exp_avg`` / ``exp_avg_sq``.
+        cfg: the ``algo`` config.
     """
 
-    def __init__(self, compute_policy: NumpyActorCritic, cfg, num_iterations: int):
-        super().__init__(compute_policy.policy, cfg, num_iterations)
+    def __init__(self, compute_policy: NumpyActorCritic, optimizer: torch.optim.Optimizer, cfg):
         self.compute_policy = compute_policy
+        self.policy = compute_policy.policy
+        self.optimizer = optimizer
+        self.device = torch.device("cpu")
+        s = LossSettings(cfg)
+        self.max_grad_norm = s.max_grad_norm
+        self.loss_args = dict(clip_coef=s.clip_coef, vf_clip=s.vf_clip, vf_coef=s.vf_coef,
+                              ent_coef=s.ent_coef, norm_adv=s.norm_adv)
         self.flat_params = compute_policy.flat_params.numpy()
+        self.grad = compute_policy.flat_grad
         self.exp_avg = np.zeros_like(self.flat_params)
         self.exp_avg_sq = np.zeros_like(self.flat_params)
-        self._bind_adam_state()  # sets step_count
+        self.step_count = 0
+        self.data: dict[str, np.ndarray] = {}
+        self.per_sample: list[str] = []
+        self.bind_adam_state()
 
-    def _bind_adam_state(self) -> None:
+    # ------------------------------------------------------------ Adam state
+    def bind_adam_state(self) -> None:
         """Copy Adam's per-parameter state (if any) into the flat buffers and
         re-seat the optimizer's state tensors as views of them."""
         offset = 0
@@ -67,10 +92,6 @@ class NumpyPPO(PPO):
         for p in self.policy.parameters():
             self.optimizer.state[p]["step"] = torch.tensor(float(self.step_count))
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self._bind_adam_state()
-
     def _adam_step(self, grad: np.ndarray) -> None:
         """``torch.optim.Adam``'s update (Kingma & Ba 2015, Algorithm 1, with
         torch's placement of eps), in place on the flat buffers:
@@ -88,59 +109,131 @@ class NumpyPPO(PPO):
         denom += np.float32(group["eps"])
         p -= np.float32(group["lr"] / (1.0 - beta1 ** t)) * m / denom
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """As ``PPO.update`` (same arguments, return value and errors)."""
-        cfg = self.cfg
-        data = {k: v.numpy() for k, v in batch.items() if v is not None}
-        batch_size = data["obs"].shape[0]
-        minibatch_size = batch_size // cfg.num_minibatches
-        use_kl_loss = cfg.loss == Loss.kl
-        adaptive = cfg.lr_schedule == LRSchedule.adaptive
-        target_kl = cfg.target_kl
-        needs_kl = adaptive or target_kl is not None
-        update_epochs, num_minibatches = int(cfg.update_epochs), int(cfg.num_minibatches)
-        max_grad_norm = float(cfg.max_grad_norm)
-        loss_args = dict(clip_coef=float(cfg.clip_coef),
-                         vf_clip=float(cfg.vf_clip_coef) if cfg.clip_vloss else None,
-                         vf_coef=float(cfg.vf_coef), ent_coef=float(cfg.ent_coef),
-                         norm_adv=bool(cfg.norm_adv))
-        per_sample = [k for k in ("obs", "actions", "log_probs", "values", "advantages", "returns",
-                                  "dist_params") if k in data]
-        grad = self.compute_policy.flat_grad
-        stats: list[dict[str, float]] = []
-        kls: list[float] = []
-        stop = False
-        for epoch in range(update_epochs):
-            stats.clear()
-            # diagnostics are reported for the last epoch only (as in PPO.update), unless
-            # the KL drives the learning rate or an early stop
-            diagnostics = needs_kl or epoch == update_epochs - 1
-            perm = torch.randperm(batch_size).numpy()  # torch's RNG: the same order as PPO.update
-            for start in range(0, minibatch_size * num_minibatches, minibatch_size):
-                idx = perm[start:start + minibatch_size]
-                mb = {k: data[k][idx] for k in per_sample}
-                if use_kl_loss:
-                    mb["old_log_std"] = data.get("old_log_std")
-                out = self.compute_policy.loss_and_grad(
-                    mb, kl_beta=self.kl_beta if use_kl_loss else None, diagnostics=diagnostics, **loss_args)
-                # global gradient-norm clip, as torch.nn.utils.clip_grad_norm_
-                total_norm = np.sqrt(np.dot(grad, grad))
-                grad *= np.float32(min(1.0, max_grad_norm / (float(total_norm) + 1e-6)))
-                self._adam_step(grad)
-                if diagnostics:
-                    stats.append(out)
-                if use_kl_loss:
-                    kls.append(out["kl"])
-                if needs_kl:
-                    if adaptive:
-                        self._set_lr(adaptive_lr(self.learning_rate, out["approx_kl"], cfg.desired_kl,
-                                                 cfg.lr_min, cfg.lr_max))
-                    if target_kl is not None and out["approx_kl"] > target_kl:
-                        stop = True
-                        break
-            if stop:
-                break
+    # --------------------------------------------------------------- kernel
+    def begin(self, batch: dict[str, torch.Tensor]) -> None:
+        """Take the update's batch as numpy views (no copies)."""
+        self.data = {k: v.numpy() for k, v in batch.items() if v is not None}
+        self.per_sample = [k for k in PER_SAMPLE if k in self.data]
+
+    def indices(self, perm: torch.Tensor) -> np.ndarray:
+        """The minibatch order as a numpy index array (one conversion per epoch)."""
+        return perm.numpy()
+
+    def loss_and_grad(self, idx: np.ndarray, kl_beta: Optional[float], diagnostics: bool) -> dict[str, Any]:
+        """As ``TorchKernel.loss_and_grad``, floats out; the gradient goes to
+        ``compute_policy.flat_grad``."""
+        data = self.data
+        mb = {k: data[k][idx] for k in self.per_sample}
+        if kl_beta is not None:
+            mb["old_log_std"] = data.get("old_log_std")
+        return self.compute_policy.loss_and_grad(mb, kl_beta=kl_beta, diagnostics=diagnostics, **self.loss_args)
+
+    def step(self) -> None:
+        """Global gradient-norm clip (as ``torch.nn.utils.clip_grad_norm_``), then Adam."""
+        grad = self.grad
+        total_norm = np.sqrt(np.dot(grad, grad))
+        grad *= np.float32(min(1.0, self.max_grad_norm / (float(total_norm) + 1e-6)))
+        self._adam_step(grad)
+
+    def end(self) -> None:
+        """Write the step count back into the optimizer's state (checkpoints)."""
         for state in self.optimizer.state.values():
             state["step"].fill_(float(self.step_count))
-        out = {k: float(np.mean([s[k] for s in stats])) for k in STAT_KEYS}
-        return self._finish_update(out, float(np.mean(kls)) if use_kl_loss else None, stop)
+
+    def mean_stats(self, stats: list[dict[str, Any]]) -> dict[str, float]:
+        return {k: float(np.mean([s[k] for s in stats])) for k in STAT_KEYS}
+
+    def final_kl(self) -> float:
+        """Exact mean KL(rollout policy || current policy) over the whole batch."""
+        d = self.data
+        return self.compute_policy.mean_kl(d["obs"], d["dist_params"], d.get("old_log_std"))
+
+
+class NumpyPPO(PPO):
+    """``PPO`` whose minibatch arithmetic is a ``NumpyKernel``.
+
+    Args:
+        compute_policy: the ``NumpyActorCritic`` of the policy being trained.
+        cfg, num_iterations: as for ``PPO``.
+    """
+
+    def __init__(self, compute_policy: NumpyActorCritic, cfg, num_iterations: int):
+        self.compute_policy = compute_policy
+        super().__init__(compute_policy.policy, cfg, num_iterations)
+        self._reference: Optional[TorchKernel] = None
+
+    def _make_kernel(self) -> NumpyKernel:
+        return NumpyKernel(self.compute_policy, self.optimizer, self.cfg)
+
+    # Adam's flat state, for inspection (tests, checkpoints go through the optimizer)
+    @property
+    def exp_avg(self) -> np.ndarray:
+        return self.kernel.exp_avg
+
+    @property
+    def exp_avg_sq(self) -> np.ndarray:
+        return self.kernel.exp_avg_sq
+
+    @property
+    def step_count(self) -> int:
+        return self.kernel.step_count
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.kernel.bind_adam_state()
+
+    def check_kernel(self, batch: dict[str, torch.Tensor], iteration: Optional[int] = None) -> dict[str, float]:
+        """Compare one minibatch's numpy gradient with torch autograd on the same parameters.
+
+        The minibatch is every ``num_minibatches``-th sample of ``batch`` (no
+        RNG draw, so checking does not change the run); the loss is the
+        update's (same ``kl_beta``). Per parameter tensor, the relative
+        difference ``|g_numpy - g_torch| / |g_torch|`` (Euclidean norms;
+        the denominator floored at 1e-6 of the whole gradient's norm, so a
+        parameter whose gradient is only rounding noise cannot trip it) must
+        stay within ``KERNEL_CHECK_RTOL``. Leaves parameters, optimizer and
+        ``.grad`` as they were. When the torch loss itself is not finite,
+        nothing is judged: the update's non-finite check reports that.
+
+        Returns ``{parameter name: relative difference}``.
+
+        Raises:
+            KernelMismatchError: naming the parameter with the largest difference.
+        """
+        cfg = self.cfg
+        batch_size, num_minibatches = batch["obs"].shape[0], int(cfg.num_minibatches)
+        idx = torch.arange(0, (batch_size // num_minibatches) * num_minibatches, num_minibatches)
+        kl_beta = self.kl_beta if cfg.loss == Loss.kl else None
+        self.kernel.begin(batch)
+        self.kernel.loss_and_grad(idx.numpy(), kl_beta, diagnostics=False)
+        numpy_grad = self.kernel.grad.copy()
+        if self._reference is None:
+            self._reference = TorchKernel(self.policy, self.optimizer, cfg)
+        self._reference.begin(batch)
+        try:
+            ref = self._reference.loss_and_grad(idx, kl_beta, diagnostics=False)
+            torch_grads = [(name, p.grad) for name, p in self.policy.named_parameters()]
+        finally:
+            for p in self.policy.parameters():
+                p.grad = None
+        if not bool(torch.isfinite(ref["loss"])):
+            return {}
+        flat_torch = torch.cat([torch.zeros(p.numel()) if g is None else g.reshape(-1)
+                                for (_, g), p in zip(torch_grads, self.policy.parameters(), strict=True)]).numpy()
+        floor = 1e-6 * float(np.linalg.norm(flat_torch)) + 1e-30
+        rel, offset = {}, 0
+        for name, p in self.policy.named_parameters():
+            n = p.numel()
+            g_t, g_n = flat_torch[offset:offset + n], numpy_grad[offset:offset + n]
+            rel[name] = float(np.linalg.norm(g_n - g_t)) / max(float(np.linalg.norm(g_t)), floor)
+            offset += n
+        bad = {k: v for k, v in rel.items() if not v <= KERNEL_CHECK_RTOL}  # NaN is bad, too
+        if bad:
+            worst = max(bad, key=lambda k: math.inf if math.isnan(bad[k]) else bad[k])
+            when = "" if iteration is None else f" in iteration {iteration}"
+            raise KernelMismatchError(
+                f"the numpy compute path's gradient of {worst} differs from torch autograd by "
+                f"{bad[worst]:.3g} (relative; limit {KERNEL_CHECK_RTOL:g}){when}; the run stopped "
+                "without checkpointing this iteration: continue it with compute=torch "
+                "(resume=<run dir> compute=torch) and report this as a bug")
+        return rel

@@ -3,12 +3,22 @@
 Schulman et al. 2017 (PPO), with the implementation choices of OpenAI
 Baselines' PPO2: Adam, minibatch epochs, per-minibatch advantage
 normalization, value clipping, global gradient-norm clipping.
+
+One loop, two kernels. ``PPO.update`` owns everything that decides *which*
+steps are taken (epochs, the minibatch order from ``torch.randperm``, the
+``target_kl`` stop, the learning-rate schedule, PPO1's beta, the reported
+diagnostics, the non-finite check). A kernel owns only the arithmetic of one
+minibatch: ``loss_and_grad`` (loss terms, diagnostics and the gradient) and
+``step`` (global gradient-norm clip and Adam). ``TorchKernel`` (here) uses
+autograd and the torch optimizer; ``NumpyKernel``
+(``robo_ppo/algo/numpy_ppo.py``) the hand-written numpy gradient and a numpy
+Adam on the same memory.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -25,9 +35,109 @@ from robo_ppo.config import Loss, LRSchedule
 from robo_ppo.errors import NonFiniteError
 from robo_ppo.modules.actor_critic import ActorCritic
 
+STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+"""Per-minibatch diagnostics a kernel returns (with ``diagnostics=True``); the
+update reports their means over the last epoch's minibatches."""
+
+
+class LossSettings:
+    """The loss coefficients, read once from the ``algo`` config (OmegaConf
+    attribute access costs microseconds per read, too slow for the minibatch loop)."""
+
+    def __init__(self, cfg):
+        self.clip_coef = float(cfg.clip_coef)
+        self.vf_clip = float(cfg.vf_clip_coef) if cfg.clip_vloss else None
+        self.vf_coef = float(cfg.vf_coef)
+        self.ent_coef = float(cfg.ent_coef)
+        self.norm_adv = bool(cfg.norm_adv)
+        self.max_grad_norm = float(cfg.max_grad_norm)
+
+
+class TorchKernel:
+    """One minibatch's loss and gradient by torch autograd; the step is
+    ``clip_grad_norm_`` and the optimizer's (fused Adam) step.
+
+    Args:
+        policy: the actor-critic (any device; asymmetric critic supported).
+        optimizer: the optimizer over ``policy.parameters()``.
+        cfg: the ``algo`` config.
+    """
+
+    def __init__(self, policy: ActorCritic, optimizer: torch.optim.Optimizer, cfg):
+        self.policy = policy
+        self.optimizer = optimizer
+        self.params = list(policy.parameters())  # the optimizer's parameters, too
+        self.device = self.params[0].device
+        self.s = LossSettings(cfg)
+        self.batch: dict[str, torch.Tensor] = {}
+
+    def begin(self, batch: dict[str, torch.Tensor]) -> None:
+        """Take the update's batch (flat ``[B, ...]`` tensors, see ``PPO.update``)."""
+        self.batch = batch
+
+    def indices(self, perm: torch.Tensor) -> torch.Tensor:
+        """The minibatch order in the kernel's index type (a tensor here)."""
+        return perm
+
+    def loss_and_grad(self, idx: torch.Tensor, kl_beta: Optional[float], diagnostics: bool) -> dict[str, Any]:
+        """Loss of the minibatch ``idx`` at the current parameters; its gradient
+        goes to the parameters' ``.grad``. ``kl_beta``: PPO1's penalty
+        coefficient (KL loss), ``None`` for the clipped surrogate.
+
+        Returns ``STAT_KEYS`` as 0-d tensors (no host sync) and ``loss``; only
+        ``loss`` with ``diagnostics=False``. ``approx_kl`` is measured at the
+        parameters before any step on this minibatch.
+        """
+        b, s = self.batch, self.s
+        critic_obs = b.get("critic_obs")
+        new_logp, entropy, new_values, new_params = self.policy.evaluate(
+            b["obs"][idx], b["actions"][idx], None if critic_obs is None else critic_obs[idx])
+        log_ratio = new_logp - b["log_probs"][idx]
+        adv = b["advantages"][idx]
+        if s.norm_adv:
+            adv = normalize_advantages(adv)
+        if kl_beta is None:
+            pg_loss = clipped_surrogate_loss(log_ratio, adv, s.clip_coef)
+        else:
+            exact_kl = self.policy.kl_from(b["dist_params"][idx], b.get("old_log_std"), new_params)
+            pg_loss = kl_penalty_loss(log_ratio, adv, exact_kl, kl_beta)
+        v_loss = value_loss(new_values, b["values"][idx], b["returns"][idx], s.vf_clip)
+        ent = entropy.mean()
+        loss = pg_loss - s.ent_coef * ent + s.vf_coef * v_loss
+        for p in self.params:  # = optimizer.zero_grad(set_to_none=True), without its wrapper
+            p.grad = None
+        loss.backward()
+        out: dict[str, Any] = {"loss": loss.detach()}
+        if diagnostics:
+            with torch.no_grad():
+                lr = log_ratio.detach()
+                out |= {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": ent.detach(),
+                        "approx_kl": approx_kl(lr), "clipfrac": clip_fraction(lr, s.clip_coef)}
+        return out
+
+    def step(self) -> None:
+        """Global gradient-norm clip, then the optimizer step."""
+        torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm)
+        self.optimizer.step()
+
+    def end(self) -> None:
+        """Nothing to hand back: the optimizer keeps its own state."""
+
+    def mean_stats(self, stats: list[dict[str, Any]]) -> dict[str, float]:
+        """Means of ``STAT_KEYS`` over the minibatches' outputs (one host sync per key)."""
+        return {k: float(torch.stack([s[k] for s in stats]).mean()) for k in STAT_KEYS}
+
+    @torch.no_grad()
+    def final_kl(self) -> float:
+        """Exact mean KL(rollout policy || current policy) over the whole batch."""
+        b = self.batch
+        new_params = self.policy.actor(b["obs"])
+        return float(self.policy.kl_from(b["dist_params"], b.get("old_log_std"), new_params).mean())
+
 
 class PPO:
-    """Owns the optimizer and the schedule state (learning rate, KL beta).
+    """Owns the optimizer, the schedule state (learning rate, KL beta) and the
+    update loop; the minibatch arithmetic is its kernel's (``TorchKernel``).
 
     Args:
         policy: the actor-critic being trained.
@@ -44,6 +154,10 @@ class PPO:
         # fused: one kernel for all parameters instead of ~10 ops per tensor (CPU and CUDA)
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.learning_rate, eps=cfg.adam_eps,
                                           fused=True)
+        self.kernel = self._make_kernel()
+
+    def _make_kernel(self):
+        return TorchKernel(self.policy, self.optimizer, self.cfg)
 
     # --------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -66,6 +180,10 @@ class PPO:
         if self.cfg.lr_schedule == LRSchedule.linear:
             self._set_lr(linear_lr(self.cfg.learning_rate, iteration, self.num_iterations))
 
+    def check_kernel(self, batch: dict[str, torch.Tensor], iteration: Optional[int] = None) -> None:
+        """Cross-check the kernel against torch autograd (``algo.kernel_check_interval``).
+        The torch kernel *is* autograd: nothing to check here (see ``NumpyPPO``)."""
+
     # -------------------------------------------------------------- update
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Run ``update_epochs`` passes of minibatch gradient steps.
@@ -74,98 +192,75 @@ class PPO:
         ``actions``, ``log_probs``, ``values``, ``advantages``, ``returns``,
         ``dist_params``, ``old_log_std`` ``[act_dim]`` (Gaussian only) and
         ``critic_obs`` (normalized; asymmetric critic only).
-        Returns mean losses and diagnostics of the last epoch's minibatches.
+
+        Each minibatch: the kernel computes its loss and gradient at the
+        current parameters, which gives the approx KL (k3 estimator) of that
+        minibatch between the rollout policy and the current one *before* its
+        step. With ``target_kl`` set and that KL above it, the step is not
+        applied and the update ends (Stable-Baselines3's semantics: no step is
+        taken from parameters already past the limit); otherwise the kernel
+        steps, and the ``adaptive`` schedule sets the next step's learning
+        rate from that KL. With ``loss=kl``, PPO1's beta is then adapted from
+        the exact KL(rollout policy || updated policy) over the whole batch
+        (Schulman et al. 2017, sec. 4), reported as ``kl``.
+
+        Returns mean losses and diagnostics of the last epoch's minibatches
+        (with an early stop: those of the epoch that stopped, the rejected
+        minibatch included), plus ``kl`` (KL loss), ``kl_beta``,
+        ``learning_rate`` and ``early_stop``.
 
         Raises:
             NonFiniteError: a loss became NaN/inf (checked once per update,
                 to keep host syncs out of the minibatch loop; the trainer
                 then stops without writing a checkpoint).
         """
-        cfg = self.cfg
+        cfg, kernel = self.cfg, self.kernel
         batch_size = batch["obs"].shape[0]
-        minibatch_size = batch_size // cfg.num_minibatches
+        # config values read once: OmegaConf attribute access costs microseconds per read
+        update_epochs, num_minibatches = int(cfg.update_epochs), int(cfg.num_minibatches)
+        minibatch_size = batch_size // num_minibatches
         use_kl_loss = cfg.loss == Loss.kl
         adaptive = cfg.lr_schedule == LRSchedule.adaptive
-        vclip = cfg.vf_clip_coef if cfg.clip_vloss else None
-        stats: dict[str, list[torch.Tensor]] = {k: [] for k in
-                                                ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
-        kl_sum = torch.zeros((), device=batch["obs"].device)
-        kl_count = 0
-        stop = False
-        # config values read once: OmegaConf attribute access costs microseconds per read
-        clip_coef, ent_coef, vf_coef = float(cfg.clip_coef), float(cfg.ent_coef), float(cfg.vf_coef)
-        max_grad_norm, norm_adv, target_kl = float(cfg.max_grad_norm), bool(cfg.norm_adv), cfg.target_kl
-        update_epochs, num_minibatches = int(cfg.update_epochs), int(cfg.num_minibatches)
+        target_kl = None if cfg.target_kl is None else float(cfg.target_kl)
+        desired_kl, lr_min, lr_max = float(cfg.desired_kl), float(cfg.lr_min), float(cfg.lr_max)
+        # the minibatch KL is read on the host only when it drives a decision
         needs_kl = adaptive or target_kl is not None
-        params = list(self.policy.parameters())  # the optimizer's parameters, too
-        obs, actions, old_log_probs = batch["obs"], batch["actions"], batch["log_probs"]
-        critic_obs = batch.get("critic_obs")
-        advantages, old_values, returns = batch["advantages"], batch["values"], batch["returns"]
+        kernel.begin(batch)
+        reported: list[dict[str, Any]] = []
+        stop = False
         for epoch in range(update_epochs):
-            for k in stats:
-                stats[k].clear()
             # diagnostics are reported for the last epoch only: skip them before it
             # unless the KL drives the learning rate or an early stop
             diagnostics = needs_kl or epoch == update_epochs - 1
-            perm = torch.randperm(batch_size, device=obs.device)
+            stats: list[dict[str, Any]] = []
+            perm = kernel.indices(torch.randperm(batch_size, device=kernel.device))
             for start in range(0, minibatch_size * num_minibatches, minibatch_size):
-                idx = perm[start:start + minibatch_size]
-                new_logp, entropy, new_values, new_params = self.policy.evaluate(
-                    obs[idx], actions[idx], None if critic_obs is None else critic_obs[idx])
-                log_ratio = new_logp - old_log_probs[idx]
-                adv = advantages[idx]
-                if norm_adv:
-                    adv = normalize_advantages(adv)
+                out = kernel.loss_and_grad(perm[start:start + minibatch_size],
+                                           self.kl_beta if use_kl_loss else None, diagnostics)
                 if diagnostics:
-                    with torch.no_grad():
-                        kl_est = approx_kl(log_ratio)
-                        clipfrac = clip_fraction(log_ratio, clip_coef)
-                if use_kl_loss:
-                    exact_kl = self.policy.kl_from(batch["dist_params"][idx], batch.get("old_log_std"),
-                                                   new_params)
-                    pg_loss = kl_penalty_loss(log_ratio, adv, exact_kl, self.kl_beta)
-                    kl_sum = kl_sum + exact_kl.detach().mean()
-                    kl_count += 1
-                else:
-                    pg_loss = clipped_surrogate_loss(log_ratio, adv, clip_coef)
-                v_loss = value_loss(new_values, old_values[idx], returns[idx], vclip)
-                ent = entropy.mean()
-                loss = pg_loss - ent_coef * ent + vf_coef * v_loss
-                for p in params:  # = optimizer.zero_grad(set_to_none=True), without its wrapper
-                    p.grad = None
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-                self.optimizer.step()
-                if diagnostics:
-                    stats["policy_loss"].append(pg_loss.detach())
-                    stats["value_loss"].append(v_loss.detach())
-                    stats["entropy"].append(ent.detach())
-                    stats["approx_kl"].append(kl_est)
-                    stats["clipfrac"].append(clipfrac)
+                    stats.append(out)
                 if needs_kl:
-                    kl_value = float(kl_est)
-                    if adaptive:
-                        self._set_lr(adaptive_lr(self.learning_rate, kl_value, cfg.desired_kl,
-                                                 cfg.lr_min, cfg.lr_max))
+                    kl_value = float(out["approx_kl"])  # a host sync on an accelerator
                     if target_kl is not None and kl_value > target_kl:
-                        stop = True
+                        stop = True  # before the step: it is not applied
                         break
+                kernel.step()
+                if adaptive:
+                    self._set_lr(adaptive_lr(self.learning_rate, kl_value, desired_kl, lr_min, lr_max))
+            if stats:
+                reported = stats
             if stop:
                 break
-        out = {k: float(torch.stack(v).mean()) for k, v in stats.items() if v}
-        mean_kl = float(kl_sum / max(kl_count, 1)) if use_kl_loss else None
-        return self._finish_update(out, mean_kl, stop)
-
-    def _finish_update(self, out: dict[str, float], mean_kl: Optional[float], stop: bool) -> dict[str, float]:
-        """Shared tail of an update: reject non-finite losses, adapt PPO1's beta
-        from the update's mean KL, and add the schedule state to the stats."""
+        kernel.end()
+        out = kernel.mean_stats(reported)
+        if use_kl_loss:
+            out["kl"] = kernel.final_kl()
         if not all(math.isfinite(v) for v in out.values()):
             raise NonFiniteError(
                 f"the PPO loss became non-finite ({out}); lower algo.learning_rate or "
                 "check the rewards/observations for extreme values")
-        if mean_kl is not None:
-            self.kl_beta = update_kl_beta(self.kl_beta, mean_kl, self.cfg.kl_target)
-            out["kl"] = mean_kl
+        if use_kl_loss:
+            self.kl_beta = update_kl_beta(self.kl_beta, out["kl"], float(cfg.kl_target))
         out["kl_beta"] = self.kl_beta
         out["learning_rate"] = self.learning_rate
         out["early_stop"] = float(stop)

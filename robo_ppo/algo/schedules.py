@@ -23,7 +23,8 @@ def adaptive_lr(lr: float, kl: float, desired_kl: float, lr_min: float, lr_max: 
 def update_kl_beta(beta: float, kl: float, kl_target: float) -> float:
     """PPO1 adaptive KL penalty coefficient (Schulman et al. 2017, section 4):
     ``beta * 2`` if ``kl > 1.5 * d_targ``; ``beta / 2`` if ``kl < d_targ / 1.5``;
-    else unchanged. ``kl`` is the mean KL of the whole update."""
+    else unchanged. ``kl`` is KL(old policy || updated policy), the exact
+    mean over the whole batch after the update's last step."""
     if kl > 1.5 * kl_target:
         return beta * 2.0
     if kl < kl_target / 1.5:

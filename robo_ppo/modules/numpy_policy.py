@@ -21,7 +21,13 @@ same numbers, with no copies. It provides
 * ``loss_and_grad``: one minibatch's PPO loss and its gradient with respect
   to ``flat_params``, written by hand (backpropagation through the MLPs).
   ``tests/test_numpy_policy.py`` checks it against torch autograd for every
-  head, loss, activation and clipping branch.
+  head, loss, activation and clipping branch, and a training run re-checks
+  one minibatch every ``algo.kernel_check_interval`` iterations
+  (``NumpyPPO.check_kernel``).
+
+It mirrors only the module structure it was written for and refuses anything
+else with ``UnsupportedModuleError`` (``check_mirrorable``), so a change to
+the torch module cannot make the two paths differ quietly.
 
 Conventions follow the torch path exactly: ``nn.Linear`` computes
 ``x @ W.T + b``; ``torch.maximum``'s gradient is split evenly on ties and
@@ -36,7 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from robo_ppo.modules.actor_critic import ACTIVATIONS as TORCH_ACTIVATIONS
 from robo_ppo.modules.actor_critic import LOG_2PI, ActorCritic, PolicyOutput
+from robo_ppo.modules.normalizer import ObsNormalizer, RunningMeanStd
 
 ENTROPY_CONST = 0.5 * (1.0 + LOG_2PI)
 
@@ -67,6 +75,74 @@ def _max_grad_weights(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     1 to the larger input, 1/2 to each on a tie."""
     tie = 0.5 * (a == b)
     return (a > b) + tie, (b > a) + tie
+
+
+class UnsupportedModuleError(ValueError):
+    """The policy has a part the numpy compute path does not mirror exactly;
+    the message names it. ``compute=auto`` then trains with torch."""
+
+
+def check_mirrorable(policy: nn.Module) -> None:
+    """Accept only what ``NumpyActorCritic`` computes exactly: an ``ActorCritic``
+    (not a subclass) whose actor and critic are ``nn.Sequential`` of
+    ``nn.Linear`` (with bias) alternating with the configured activation
+    (``nn.ELU`` with alpha 1), the ``ObsNormalizer`` or none, no asymmetric
+    critic, exactly the known parameters (all trainable) and buffers, and no
+    module hooks.
+
+    Raises:
+        UnsupportedModuleError: naming the first part that does not fit.
+    """
+    def refuse(what: str):
+        raise UnsupportedModuleError(f"the numpy compute path does not mirror {what}")
+
+    if type(policy) is not ActorCritic:
+        refuse(f"a {type(policy).__name__} (only ActorCritic itself)")
+    if policy.critic_obs_dim is not None:
+        refuse(f"an asymmetric critic (critic_obs_dim={policy.critic_obs_dim})")
+    if policy.activation not in ACTIVATIONS or policy.activation not in TORCH_ACTIVATIONS:
+        refuse(f"activation {policy.activation!r}")
+    activation = TORCH_ACTIVATIONS[policy.activation]
+    expected_params = set() if policy.is_discrete else {"log_std"}
+    for net in ("actor", "critic"):
+        seq = getattr(policy, net)
+        if type(seq) is not nn.Sequential:
+            refuse(f"{net} of type {type(seq).__name__} (only nn.Sequential)")
+        for i, m in enumerate(seq):
+            want = nn.Linear if i % 2 == 0 else activation
+            if type(m) is not want:
+                refuse(f"{net}.{i} ({type(m).__name__}; expected {want.__name__} there)")
+            if want is nn.Linear:
+                if m.bias is None:
+                    refuse(f"{net}.{i} (Linear without bias)")
+                expected_params |= {f"{net}.{i}.weight", f"{net}.{i}.bias"}
+            elif isinstance(m, nn.ELU) and m.alpha != 1.0:
+                refuse(f"{net}.{i} (ELU with alpha={m.alpha}; only alpha=1)")
+        if len(seq) % 2 == 0:
+            refuse(f"{net} with {len(seq)} modules (Linear, then pairs of activation and Linear)")
+    norm = policy.obs_normalizer
+    if norm is not None and (type(norm) is not ObsNormalizer or type(norm.rms) is not RunningMeanStd):
+        refuse(f"obs_normalizer of type {type(norm).__name__} (only ObsNormalizer)")
+    if getattr(policy, "critic_obs_normalizer", None) is not None:
+        refuse("a critic observation normalizer")
+    params = dict(policy.named_parameters())
+    extra, missing = sorted(set(params) - expected_params), sorted(expected_params - set(params))
+    if extra or missing:
+        refuse(f"parameters {extra or missing} ({'unknown' if extra else 'missing'})")
+    frozen = [name for name, p in params.items() if not p.requires_grad]
+    if frozen:
+        refuse(f"frozen parameters {frozen} (requires_grad=False)")
+    expected_buffers = set() if policy.is_discrete else {"action_low", "action_high"}
+    if norm is not None:
+        expected_buffers |= {"obs_normalizer.rms.mean", "obs_normalizer.rms.var", "obs_normalizer.rms.count"}
+    buffers = {name for name, _ in policy.named_buffers()}
+    if buffers != expected_buffers:
+        refuse(f"buffers {sorted(buffers ^ expected_buffers)} ({'unknown' if buffers - expected_buffers else 'missing'})")
+    for name, m in policy.named_modules():
+        hooks = [h for h in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+                 if getattr(m, h, None)]
+        if hooks:
+            refuse(f"module hooks on {name or 'the policy'} ({', '.join(hooks)})")
 
 
 class NumpyMLP:
@@ -121,16 +197,17 @@ class NumpyActorCritic:
             views into ``flat_params``; its values are unchanged.
 
     Raises:
-        ValueError: the policy is not on the CPU or not float32, or it has an
-            asymmetric critic (not mirrored here: the torch path trains it).
+        UnsupportedModuleError: the policy has a part this class does not
+            mirror exactly (``check_mirrorable``: e.g. an asymmetric critic or
+            another layer type); nothing was changed.
+        ValueError: the policy is not on the CPU or not float32.
     """
 
     def __init__(self, policy: ActorCritic):
+        check_mirrorable(policy)
         params = list(policy.parameters())
         if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
             raise ValueError("NumpyActorCritic needs a float32 policy on the CPU (compute=numpy)")
-        if policy.critic_obs_dim is not None:
-            raise ValueError("the numpy compute path does not mirror an asymmetric critic; use compute=torch")
         self.policy = policy
         self.is_discrete = policy.is_discrete
         # one flat buffer for all parameters, their gradients (numpy) and Adam's state
@@ -308,22 +385,32 @@ class NumpyActorCritic:
                "clipfrac": float((np.abs(ratio - 1.0) > clip_coef).mean())}
         return out
 
-    def _kl_and_grad(self, mb, params):
+    def mean_kl(self, norm_obs: np.ndarray, old_params: np.ndarray, old_log_std: Optional[np.ndarray]) -> float:
+        """Exact mean KL(old || current policy) over ``norm_obs [B, obs_dim]``, given the
+        old head outputs ``[B, .]`` and log-std ``[act_dim]`` (Gaussian; None otherwise)."""
+        mb = {"dist_params": old_params, "old_log_std": old_log_std}
+        return float(self._kl_and_grad(mb, self.actor.forward(norm_obs), with_grad=False)[0].mean())
+
+    def _kl_and_grad(self, mb, params, with_grad: bool = True):
         """Exact KL(old || new) per sample ``[B]`` (as ``ActorCritic.kl_from``) and
         its derivatives w.r.t. the new head outputs ``[B, .]`` and the new
-        log_std summed over the batch ``[act_dim]`` (Gaussian; None otherwise)."""
+        log_std summed over the batch ``[act_dim]`` (Gaussian; None otherwise;
+        both None without ``with_grad``)."""
         old = mb["dist_params"]
         if self.is_discrete:
             old_logp, new_logp = _log_softmax(old), _log_softmax(params)
             old_p = np.exp(old_logp)
+            kl = (old_p * (old_logp - new_logp)).sum(-1)
             # d/dz sum_j p_old,j (log p_old,j - log softmax(z)_j) = softmax(z) - p_old
-            return (old_p * (old_logp - new_logp)).sum(-1), np.exp(new_logp) - old_p, None
+            return (kl, np.exp(new_logp) - old_p, None) if with_grad else (kl, None, None)
         new_ls, old_ls = self.log_std, mb["old_log_std"]
         var_ratio = np.exp(2.0 * (old_ls - new_ls))
         inv_var = np.exp(-2.0 * new_ls)
         diff = old - params
         mean_term = diff * diff * inv_var
         kl = 0.5 * (var_ratio + mean_term - 1.0 - 2.0 * (old_ls - new_ls)).sum(-1)
+        if not with_grad:
+            return kl, None, None
         # d/d mu_new = (mu_new - mu_old) / sigma_new^2;  d/d log_std_new = 1 - var_ratio - mean_term
         return kl, -diff * inv_var, (1.0 - var_ratio - mean_term).sum(0)
 
