@@ -9,10 +9,15 @@ def config_dir() -> str:
     """Absolute path of the ``conf/`` tree.
 
     A source checkout (``pip install -e .``) uses ``<repo>/conf``; a wheel
-    install carries the same files as package data in ``robo_ppo/conf``.
+    install carries the same files as package data in ``robo_ppo/conf``
+    (pyproject.toml maps them). The checkout's tree counts only next to its
+    pyproject.toml, so a stray ``conf/`` in site-packages is never picked up.
     """
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "conf", here / "conf"):
+    candidates = [here / "conf"]
+    if (here.parent / "pyproject.toml").is_file():  # a source checkout: its conf/ comes first
+        candidates.insert(0, here.parent / "conf")
+    for candidate in candidates:
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(f"robo_ppo config tree not found next to {here}")

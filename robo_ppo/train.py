@@ -10,38 +10,135 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from robo_ppo.config import TrainConfig, register_configs
-from robo_ppo.errors import ConfigError, ExportError, report_errors
+from robo_ppo.errors import CheckpointError, ConfigError, ExportError, report_errors
 from robo_ppo.hydra_utils import run_app
 
 log = logging.getLogger("robo_ppo")
-GROUPS = ("env", "algo", "backend")
+GROUPS = {"env": "name", "algo": "loss", "backend": "name"}
+"""Config groups, and the key that tells which choice of the group a run used."""
+FIXED_ON_RESUME = ("algo.num_envs", "algo.actor_hidden_sizes", "algo.critic_hidden_sizes", "env.id",
+                   "env.name", "env.envpool_id", "env.brax_id", "env.task", "env.task_params", "env.kwargs",
+                   "backend.name", "backend.pipeline")
+"""Keys a resumed run cannot change: the checkpoint's tensors, simulator
+snapshot and reward-scaler state are shaped by them (a key or any key under it)."""
+
+
+def _fixed_key(key: str) -> str | None:
+    for fixed in FIXED_ON_RESUME:
+        if key == fixed or key.startswith(fixed + "."):
+            return fixed
+    return None
 
 
 def resume_config(cfg: DictConfig, saved: dict, overrides: list[str]) -> DictConfig:
     """The saved run's config with this invocation's explicit key overrides on top.
 
     ``resume=DIR total_timesteps=2000000`` extends a run; changing a config
-    group (``env=...``) is refused because the checkpoint would not fit.
+    group (``env=...``) or a key the checkpoint is shaped by
+    (``FIXED_ON_RESUME``, e.g. ``algo.num_envs``) is refused because the
+    checkpoint would not fit.
+
+    Raises:
+        CheckpointError: the checkpoint's config is not a robo_ppo config.
+        ConfigError: an override changes a group or a fixed key, or does not
+            fit the schema.
     """
-    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
+        names = {g: saved[g][k] for g, k in GROUPS.items()}
+    except Exception as e:  # noqa: BLE001 - a foreign or damaged config in the file
+        raise CheckpointError(f"the checkpoint's config does not fit robo_ppo's schema ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0][:200]}); resume from a checkpoint "
+                              "written by robo-ppo-train") from None
     for ov in overrides:
         key, _, value = ov.lstrip("+~").partition("=")
-        if key == "resume":
+        if key == "resume" or key.startswith("hydra."):
             continue
         if key in GROUPS:
-            if saved[key]["name"] != cfg[key]["name"]:
-                raise ConfigError(f"cannot change {key} when resuming (run used {key}="
-                                  f"{saved[key]['name']}); drop the {key}= override")
+            which = GROUPS[key]
+            if names[key] != cfg[key][which]:
+                used = f"{key}={names[key]}" if which == "name" else f"{key}.{which}={names[key]}"
+                raise ConfigError(f"cannot change {key} when resuming (run used {used}); drop the "
+                                  f"{key}= override")
             continue
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={value}"]))
+        try:
+            updated = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={value}"]))
+        except Exception as e:  # noqa: BLE001 - omegaconf's validation errors
+            raise ConfigError(f"override {ov!r} does not fit the resumed run's config: "
+                              f"{(str(e).splitlines() or [''])[0]}") from None
+        fixed = _fixed_key(key)
+        if fixed is not None and OmegaConf.select(updated, fixed) != OmegaConf.select(merged, fixed):
+            was = OmegaConf.select(merged, fixed)
+            was = OmegaConf.to_container(was) if OmegaConf.is_config(was) else was
+            raise ConfigError(f"cannot change {fixed} when resuming (the run used {fixed}={was}; the "
+                              f"checkpoint is shaped by it): drop the {key}= override, or start a new run")
+        merged = updated
     merged.resume = cfg.resume
     return merged
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Values the schema's types admit but a run cannot use; one ``ConfigError``
+    naming the key and the accepted values. (The trainer checks the rollout
+    and optimisation sizes itself: ``runner.trainer.validate_config``.)"""
+    import torch
+
+    from robo_ppo.modules.actor_critic import ACTIVATIONS
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    if cfg.device != "auto":
+        try:
+            torch.device(cfg.device)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {cfg.device!r}") from None
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.torch_threads >= 0, f"torch_threads must be >= 0 (0 = the libraries' defaults), got {cfg.torch_threads}")
+    need(cfg.eval_interval >= 0, f"eval_interval must be >= 0 (0 = only at the end), got {cfg.eval_interval}")
+    need(cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}")
+    need(cfg.checkpoint_interval >= 1, f"checkpoint_interval must be >= 1 (iterations), got {cfg.checkpoint_interval}")
+    need(cfg.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 = keep all), got {cfg.keep_checkpoints}")
+    need(cfg.backend.num_threads >= 0, f"backend.num_threads must be >= 0 (0 = one per core), "
+                                       f"got {cfg.backend.num_threads}")
+    a = cfg.algo
+    for key, value in a.items():
+        if isinstance(value, float):
+            need(math.isfinite(value), f"algo.{key} must be a finite number, got {value}")
+    need(a.activation in ACTIVATIONS, f"algo.activation must be one of {', '.join(ACTIVATIONS)}, "
+                                      f"got {a.activation!r}")
+    for key in ("actor_hidden_sizes", "critic_hidden_sizes"):
+        need(all(int(n) >= 1 for n in a[key]), f"algo.{key} must be layer widths >= 1, got {list(a[key])}")
+    for key in ("max_grad_norm", "vf_clip_coef", "reward_clip", "kl_target", "kl_coef_init", "desired_kl"):
+        need(a[key] > 0, f"algo.{key} must be > 0, got {a[key]}")
+    need(a.adam_eps >= 0, f"algo.adam_eps must be >= 0, got {a.adam_eps}")
+    need(a.vf_coef >= 0, f"algo.vf_coef must be >= 0, got {a.vf_coef}")
+    need(a.target_kl is None or a.target_kl > 0, f"algo.target_kl must be > 0 or null, got {a.target_kl}")
+    need(0 < a.lr_min <= a.lr_max, f"algo.lr_min and algo.lr_max must satisfy 0 < lr_min <= lr_max, "
+                                   f"got {a.lr_min} and {a.lr_max}")
+
+
+def prepare_resume_state(state: dict) -> dict:
+    """A checkpoint without a simulator snapshot (an engine that cannot take
+    one) resumes from freshly reset envs: say so, and restart the per-env
+    discounted returns of the reward scaler with them, so no episode carries
+    returns of another."""
+    if state.get("env_state") is None:
+        engine = (state.get("env_meta") or {}).get("engine") or state["config"]["backend"]["name"]
+        log.info("the checkpoint holds no snapshot of the %s engine: its envs restart from fresh "
+                 "episodes (the seed's first ones), with the episode accumulators reset", engine)
+        scaler = state.get("reward_scaler")
+        if scaler is not None and "returns" in scaler:
+            scaler["returns"] = scaler["returns"].clone().zero_()
+    return state
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -55,6 +152,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         cfg = resume_config(cfg, state["config"], overrides)
         log.info("resuming from %s at step %d", state["path"], state["global_step"])
+        state = prepare_resume_state(state)
+    check_config(cfg)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     trainer = Trainer(cfg, run_dir, resume_state=state)
     try:

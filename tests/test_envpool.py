@@ -56,8 +56,6 @@ def test_contract_shapes_dtypes_and_same_step_autoreset():
     # the next step continues the new episode normally (its action is not ignored)
     _, rew, term, trunc, info = env.step(torch.zeros(3, 6))
     assert not (term | trunc).any() and torch.all(rew != 0)
-    with pytest.raises(NotImplementedError):
-        env.get_state()
     env.close()
 
 
@@ -194,4 +192,87 @@ def test_trainer_runs_on_envpool_and_checkpoints(tmp_path, cfg_factory):
     assert summary["finished"] and summary["global_step"] == 128
     assert summary["checkpoint"] is not None
     state = torch.load(summary["checkpoint"], weights_only=True)
-    assert state["env_state"] is None  # EnvPool cannot snapshot: resume starts from fresh envs
+    assert state["env_state"]["engine"] == "envpool"  # a replay snapshot (seed, resets, actions)
+
+
+@pytest.mark.parametrize("task", ["Hopper-v5", "Ant-v5"])
+def test_snapshot_replays_to_the_exact_state(task):
+    """EnvPool has no state API; the snapshot (seed, resets per env, current-episode
+    actions) is replayed into a rebuilt pool and continues bit for bit."""
+    env = EnvPoolVecEnv(task, 3, seed=7, max_episode_steps=25)
+    env.reset(seed=7)
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, (3, *env.action_space.shape)) for _ in range(160)]
+    for a in actions[:77]:
+        env.step_arrays(a)
+    snap = env.get_state()
+    assert (snap["resets"] >= 3).all()  # initial reset + episodes ended before the snapshot
+    assert all(len(a) < 25 for a in snap["episode_actions"])
+    ref = [env.step_arrays(a) for a in actions[77:]]
+    env2 = EnvPoolVecEnv(task, 3, seed=1, max_episode_steps=25)
+    env2.reset(seed=1)
+    env2.step_arrays(actions[0])
+    env2.set_state(snap)
+    ends = 0
+    for a, r in zip(actions[77:], ref, strict=True):
+        out = env2.step_arrays(a)
+        for x, y in zip(out[:4], r[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        for key in ("final_obs", "episode_return", "episode_length"):
+            np.testing.assert_array_equal(out[4][key], r[4][key])
+        ends += len(r[4]["episode_return"])
+    assert ends >= 3
+    env.close()
+    env2.close()
+
+
+def test_snapshot_replay_that_does_not_reproduce_the_state_warns(caplog):
+    env = EnvPoolVecEnv("HalfCheetah-v5", 2, seed=0)
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step_arrays(np.full((2, 6), 0.3))
+    snap = env.get_state()
+    snap["last_obs"] = snap["last_obs"] + 1.0  # as if another EnvPool build had written it
+    with caplog.at_level(logging.WARNING, logger="robo_ppo.envs.envpool_env"):
+        env.set_state(snap)
+    assert "did not reproduce the saved observations" in caplog.text
+    with pytest.raises(ValueError, match="snapshot holds 2 envs"):
+        EnvPoolVecEnv("HalfCheetah-v5", 4, seed=0).set_state(snap)
+    # a shorter time limit now: the replayed episodes end early; the envs start new ones
+    # at once (the same-step contract holds) and the warning says so
+    short = EnvPoolVecEnv("HalfCheetah-v5", 2, seed=0, max_episode_steps=2)
+    short.reset(seed=0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="robo_ppo.envs.envpool_env"):
+        short.set_state(snap)
+    assert "2 episodes ended early" in caplog.text
+    _, _, term, trunc, info = short.step_arrays(np.zeros((2, 6)))
+    assert not (term | trunc).any() and len(info["episode_return"]) == 0
+    _, _, term, trunc, info = short.step_arrays(np.zeros((2, 6)))
+    assert trunc.all() and info["episode_length"].tolist() == [2.0, 2.0]
+    env.close()
+
+
+@pytest.mark.parametrize("compute", ["numpy", "torch"])
+def test_interrupted_and_resumed_envpool_run_matches_uninterrupted(tmp_path, cfg_factory, compute):
+    from robo_ppo.runner.checkpoint import load_checkpoint
+    from robo_ppo.runner.trainer import Trainer
+
+    cfg = cfg_factory("env=hopper", "backend=envpool", "algo.num_envs=4", "algo.num_steps=32",
+                      "algo.num_minibatches=4", "algo.update_epochs=2", "total_timesteps=512",
+                      "eval_interval=0", "eval_episodes=2", "env.max_episode_steps=40", "device=cpu",
+                      f"compute={compute}", "checkpoint_interval=100")
+    full = Trainer(cfg, tmp_path / "full")
+    full.train()
+    full.close()
+    first = Trainer(cfg, tmp_path / "a")
+    first.train(on_iteration=lambda tr: tr.request_stop() if tr.iteration == 2 else None)
+    first.close()
+    state = load_checkpoint(tmp_path / "a")
+    assert state["iteration"] == 2
+    second = Trainer(cfg, tmp_path / "b", resume_state=state)
+    assert second.train()["finished"]
+    second.close()
+    for k, v in full.policy.state_dict().items():
+        assert torch.equal(v, second.policy.state_dict()[k]), f"{k} differs after resume"
+    assert list(second.recent_returns) == list(full.recent_returns)

@@ -5,10 +5,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from robo_ppo.hydra_utils import config_dir
 from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
 from robo_ppo.runner.trainer import Trainer
 
@@ -20,12 +23,32 @@ def _final_state(trainer: Trainer):
     return {k: v.clone() for k, v in trainer.policy.state_dict().items()}
 
 
+def gymnasium_task_names() -> list[str]:
+    """Every task file in conf/env/ that runs on the gymnasium engine."""
+    names = []
+    for path in sorted(Path(config_dir(), "env").glob("*.yaml")):
+        conf = OmegaConf.load(path)
+        if conf.env.get("task") is None:
+            names.append(conf.env.name)
+    return names
+
+
+GYM_TASKS = gymnasium_task_names()
+
+
+def test_every_gymnasium_task_is_resumed_below():
+    assert set(GYM_TASKS) == {"cartpole", "inverted_pendulum", "inverted_double_pendulum", "halfcheetah",
+                              "hopper", "walker2d", "ant", "humanoid"}
+
+
 @pytest.mark.parametrize("task,extra", [
-    ("inverted_pendulum", ["env.max_episode_steps=20"]),  # terminations and truncations inside the run
-    ("cartpole", ["env.max_episode_steps=30"]),           # classic-control state, Categorical head
+    # every task, short episodes so terminations/truncations and auto-resets happen inside the run
+    # (Ant-v5 and Humanoid-v5 read MuJoCo's one-substep-stale body positions in their reward)
+    *[pytest.param(t, ["env.max_episode_steps=20"], id=t) for t in GYM_TASKS],
     ("hopper", ["algo.loss=kl", "algo.lr_schedule=adaptive"]),  # PPO1 beta + adaptive lr state
     ("inverted_pendulum", ["env.max_episode_steps=20", "compute=torch"]),  # the torch compute path
     ("hopper", ["algo.loss=kl", "algo.lr_schedule=adaptive", "compute=torch"]),
+    ("ant", ["env.max_episode_steps=20", "compute=torch"]),
 ])
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, cfg_factory, task, extra):
     cfg = cfg_factory(f"env={task}", "total_timesteps=512", *SMALL, *extra)  # 4 iterations

@@ -1,7 +1,16 @@
-"""Simulator engines behind one VecEnv protocol (see ``base.py``)."""
+"""Simulator engines behind one VecEnv protocol (see ``base.py``).
+
+An engine is an entry in ``ENGINES``: its ``backend.name`` and the
+``"module:function"`` of its factory, imported only when the engine is used
+(EnvPool and Brax are optional extras). A factory takes
+``(env_cfg, backend_cfg, num_envs, device=..., seed=..., render_mode=...)``
+and returns a ``VecEnv``; it raises ``ConfigError`` for what the user can fix.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Optional
 
 import torch
@@ -9,7 +18,26 @@ import torch
 from robo_ppo.envs.base import VecEnv
 from robo_ppo.errors import ConfigError
 
-ENGINES = ("gymnasium", "envpool", "brax")
+ENGINES: dict[str, str] = {
+    "gymnasium": "robo_ppo.envs.gymnasium_env:make_gymnasium_vec_env",
+    "envpool": "robo_ppo.envs.envpool_env:make_envpool_vec_env",
+    "brax": "robo_ppo.envs.brax_env:make_brax_vec_env",
+}
+"""``backend.name`` -> ``"module:factory"`` (lazy: the module is imported on first use)."""
+
+
+def engine_factory(name: str) -> Callable[..., VecEnv]:
+    """The factory registered for engine ``name``.
+
+    Raises:
+        ConfigError: ``name`` is not in ``ENGINES``.
+    """
+    try:
+        target = ENGINES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"backend.name must be one of {tuple(ENGINES)}, got {name!r}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def make_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
@@ -20,24 +48,17 @@ def make_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str
         ConfigError: unknown engine, a task the engine does not provide, or
             the engine's optional dependency is not installed.
     """
-    name = backend_cfg.name
+    factory = engine_factory(backend_cfg.name)
     if num_envs < 1:
         raise ConfigError(f"algo.num_envs must be >= 1, got {num_envs}")
-    if name == "gymnasium":
-        from robo_ppo.envs.gymnasium_env import GymnasiumVecEnv
-
-        return GymnasiumVecEnv(env_cfg.id, num_envs, device=device,
-                               max_episode_steps=env_cfg.max_episode_steps,
-                               make_kwargs=dict(env_cfg.kwargs), render_mode=render_mode)
-    if name == "envpool":
-        from robo_ppo.envs.envpool_env import make_envpool_vec_env
-
-        return make_envpool_vec_env(env_cfg, backend_cfg, num_envs, device=device, seed=seed)
-    if name == "brax":
-        from robo_ppo.envs.brax_env import make_brax_vec_env
-
-        return make_brax_vec_env(env_cfg, backend_cfg, num_envs, device=device, seed=seed)
-    raise ConfigError(f"backend.name must be one of {ENGINES}, got {name!r}")
+    limit = env_cfg.get("max_episode_steps")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"env.max_episode_steps must be >= 1 (or null for the task's own limit), "
+                          f"got {limit}")
+    kwargs = {"device": device, "seed": seed}
+    if render_mode is not None:  # only the gymnasium engine renders
+        kwargs["render_mode"] = render_mode
+    return factory(env_cfg, backend_cfg, num_envs, **kwargs)
 
 
-__all__ = ["VecEnv", "make_vec_env", "ENGINES"]
+__all__ = ["VecEnv", "make_vec_env", "engine_factory", "ENGINES"]

@@ -20,9 +20,16 @@ Turning EnvPool into the VecEnv contract (``robo_ppo/envs/base.py``):
   ``seed + i``) and ignores ``reset(seed=...)``; ``reset(seed)`` here rebuilds
   the pool when the seed changes or the pool has already stepped, so
   ``reset(seed=s)`` always starts the same episodes, like gymnasium.
-* Snapshots. EnvPool exposes no simulator state, so ``get_state`` /
-  ``set_state`` raise ``NotImplementedError`` (a resumed run continues from
-  freshly reset envs).
+* Snapshots by replay. EnvPool exposes no simulator state, but each env is
+  deterministic given its seed, its number of resets (each draws the next
+  initial state from the env's own RNG) and the actions of its current
+  episode. The adapter keeps those (one row copy per step into a
+  ``[N, max_episode_steps, act_dim]`` buffer); ``set_state`` rebuilds the
+  pool with the seed, resets each env as many times as it was reset, and
+  replays its current episode's actions (batched over envs, no Python per
+  env and step). The replayed observations are checked against the saved
+  ones; a mismatch (another EnvPool build) logs a warning that the run
+  continues from the replayed, not identical, state.
 
 Behavioural differences from gymnasium's tasks (EnvPool 1.2.5, measured;
 see benchmarks/README.md for the numbers):
@@ -160,6 +167,12 @@ class EnvPoolVecEnv(ArrayVecEnv):
         self._env_ids = np.arange(self.num_envs, dtype=np.int32)
         self._ep_return = np.zeros(self.num_envs, dtype=np.float64)
         self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        # what a snapshot needs (see the module docstring): resets per env since the
+        # pool was built, the actions of each env's current episode, the last obs
+        self._resets = np.zeros(self.num_envs, dtype=np.int64)
+        self._episode_actions = np.zeros((self.num_envs, self.max_episode_steps,
+                                          self.action_space.shape[0]), dtype=np.float64)
+        self._last_obs: Optional[np.ndarray] = None
         self._model = self._load_model()
         self.control_dt = (float(self._model.opt.timestep) * int(self._pool.config["frame_skip"])
                            if self._model is not None else 0.0)
@@ -185,7 +198,10 @@ class EnvPoolVecEnv(ArrayVecEnv):
                     try:
                         import mujoco
 
-                        return mujoco.MjModel.from_xml_path(str(path))
+                        from robo_ppo.envs.gymnasium_env import filter_mujoco_warnings
+
+                        with filter_mujoco_warnings():
+                            return mujoco.MjModel.from_xml_path(str(path))
                     except Exception:  # noqa: BLE001 - names are a convenience only
                         return None
         return None
@@ -205,15 +221,21 @@ class EnvPoolVecEnv(ArrayVecEnv):
         has stepped, rebuilds the pool so that the episodes are reproducible.
         """
         if seed is not None and (int(seed) != self._seed or not self._fresh):
-            self._pool.close()
-            self._seed = int(seed)
-            self._pool = self._make_pool(self._seed)
+            self._rebuild(int(seed))
         self._fresh = False
         obs, info = self._pool.reset()
         (obs,) = self._reorder([obs], info["env_id"])
+        self._resets += 1
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
-        return obs.astype(np.float32)
+        self._last_obs = obs.astype(np.float32)
+        return self._last_obs
+
+    def _rebuild(self, seed: int) -> None:
+        self._pool.close()
+        self._seed = seed
+        self._pool = self._make_pool(seed)
+        self._resets[:] = 0
 
     def step_arrays(self, actions: np.ndarray):
         """One step of every env; see ``ArrayVecEnv`` for shapes. Actions are
@@ -221,6 +243,7 @@ class EnvPoolVecEnv(ArrayVecEnv):
         self._fresh = False
         # clip = max then min, written into the float64 action buffer EnvPool expects
         np.minimum(np.maximum(actions, self._low, out=self._actions), self._high, out=self._actions)
+        self._episode_actions[self._env_ids, self._ep_length] = self._actions
         obs, rewards, terminated, truncated, info = self._pool.step(self._actions)
         obs, rewards, terminated, truncated = self._reorder([obs, rewards, terminated, truncated],
                                                             info["env_id"])
@@ -236,12 +259,85 @@ class EnvPoolVecEnv(ArrayVecEnv):
             final_obs = obs.copy()
             reset_obs, reset_info = self._pool.reset(idx)
             obs[reset_info["env_id"].astype(np.int64)] = reset_obs
+            self._resets[idx] += 1
             ep_ret = self._ep_return[idx].astype(np.float32)
             ep_len = self._ep_length[idx].astype(np.float32)
             self._ep_return[idx] = 0.0
             self._ep_length[idx] = 0
+        self._last_obs = obs
         info_out = {"final_obs": final_obs, "episode_return": ep_ret, "episode_length": ep_len}
         return obs, rewards.astype(np.float32, copy=False), terminated, truncated, info_out
+
+    # ------------------------------------------------------------ snapshots
+    def get_state(self) -> dict[str, Any]:
+        """The pool's seed, resets per env, each env's current-episode actions
+        (float64 as EnvPool received them), the episode accumulators and the
+        last observations (to check the replay against)."""
+        if self._last_obs is None:
+            raise RuntimeError("get_state before reset")
+        return {"engine": "envpool", "env_id": self.env_id, "seed": self._seed,
+                "resets": torch.from_numpy(self._resets.copy()),
+                "episode_actions": [torch.from_numpy(self._episode_actions[i, :n].copy())
+                                    for i, n in enumerate(self._ep_length.tolist())],
+                "ep_return": torch.from_numpy(self._ep_return.copy()),
+                "ep_length": torch.from_numpy(self._ep_length.copy()),
+                "last_obs": torch.from_numpy(np.array(self._last_obs, dtype=np.float32))}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Rebuild the pool and replay resets and current-episode actions (module docstring).
+
+        Raises:
+            ValueError: the snapshot is of another engine, task or batch size.
+        """
+        if state.get("engine") != "envpool" or state.get("env_id") != self.env_id:
+            raise ValueError(f"snapshot of {state.get('engine')} {state.get('env_id')!r} cannot be "
+                             f"restored into EnvPool {self.env_id!r}")
+        resets = state["resets"].numpy()
+        if len(resets) != self.num_envs:
+            raise ValueError(f"snapshot holds {len(resets)} envs, this VecEnv has {self.num_envs}")
+        lengths = np.array([len(a) for a in state["episode_actions"]], dtype=np.int64)
+        if lengths.max(initial=0) >= self._episode_actions.shape[1]:  # a longer time limit then
+            self._episode_actions = np.zeros((self.num_envs, int(lengths.max()) + 1,
+                                              self._episode_actions.shape[2]), dtype=np.float64)
+        if (resets < 1).any():
+            raise ValueError("snapshot of an EnvPool engine that was never reset")
+        self._rebuild(int(state["seed"]))
+        obs = np.zeros((self.num_envs, self.obs_dim), dtype=np.float32)
+        reset_obs, info = self._pool.reset()  # every env's first reset, as reset_arrays did
+        obs[info["env_id"].astype(np.int64)] = reset_obs
+        todo = resets - 1
+        while (todo > 0).any():  # then the resets after finished episodes, batched over envs
+            idx = np.flatnonzero(todo > 0).astype(np.int32)
+            reset_obs, info = self._pool.reset(idx)
+            obs[info["env_id"].astype(np.int64)] = reset_obs
+            todo[idx] -= 1
+        self._resets[:] = resets
+        for i, acts in enumerate(state["episode_actions"]):
+            self._episode_actions[i, :len(acts)] = acts.numpy()
+        self._ep_return[:] = state["ep_return"].numpy()
+        self._ep_length[:] = lengths
+        ended = np.zeros(self.num_envs, dtype=bool)  # episodes that end during the replay: divergence
+        for t in range(int(lengths.max(initial=0))):
+            idx = np.flatnonzero((lengths > t) & ~ended).astype(np.int32)
+            step_obs, _, term, trunc, info = self._pool.step(self._episode_actions[idx, t], idx)
+            rows = info["env_id"].astype(np.int64)
+            obs[rows] = step_obs
+            ended[rows[term | trunc]] = True
+        if ended.any():  # keep the same-step contract: those envs start a new episode now
+            idx = np.flatnonzero(ended).astype(np.int32)
+            reset_obs, info = self._pool.reset(idx)
+            obs[info["env_id"].astype(np.int64)] = reset_obs
+            self._resets[idx] += 1
+            self._ep_return[idx] = 0.0
+            self._ep_length[idx] = 0
+        self._fresh = False
+        self._last_obs = obs
+        saved = state["last_obs"].numpy()
+        if ended.any() or not np.array_equal(obs, saved):
+            log.warning("EnvPool replay of the snapshot did not reproduce the saved observations "
+                        "(max |diff| %.3g, %d episodes ended early; another EnvPool/MuJoCo build?): the "
+                        "resumed run continues from the replayed state and is not bit-identical to an "
+                        "uninterrupted one", float(np.max(np.abs(obs - saved))), int(ended.sum()))
 
     def close(self) -> None:
         self._pool.close()

@@ -13,6 +13,12 @@ EnvPool is the multi-core engine.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import re
+import sys
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -24,6 +30,120 @@ from robo_ppo.envs.base import ArrayVecEnv
 from robo_ppo.errors import ConfigError
 
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+
+MJ_DERIVED_FIELDS = (
+    # position stage
+    "xpos", "xquat", "xmat", "xipos", "ximat", "xanchor", "xaxis", "geom_xpos", "geom_xmat",
+    "site_xpos", "site_xmat", "cam_xpos", "cam_xmat", "light_xpos", "light_xdir", "subtree_com",
+    "cdof", "cinert", "crb", "ten_length", "actuator_length", "flexvert_xpos",
+    # velocity stage
+    "cvel", "cdof_dot", "ten_velocity", "actuator_velocity", "subtree_linvel", "subtree_angmom",
+    "qfrc_bias", "qfrc_passive", "qfrc_spring", "qfrc_damper", "qfrc_gravcomp", "qfrc_fluid",
+    # acceleration stage, forces, sensors
+    "actuator_force", "qfrc_actuator", "qfrc_smooth", "qacc_smooth", "qfrc_constraint", "qacc",
+    "qfrc_inverse", "cacc", "cfrc_int", "cfrc_ext", "sensordata", "energy",
+)
+"""``mjData`` arrays computed from the state (sizes fixed by the model) that a
+snapshot carries besides ``mj_getState(mjSTATE_INTEGRATION)``.
+
+After ``mj_step`` they hold the values of the last substep's forward pass, one
+substep behind ``qpos``/``qvel``, and tasks read them between steps (Ant-v5's
+forward reward reads ``xpos`` before stepping, Humanoid-v5 its centre of mass
+from ``xipos``). ``mj_forward`` after a restore would refresh them to the
+current state and change the first reward after a resume; copying them back
+reproduces an uninterrupted run bit for bit. The next ``mj_step`` recomputes
+all of them from the integration state."""
+
+DEPRECATED_COMPILER_WARNINGS = re.compile(r"^compiler attribute 'settotalmass' is deprecated")
+"""MuJoCo warnings about gymnasium's own model files that a user cannot act on
+(MuJoCo 4 deprecates ``settotalmass``, which gymnasium's half_cheetah.xml sets).
+Only these are dropped while a task's model compiles (``filter_mujoco_warnings``)."""
+
+
+@contextlib.contextmanager
+def filter_mujoco_warnings(pattern: re.Pattern[str] = DEPRECATED_COMPILER_WARNINGS) -> Iterator[None]:
+    """Drop MuJoCo warnings matching ``pattern`` inside the block.
+
+    MuJoCo prints its warnings from C (``WARNING: ...`` on stderr, plus a line
+    in ``MUJOCO_LOG.TXT``), so Python's ``warnings`` filters cannot reach them.
+    This installs a ``mju_user_warning`` handler for the block: a matching
+    message is dropped, any other goes to the handler that was installed
+    before, or is printed and logged as MuJoCo's default handler does.
+    """
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(msg: str) -> None:
+        if pattern.search(msg):
+            return
+        if previous is not None:
+            previous(msg)
+            return
+        mujoco.mju_writeLog("WARNING", msg)
+        sys.stderr.write(f"WARNING: {msg}\n\n")
+        sys.stderr.flush()
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Check a gymnasium id and return it; ``module:EnvId`` imports ``module`` first.
+
+    ``module:EnvId`` is gymnasium's form for tasks registered by a user
+    package (``gymnasium.make`` imports the module, whose import registers
+    ``EnvId``). A module that is not importable from ``sys.path`` is also
+    looked for in the working directory (as ``python -m`` would find it).
+
+    Raises:
+        ConfigError: the module cannot be imported or does not register the id.
+    """
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        if not module or not name:
+            raise ConfigError(f"env.id {env_id!r} is not of the form module:EnvId (e.g. my_robots:MyRobot-v0)")
+        _import_env_module(module, env_id)
+    if name not in gym.registry:
+        if sep:
+            raise ConfigError(f"module {module!r} was imported but registers no gymnasium task {name!r}; "
+                              f"call gymnasium.register(id={name!r}, entry_point=...) when {module} is "
+                              "imported, or fix the id after the ':'")
+        raise ConfigError(
+            f"gymnasium has no task {env_id!r}; set env.id to a registered id such as HalfCheetah-v5 "
+            "(list: python -c 'import gymnasium; print(list(gymnasium.registry))'), or to "
+            "module:EnvId for a task your own module registers")
+    return env_id
+
+
+def _import_env_module(module: str, env_id: str) -> None:
+    if _try_import(module, env_id):
+        return
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # last: never shadows an installed package
+        if _try_import(module, env_id):
+            return
+        sys.path.remove(cwd)
+    raise ConfigError(f"cannot import module {module!r} of env.id={env_id}: install the package that "
+                      "provides it, add its directory to PYTHONPATH, or run from that directory")
+
+
+def _try_import(module: str, env_id: str) -> bool:
+    """Import ``module``: True if it imported, False if it is not found;
+    ConfigError if it is found but fails (a missing dependency, an error of its own)."""
+    try:
+        importlib.import_module(module)
+        return True
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
+            return False
+        raise ConfigError(f"importing {module!r} (env.id={env_id}) failed: {e}; install what it "
+                          "needs") from e
+    except Exception as e:  # noqa: BLE001 - a user module may raise anything on import
+        raise ConfigError(f"importing {module!r} (env.id={env_id}) failed: {type(e).__name__}: {e}; "
+                          "fix the module (debug=true shows the traceback)") from e
 
 
 def _time_limit(env: gym.Env):
@@ -56,11 +176,7 @@ class GymnasiumVecEnv(ArrayVecEnv):
                  max_episode_steps: Optional[int] = None,
                  make_kwargs: Optional[dict[str, Any]] = None,
                  render_mode: Optional[str] = None):
-        if env_id not in gym.registry:
-            raise ConfigError(
-                f"gymnasium has no task {env_id!r}; set env.id to a registered id such as "
-                "HalfCheetah-v5 (list: python -c 'import gymnasium; print(list(gymnasium.registry))')"
-            )
+        resolve_env_id(env_id)
         kwargs = dict(make_kwargs or {})
         if max_episode_steps is not None:
             kwargs["max_episode_steps"] = int(max_episode_steps)
@@ -68,9 +184,15 @@ class GymnasiumVecEnv(ArrayVecEnv):
             kwargs["render_mode"] = render_mode
 
         def make():
-            return gym.make(env_id, disable_env_checker=True, **kwargs)
+            try:
+                return gym.make(env_id, disable_env_checker=True, **kwargs)
+            except (TypeError, ValueError, OSError) as e:  # e.g. an unknown or bad env.kwargs entry
+                raise ConfigError(f"gymnasium.make({env_id!r}) failed ({type(e).__name__}: {e}); check "
+                                  f"env.kwargs {dict(make_kwargs or {})} against the task's constructor "
+                                  "(debug=true shows the traceback)") from e
 
-        self.envs = [make() for _ in range(num_envs)]
+        with filter_mujoco_warnings():
+            self.envs = [make() for _ in range(num_envs)]
         self.num_envs = int(num_envs)
         self.env_id = env_id
         self.device = torch.device(device)
@@ -144,7 +266,8 @@ class GymnasiumVecEnv(ArrayVecEnv):
 
     # ------------------------------------------------------------ snapshots
     def get_state(self) -> dict[str, Any]:
-        """Per env: MuJoCo integration state (``mj_getState``), time-limit
+        """Per env: MuJoCo integration state (``mj_getState``) and the derived
+        arrays tasks read between steps (``MJ_DERIVED_FIELDS``), time-limit
         counter, RNG state, and the episode accumulators."""
         envs = []
         for env in self.envs:
@@ -154,6 +277,8 @@ class GymnasiumVecEnv(ArrayVecEnv):
                 buf = np.empty(mujoco.mj_stateSize(u.model, _MJ_STATE), dtype=np.float64)
                 mujoco.mj_getState(u.model, u.data, buf, _MJ_STATE)
                 s["mj_state"] = torch.from_numpy(buf)
+                s["mj_derived"] = {name: torch.from_numpy(np.array(getattr(u.data, name)))
+                                   for name in MJ_DERIVED_FIELDS if hasattr(u.data, name)}
             elif hasattr(u, "state"):
                 s["state"] = torch.as_tensor(np.asarray(u.state, dtype=np.float64))
                 s["steps_beyond_terminated"] = getattr(u, "steps_beyond_terminated", None)
@@ -173,7 +298,12 @@ class GymnasiumVecEnv(ArrayVecEnv):
             u.np_random.bit_generator.state = s["np_random"]
             if "mj_state" in s:
                 mujoco.mj_setState(u.model, u.data, s["mj_state"].numpy(), _MJ_STATE)
-                mujoco.mj_forward(u.model, u.data)
+                derived = s.get("mj_derived")
+                if derived is None:  # a snapshot without them: recompute (not bit-identical)
+                    mujoco.mj_forward(u.model, u.data)
+                else:  # exactly what the interrupted run held (no mj_forward)
+                    for name, value in derived.items():
+                        getattr(u.data, name)[...] = value.numpy()
             else:
                 u.state = s["state"].numpy().copy()
                 u.steps_beyond_terminated = s["steps_beyond_terminated"]
@@ -182,6 +312,21 @@ class GymnasiumVecEnv(ArrayVecEnv):
                 tl._elapsed_steps = s["elapsed_steps"]
         self._ep_return[:] = state["ep_return"].numpy()
         self._ep_length[:] = state["ep_length"].numpy()
+
+
+def make_gymnasium_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+                           seed: Optional[int] = None,
+                           render_mode: Optional[str] = None) -> GymnasiumVecEnv:
+    """Build the gymnasium engine for the ``env`` / ``backend`` config groups
+    (``env.id``, ``env.max_episode_steps``, ``env.kwargs``). The seed is
+    applied by ``reset(seed)``, not here.
+
+    Raises:
+        ConfigError: see ``GymnasiumVecEnv``.
+    """
+    return GymnasiumVecEnv(str(env_cfg.id), num_envs, device=device,
+                           max_episode_steps=env_cfg.get("max_episode_steps"),
+                           make_kwargs=dict(env_cfg.get("kwargs") or {}), render_mode=render_mode)
 
 
 def observation_action_names(env) -> dict[str, list[str]]:

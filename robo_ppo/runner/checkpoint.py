@@ -93,13 +93,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt files
+        first_line = (str(e).splitlines() or [""])[0][:200]
+        why = f"{type(e).__name__}: {first_line}" if first_line else type(e).__name__
         raise CheckpointError(
-            f"cannot read checkpoint {p} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"cannot read checkpoint {p} ({why}); "
             "the file is corrupt or not a torch checkpoint: resume from an earlier checkpoint "
             "file or another run") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(f"{p} is not a robo_ppo checkpoint (missing keys); pass a file "
                               "written by robo-ppo-train")
+    config, spaces = state["config"], state["spaces"]
+    if not (isinstance(config, dict) and all(isinstance(config.get(g), dict) for g in ("env", "algo", "backend"))
+            and "id" in config["env"] and "name" in config["backend"]
+            and isinstance(state["model"], dict)
+            and isinstance(spaces, dict) and "observation" in spaces and "action" in spaces):
+        raise CheckpointError(f"{p} is not a complete robo_ppo checkpoint (its config, model or spaces "
+                              "are missing); pass a file written by robo-ppo-train")
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"{p} has checkpoint format {state['format_version']}, this robo_ppo "
                               f"reads format {FORMAT_VERSION}")
