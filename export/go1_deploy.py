@@ -337,7 +337,7 @@ class Go1Runner:
         return action
 
     def run(self, schedule, video: str | Path | None = None, frame_every: int = 1, skip_s: float = SKIP_S,
-            size: tuple[int, int] = (640, 480)) -> dict[str, Any]:
+            size: tuple[int, int] = (640, 480), on_frame=None) -> dict[str, Any]:
         """Follow ``schedule`` [(duration_s, vx, vy, yaw_rate), ...]; on a fall, count it, reset, go on.
 
         Achieved velocities are noise-free: vx, vy from ``local_linvel`` (m/s, IMU frame), yaw rate from
@@ -345,6 +345,9 @@ class Go1Runner:
         and ``skip_s`` s after each fall reset. Returns ``{"segments": [{"duration_s", "vx_cmd", "vy_cmd",
         "yaw_cmd", "vx", "vy", "yaw_rate", "falls", "min_height"}], "summary": {...}}``; a segment with no
         sample after the skip has ``nan`` means. ``video``: MP4 at ``1 / (control_dt * frame_every)`` fps.
+        ``on_frame(frame, info) -> frame``: optional, called on each video frame (uint8 [H, W, 3]) before it is
+        written, e.g. to draw an overlay; ``info`` holds ``step``, ``time_s``, ``segment`` (index),
+        ``segments``, ``command`` (vx, vy, yaw_rate), ``velocity`` (measured vx, vy, yaw rate) and ``falls``.
         """
         schedule = [tuple(float(v) for v in seg) for seg in schedule]
         if not schedule or any(len(s) != 4 or s[0] <= 0 for s in schedule):
@@ -364,11 +367,11 @@ class Go1Runner:
             cam.type, cam.trackbodyid = mujoco.mjtCamera.mjCAMERA_TRACKING, self.trunk
             cam.distance, cam.elevation, cam.azimuth = 1.5, -20.0, 120.0
             writer = imageio.get_writer(str(video), fps=1.0 / (self.control_dt * frame_every))
-        t0, rows, k = time.perf_counter(), [], 0
+        t0, rows, k, fallen_before = time.perf_counter(), [], 0, 0
         self.reset()
         skip, since_reset = round(skip_s / self.control_dt), 0  # in control steps
         try:
-            for duration, vx, vy, yaw in schedule:
+            for seg, (duration, vx, vy, yaw) in enumerate(schedule):
                 samples, falls, min_h = [], 0, math.inf
                 for i in range(round(duration / self.control_dt)):
                     if self.fallen():
@@ -381,7 +384,14 @@ class Go1Runner:
                     min_h = min(min_h, float(self.data.xpos[self.trunk, 2]))
                     if writer is not None and k % frame_every == 0:
                         renderer.update_scene(self.data, camera=cam)
-                        writer.append_data(renderer.render())
+                        frame = renderer.render()
+                        if on_frame is not None:
+                            v, w = self.observer.sensor(self.data, "local_linvel"), self.observer.sensor(self.data, "gyro")
+                            frame = on_frame(frame, {"step": k, "time_s": k * self.control_dt, "segment": seg,
+                                                     "segments": len(schedule), "command": (vx, vy, yaw),
+                                                     "velocity": (float(v[0]), float(v[1]), float(w[2])),
+                                                     "falls": fallen_before + falls})
+                        writer.append_data(frame)
                     self.step((vx, vy, yaw))
                     since_reset += 1
                     k += 1
@@ -389,6 +399,7 @@ class Go1Runner:
                 rows.append({"duration_s": duration, "vx_cmd": vx, "vy_cmd": vy, "yaw_cmd": yaw,
                              "vx": float(mean[0]), "vy": float(mean[1]), "yaw_rate": float(mean[2]),
                              "falls": falls, "min_height": min_h, "samples": len(samples)})
+                fallen_before += falls
         finally:
             if writer is not None:
                 writer.close()

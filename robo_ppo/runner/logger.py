@@ -74,31 +74,69 @@ class RunLogger:
         self._csv_file.close()
 
 
-def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = None) -> None:
-    """Plot training and evaluation returns against env steps into a PNG."""
+def rolling_mean_std(values, window: int):
+    """Trailing rolling mean and standard deviation of ``values`` over ``window`` points (fewer at the
+    start: point ``i`` averages ``values[max(0, i - window + 1) : i + 1]``); float64 arrays of len(values)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if x.size == 0:
+        return x.copy(), x.copy()
+    mean, std = np.empty_like(x), np.empty_like(x)
+    for i in range(x.size):  # a few thousand iterations at most: clarity over a cumsum trick
+        chunk = x[max(0, i - window + 1):i + 1]
+        mean[i], std[i] = chunk.mean(), chunk.std()
+    return mean, std
+
+
+def smoothing_window(n: int) -> int:
+    """Rolling window for ``n`` points: about a twentieth of the run, at least 1, at most 100."""
+    return int(min(100, max(1, round(n / 20))))
+
+
+def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = None) -> dict:
+    """Plot training and evaluation returns against env steps into a PNG.
+
+    Training: each iteration's mean episode return as a faint line, its rolling mean
+    (:func:`smoothing_window` iterations) bold with a +-1 std band of the same window;
+    evaluation (deterministic) as points with their std across episodes. Columns beyond
+    ``COLUMNS`` (e.g. ``reward/<term>``) are ignored. Returns ``{"points", "window",
+    "eval_points"}`` (what was drawn).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, train, esteps, evals = [], [], [], []
+    steps, train, esteps, evals, estd = [], [], [], [], []
     with open(csv_path, newline="") as f:
         for row in csv.DictReader(f):
-            if row["episodic_return"]:
+            if row.get("episodic_return"):
                 steps.append(int(row["global_step"]))
                 train.append(float(row["episodic_return"]))
-            if row["eval_return"]:
+            if row.get("eval_return"):
                 esteps.append(int(row["global_step"]))
                 evals.append(float(row["eval_return"]))
+                estd.append(float(row.get("eval_return_std") or 0.0))
+    window = smoothing_window(len(train))
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, train, label="training episodes (stochastic)", alpha=0.7)
+    if train:
+        mean, std = rolling_mean_std(train, window)
+        line, = ax.plot(steps, train, alpha=0.25, linewidth=0.8, label="training return (mean per iteration)")
+        ax.plot(steps, mean, color=line.get_color(), linewidth=2.0, label=f"rolling mean ({window} iterations)")
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0,
+                        label="rolling mean ± std")
     if evals:
-        ax.plot(esteps, evals, "o-", label="evaluation (deterministic)")
+        ax.errorbar(esteps, evals, yerr=estd, fmt="o-", capsize=3, label="evaluation (deterministic) ± std")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return")
     ax.set_title(title or "learning curve")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if train or evals:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
+    return {"points": len(train), "window": window, "eval_points": len(evals)}
