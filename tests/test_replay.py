@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from hydra import compose, initialize_config_dir
+from kit_helpers import write_robot_policy
 
 from robo_ppo.errors import CheckpointError, ConfigError
 from robo_ppo.hydra_utils import config_dir
@@ -227,35 +228,10 @@ def go1_kit():
     return load_deploy_kit("go1_deploy")
 
 
-def write_robot_policy(path, robot: dict | None, obs_dim: int = 48, act_dim: int = 12, engine: str = "brax"):
-    """A zero ONNX policy (obs [batch, obs_dim] -> actions 0 [batch, act_dim]) with robo_ppo metadata
-    and ``robot`` (the encoding robo-ppo-export writes: strings verbatim, the rest JSON)."""
-    import json
-
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.zeros((obs_dim, act_dim), np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["obs", "w"], ["actions"])], "zero_robot",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_dim])],
-        [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["batch", act_dim])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
-    meta = {"format": "robo_ppo.policy/1", "obs_dim": obs_dim, "act_dim": act_dim, "action_type": "continuous",
-            "action_low": [-1.0] * act_dim, "action_high": [1.0] * act_dim, "task_id": "Go1JoystickFlatTerrain",
-            "control_dt": 0.02, "engine": engine}
-    if robot is not None:
-        meta["robot"] = robot
-    for key, value in meta.items():
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def go1_policy(tmp_path_factory):
     kit = go1_kit()
-    return write_robot_policy(tmp_path_factory.mktemp("go1") / "policy.onnx", kit.GO1_DEFAULT_ROBOT)
+    return write_robot_policy(tmp_path_factory.mktemp("go1") / "policy.onnx", kit.GO1_DEFAULT_ROBOT, engine="brax")
 
 
 def test_go1_policy_follows_a_schedule_with_video(go1_policy, tmp_path, capsys):
@@ -342,12 +318,12 @@ def test_go1_replay_refusals(go1_policy, tmp_path):
             replay(go1_policy, schedule=bad, print_table=False)
     with pytest.raises(ConfigError, match="segments >= 1"):
         replay(go1_policy, schedule="random", segments=0, print_table=False)
-    spot = write_robot_policy(tmp_path / "spot.onnx", dict(kit.GO1_DEFAULT_ROBOT, name="spot"))
+    spot = write_robot_policy(tmp_path / "spot.onnx", dict(kit.GO1_DEFAULT_ROBOT, name="spot"), engine="brax")
     with pytest.raises(ConfigError, match="Go1 only"):
         replay(spot, print_table=False)
-    small = write_robot_policy(tmp_path / "obs40.onnx", kit.GO1_DEFAULT_ROBOT, obs_dim=40)
+    small = write_robot_policy(tmp_path / "obs40.onnx", kit.GO1_DEFAULT_ROBOT, obs_dim=40, engine="brax")
     with pytest.raises(ConfigError, match="obs_dim 48"):  # the kit's own check, as one ConfigError
         replay(small, print_table=False)
-    no_robot = write_robot_policy(tmp_path / "no_robot.onnx", None)  # e.g. exported before the metadata existed
+    no_robot = write_robot_policy(tmp_path / "no_robot.onnx", None, engine="brax")  # e.g. exported before the metadata existed
     with pytest.raises(ConfigError, match="Brax-engine run of Go1JoystickFlatTerrain and has no robot metadata"):
         replay(no_robot, print_table=False)
