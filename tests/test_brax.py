@@ -270,7 +270,8 @@ def test_trains_end_to_end_in_process(envs, tmp_path):
                    "eval_interval=0", f"eval_episodes={N}", "device=cpu")
     summary = run(cfg, tmp_path)
     assert summary["finished"] and summary["global_step"] == 96
-    assert np.isfinite(summary["eval"]["mean"]) and summary["eval"]["mean_length"] == 10
+    # episodes end at the 10-step limit unless the ant falls first (its healthy-z termination)
+    assert np.isfinite(summary["eval"]["mean"]) and 1 <= summary["eval"]["mean_length"] <= 10
     assert (tmp_path / "metrics.csv").is_file() and summary["checkpoint"]
     state = torch.load(summary["checkpoint"], weights_only=True)
     assert state["env_state"]["engine"] == "brax" and state["env_meta"]["engine"] == "brax"
