@@ -273,3 +273,28 @@ def test_train_a_few_iterations_and_export(tmp_path, deploy_kit):
     assert len(result["segments"]) == 1 and result["segments"][0]["vx_cmd"] == 0.5
     metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert "reward/tracking_lin_vel" in metrics[0] and len(metrics) == 4
+
+
+def test_push_and_action_latency(nominal):
+    """Optional velocity kicks and one control step of action latency."""
+    task, reset, step = nominal
+    late = make_task("go1_joystick", NOMINAL | {"action_latency": 1,
+                                                "push": {"enable": True, "max_velocity": 1.0,
+                                                         "interval_s": [0.02, 0.02]}})
+    late_step = jax.jit(late.step)
+    state = reset(jax.random.PRNGKey(6))
+    a1, a2 = jnp.full(12, 0.4), jnp.full(12, -0.3)
+    s1 = late_step(state, a1)
+    np.testing.assert_allclose(s1.data.ctrl, task.default_pose, atol=1e-6)          # a1 not applied yet
+    s2 = late_step(s1, a2)
+    np.testing.assert_allclose(s2.data.ctrl, task.default_pose + 0.5 * 0.4, atol=1e-6)  # a1, one step late
+    np.testing.assert_allclose(step(s1, a2).data.ctrl, task.default_pose - 0.5 * 0.3, atol=1e-6)
+    # a kick every control step (interval 0.02 s): from the same state with zero actions (so the
+    # latency changes nothing) only the kick separates the two runs' horizontal base velocity
+    zero = jnp.zeros(12)
+    armed = [s._replace(info=s.info | {"steps_until_push": jnp.int32(0)})    # a kick is due
+             for s in (reset(jax.random.PRNGKey(k)) for k in (7, 8, 9))]
+    kicks = [float(jnp.linalg.norm(late_step(s, zero).data.qvel[:2] - step(s, zero).data.qvel[:2]))
+             for s in armed]
+    assert max(kicks) > 0.1 and all(k < 1.0 + 0.1 for k in kicks)
+    assert int(late_step(armed[0], zero).info["steps_until_push"]) == 1      # next kick in 0.02 s
