@@ -304,3 +304,18 @@ def test_gpu_outputs_alias_jax_buffers():
         obs, rew, term, trunc, info = env.step(actions)
     assert obs.is_cuda and rew.is_cuda and trunc.all() and info["final_obs"].is_cuda
     assert info["episode_done"].is_cuda and info["episode_return"].shape == (64,)
+
+
+def test_step_info_makes_episode_lists_only_when_read():
+    """The [K] contract tensors come from the [N] ones on first access (no host sync unless read)."""
+    pytest.importorskip("brax")
+    from robo_ppo.envs.brax_env import _StepInfo
+
+    info = _StepInfo({"episode_done": torch.tensor([True, False, True]),
+                      "episode_return_all": torch.tensor([1.0, 0.0, 3.0]),
+                      "episode_length_all": torch.tensor([5.0, 0.0, 7.0])})
+    assert "episode_return" in info and not dict.__contains__(info, "episode_return")
+    assert info["episode_return"].tolist() == [1.0, 3.0] and info.get("episode_length").tolist() == [5.0, 7.0]
+    assert info.get("missing", 4) == 4
+    with pytest.raises(KeyError):
+        info["missing"]
