@@ -59,7 +59,8 @@ class HostCollector:
         self.envs, self.policy, self.buf = envs, policy, buffer
         self.act_dim, self.discrete = act_dim, discrete
 
-    def collect(self, next_obs: torch.Tensor) -> RolloutResult:
+    def collect(self, next_obs: torch.Tensor, next_critic_obs: None = None) -> RolloutResult:
+        """``next_critic_obs`` is always ``None`` here: the numpy twin has no asymmetric critic."""
         envs, policy, buf = self.envs, self.policy, self.buf
         noise = _draw_noise(buf.num_steps, buf.num_envs, self.act_dim, self.discrete, "cpu").numpy()
         next_values = buf.next_values.numpy()
@@ -104,6 +105,7 @@ class DeviceCollector:
         done_masks, done_returns, done_lengths, returns, lengths = [], [], [], [], []
         term_sum = torch.zeros(len(self.reward_terms), device=buf.obs.device)
         obs, critic_obs = next_obs, next_critic_obs
+        on_cpu = buf.obs.device.type == "cpu"
         for t in range(buf.num_steps):
             norm_obs = policy.normalize(obs)
             norm_c = policy.normalize_critic(critic_obs) if self.asymmetric else None
@@ -117,10 +119,12 @@ class DeviceCollector:
                 norm_critic.append(norm_c)
                 critic_obs = envs.last_critic_obs()
                 raw_critic.append(critic_obs)
-                final = policy.normalize_critic(info["final_critic_obs"])
-            else:
-                final = policy.normalize(info["final_obs"])
-            buf.next_values[t] = policy.get_value(final)   # used only where an episode ended
+            # V(final obs) is read only where an episode ended: on an accelerator compute it for
+            # every row (no host sync), on the CPU only on steps where one did (len() is free there)
+            if not on_cpu or len(info["episode_return"]):
+                final = (policy.normalize_critic(info["final_critic_obs"]) if self.asymmetric
+                         else policy.normalize(info["final_obs"]))
+                buf.next_values[t] = policy.get_value(final)
             if "reward_terms" in info:
                 term_sum += info["reward_terms"].sum(0)
             if "episode_done" in info:    # [N] masks: filtered once after the rollout

@@ -171,10 +171,7 @@ class Trainer:
         torch's RNG like any rollout. A resumed run takes the statistics from
         its checkpoint instead."""
         self.policy.update_normalizer(self.next_obs, self.next_critic_obs)
-        if self.compute == "numpy":
-            self.collector.collect(self.next_obs)
-        else:
-            self.collector.collect(self.next_obs, self.next_critic_obs)
+        self.collector.collect(self.next_obs, self.next_critic_obs)
         self.next_obs = self.envs.reset(seed=self.cfg.seed)
         self.next_critic_obs = self.envs.last_critic_obs() if self.policy.critic_obs_dim else None
 
@@ -254,10 +251,7 @@ class Trainer:
         observations, so the update sees exactly what the behaviour policy saw.
         """
         buf = self.buffer
-        if self.compute == "numpy":
-            result = self.collector.collect(self.next_obs)
-        else:
-            result = self.collector.collect(self.next_obs, self.next_critic_obs)
+        result = self.collector.collect(self.next_obs, self.next_critic_obs)
         self.next_obs, self.next_critic_obs = result.next_obs, result.next_critic_obs
         self.global_step += self.batch_size
         finite = torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()
