@@ -4,6 +4,8 @@
     robo-ppo-train env=hopper algo.learning_rate=1e-4 seed=3
     robo-ppo-train resume=outputs/2026-11-23/10-00-00  # continue a run
     robo-ppo-train -m seed=1,2,3 env=hopper,walker2d  # Hydra multirun
+    robo-ppo-train -m hydra/launcher=joblib seed=1,2  # ... two runs at a time (the sweep extra)
+    torchrun --nproc_per_node=2 -m robo_ppo.train env=halfcheetah  # data-parallel (docs/distributed.md)
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
+from typing import Optional
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from robo_ppo.config import TrainConfig, register_configs
 from robo_ppo.errors import CheckpointError, ConfigError, ExportError, report_errors
 from robo_ppo.hydra_utils import run_app
+from robo_ppo.runner.distributed import DistContext, env_rank, init_distributed, shutdown_distributed
 
 log = logging.getLogger("robo_ppo")
 GROUPS = {"env": "name", "algo": "loss", "backend": "name"}
@@ -135,16 +140,23 @@ def prepare_resume_state(state: dict) -> dict:
         engine = (state.get("env_meta") or {}).get("engine") or state["config"]["backend"]["name"]
         log.info("the checkpoint holds no snapshot of the %s engine: its envs restart from fresh "
                  "episodes (the seed's first ones), with the episode accumulators reset", engine)
-        scaler = state.get("reward_scaler")
-        if scaler is not None and "returns" in scaler:
-            scaler["returns"] = scaler["returns"].clone().zero_()
+        for part in [state, *state.get("other_ranks", [])]:  # rank 0's, then a data-parallel run's others
+            scaler = part.get("reward_scaler")
+            if scaler is not None and "returns" in scaler:
+                scaler["returns"] = scaler["returns"].clone().zero_()
     return state
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train (or resume) with a composed config; returns the trainer's summary."""
+def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> dict:
+    """Train (or resume) with a composed config; returns the trainer's summary.
+
+    ``dist``: this process's place in a ``torchrun`` job (``None`` = a single
+    process); only rank 0 writes ``config.yaml``, the ONNX file and ``summary.json``.
+    """
     from robo_ppo.runner.checkpoint import load_checkpoint
     from robo_ppo.runner.trainer import Trainer
+
+    dist = dist or DistContext()
 
     state = None
     if cfg.resume:
@@ -154,12 +166,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         log.info("resuming from %s at step %d", state["path"], state["global_step"])
         state = prepare_resume_state(state)
     check_config(cfg)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer = Trainer(cfg, run_dir, resume_state=state)
+    if dist.is_main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist)
     try:
         summary = trainer.train()
     finally:
         trainer.close()
+    if not dist.is_main:
+        return summary
     export_error = None
     if summary["finished"] and cfg.export_onnx and summary["checkpoint"]:
         from robo_ppo.export import export_checkpoint
@@ -178,13 +193,24 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return summary
 
 
+RANK_OVERRIDES = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout")
+"""Hydra settings of the ranks > 0 of a torchrun job: no run directory, no
+``.hydra/`` files, logs to stdout only (rank 0 writes everything)."""
+
+
 @report_errors
 def _task(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    dist = init_distributed(cfg.device)  # a no-op outside torchrun
+    try:
+        run(cfg, Path(HydraConfig.get().runtime.output_dir), dist)
+    finally:
+        shutdown_distributed()
 
 
 def main() -> None:
     register_configs()
+    if env_rank() > 0:
+        sys.argv.extend(RANK_OVERRIDES)
     run_app(_task, "train")
 
 

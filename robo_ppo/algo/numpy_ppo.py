@@ -63,6 +63,7 @@ class NumpyKernel:
         self.step_count = 0
         self.data: dict[str, np.ndarray] = {}
         self.per_sample: list[str] = []
+        self.grad_sync = None  # data-parallel: averages the flat gradient over the ranks (PPO.data_parallel)
         self.bind_adam_state()
 
     # ------------------------------------------------------------ Adam state
@@ -129,8 +130,11 @@ class NumpyKernel:
         return self.compute_policy.loss_and_grad(mb, kl_beta=kl_beta, diagnostics=diagnostics, **self.loss_args)
 
     def step(self) -> None:
-        """Global gradient-norm clip (as ``torch.nn.utils.clip_grad_norm_``), then Adam."""
+        """Global gradient-norm clip (as ``torch.nn.utils.clip_grad_norm_``), then Adam.
+        Data-parallel: the flat gradient is first averaged over the ranks."""
         grad = self.grad
+        if self.grad_sync is not None:
+            self.grad_sync(torch.from_numpy(grad))  # in place: the tensor shares the array's memory
         total_norm = np.sqrt(np.dot(grad, grad))
         grad *= np.float32(min(1.0, self.max_grad_norm / (float(total_norm) + 1e-6)))
         self._adam_step(grad)

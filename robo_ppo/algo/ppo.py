@@ -18,6 +18,7 @@ Adam on the same memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Optional
 
 import torch
@@ -70,6 +71,8 @@ class TorchKernel:
         self.device = self.params[0].device
         self.s = LossSettings(cfg)
         self.batch: dict[str, torch.Tensor] = {}
+        self.grad_sync: Optional[Callable[[torch.Tensor], None]] = None
+        """Data-parallel runs: averages a flat gradient over the ranks in place (``PPO.data_parallel``)."""
 
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
         """Take the update's batch (flat ``[B, ...]`` tensors, see ``PPO.update``)."""
@@ -116,7 +119,15 @@ class TorchKernel:
         return out
 
     def step(self) -> None:
-        """Global gradient-norm clip, then the optimizer step."""
+        """Global gradient-norm clip, then the optimizer step. Data-parallel:
+        the gradient is first averaged over the ranks as one flat buffer."""
+        if self.grad_sync is not None:
+            flat = torch.cat([p.grad.reshape(-1) for p in self.params])
+            self.grad_sync(flat)
+            offset = 0
+            for p in self.params:
+                p.grad = flat[offset:offset + p.numel()].view_as(p)
+                offset += p.numel()
         torch.nn.utils.clip_grad_norm_(self.params, self.s.max_grad_norm)
         self.optimizer.step()
 
@@ -155,6 +166,22 @@ class PPO:
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.learning_rate, eps=cfg.adam_eps,
                                           fused=True)
         self.kernel = self._make_kernel()
+        self.rank_mean: Optional[Callable[[Any], float]] = None
+        """Data-parallel runs: the mean of a scalar over the ranks (``data_parallel``)."""
+
+    def data_parallel(self, grad_mean: Callable[[torch.Tensor], None], scalar_mean: Callable[[Any], float]) -> None:
+        """Make this learner one of several data-parallel ranks: each
+        minibatch gradient is averaged over the ranks (``grad_mean``, in place
+        on a flat buffer) before the clip and the step, and the KL values that
+        drive the update's decisions (early stop, adaptive learning rate,
+        PPO1's beta) are their mean over the ranks (``scalar_mean``), so every
+        rank takes the same steps. See ``robo_ppo/runner/distributed.py``."""
+        self.kernel.grad_sync = grad_mean
+        self.rank_mean = scalar_mean
+
+    def _kl(self, value: Any) -> float:
+        """A KL statistic as a float: this rank's, or the mean over the ranks."""
+        return float(value) if self.rank_mean is None else self.rank_mean(value)
 
     def _make_kernel(self):
         return TorchKernel(self.policy, self.optimizer, self.cfg)
@@ -240,7 +267,7 @@ class PPO:
                 if diagnostics:
                     stats.append(out)
                 if needs_kl:
-                    kl_value = float(out["approx_kl"])  # a host sync on an accelerator
+                    kl_value = self._kl(out["approx_kl"])  # a host sync on an accelerator
                     if target_kl is not None and kl_value > target_kl:
                         stop = True  # before the step: it is not applied
                         break
@@ -254,7 +281,7 @@ class PPO:
         kernel.end()
         out = kernel.mean_stats(reported)
         if use_kl_loss:
-            out["kl"] = kernel.final_kl()
+            out["kl"] = self._kl(kernel.final_kl())
         if not all(math.isfinite(v) for v in out.values()):
             raise NonFiniteError(
                 f"the PPO loss became non-finite ({out}); lower algo.learning_rate or "

@@ -33,6 +33,10 @@ class RunningMeanStd(nn.Module):
     Buffers (saved in ``state_dict``): ``mean [*shape]``, ``var [*shape]``,
     ``count []``. Starts at count 0 (mean 0, var 1) so that the first update
     adopts the batch's statistics exactly.
+
+    ``batch_sync`` (default ``None``): a data-parallel run sets it to
+    ``DistContext.merge_moments_across_ranks``, which turns one rank's batch
+    moments into those of every rank's batch together before they are folded in.
     """
 
     def __init__(self, shape: tuple[int, ...] = ()):
@@ -40,6 +44,7 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.batch_sync = None
 
     def update(self, x: torch.Tensor) -> None:
         """Fold a batch ``x: [B, *shape]`` into the statistics (B >= 1).
@@ -49,14 +54,18 @@ class RunningMeanStd(nn.Module):
         """
         if x.device.type == "cpu" and self.mean.device.type == "cpu":
             xs = x.detach().numpy().reshape(-1, *self.mean.shape).astype(np.float64, copy=False)
+            batch = xs.mean(axis=0), xs.var(axis=0), float(len(xs))
+            if self.batch_sync is not None:
+                batch = self.batch_sync(*batch)
             mean, var, count = self.mean.numpy(), self.var.numpy(), self.count.numpy()
-            new = merge_moments(mean, var, float(count), xs.mean(axis=0), xs.var(axis=0), float(len(xs)))
-            mean[...], var[...], count[...] = new
+            mean[...], var[...], count[...] = merge_moments(mean, var, float(count), *batch)
             return
         with torch.no_grad():
             x = x.to(torch.float64).reshape(-1, *self.mean.shape)
-            new = merge_moments(self.mean, self.var, self.count, x.mean(dim=0),
-                                x.var(dim=0, unbiased=False), float(x.shape[0]))
+            batch = x.mean(dim=0), x.var(dim=0, unbiased=False), float(x.shape[0])
+            if self.batch_sync is not None:
+                batch = self.batch_sync(*batch)
+            new = merge_moments(self.mean, self.var, self.count, *batch)
             for buf, value in zip((self.mean, self.var, self.count), new, strict=True):
                 buf.copy_(value)
 
@@ -105,6 +114,10 @@ class RewardScaler(nn.Module):
     precision). Nothing in the rollout depends on the scaled rewards, so this
     leaves the per-step loop free of the work. Works on CPU (numpy views) and
     accelerator tensors alike (only operators and methods both libraries share).
+
+    ``step_sums_sync`` (default ``None``): a data-parallel run sets it to
+    ``DistContext.sum_across_ranks``, which sums the per-step sums ``[2, T]``
+    over the ranks, so the statistics are those of all ranks' envs together.
     """
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
@@ -114,6 +127,7 @@ class RewardScaler(nn.Module):
         self.gamma = float(gamma)
         self.clip = float(clip)
         self.eps = float(eps)
+        self.step_sums_sync = None
 
     @torch.no_grad()
     def scale_rollout(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
@@ -133,10 +147,14 @@ class RewardScaler(nn.Module):
             R = R * keep[t]
         # statistics after each step: the previous ones merged with all R up to t
         mean0, var0, count0 = float(self.rms.mean), float(self.rms.var), float(self.rms.count)
-        n = count0 + r.shape[1] * (np.arange(1, r.shape[0] + 1) if on_cpu
-                                   else torch.arange(1, r.shape[0] + 1, device=r.device))
-        s1 = (disc - mean0).sum(1).cumsum(0)
-        s2 = ((disc - mean0) ** 2).sum(1).cumsum(0)
+        sums = ((disc - mean0).sum(1), ((disc - mean0) ** 2).sum(1))
+        sums = np.stack(sums) if on_cpu else torch.stack(sums)  # [2, T]: per-step sum, sum of squares
+        num_envs = r.shape[1]
+        if self.step_sums_sync is not None:
+            sums, num_envs = self.step_sums_sync(sums, num_envs)
+        n = count0 + num_envs * (np.arange(1, r.shape[0] + 1) if on_cpu
+                                 else torch.arange(1, r.shape[0] + 1, device=r.device))
+        s1, s2 = sums[0].cumsum(0), sums[1].cumsum(0)
         var = (var0 * count0 + s2 - s1 * s1 / n) / n
         scaled = (r / ((var + self.eps) ** 0.5)[:, None]).clip(-self.clip, self.clip)
         # advance the state to the end of the rollout

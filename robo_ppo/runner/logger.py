@@ -140,3 +140,13 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return {"points": len(train), "window": window, "eval_points": len(evals)}
+
+
+class NullLogger:
+    """``RunLogger``'s interface writing nothing: the logger of data-parallel ranks other than 0."""
+
+    def log(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

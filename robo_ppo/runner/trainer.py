@@ -8,6 +8,7 @@ env-stepping hot loop, ``state_dict`` is what a checkpoint holds.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -28,12 +29,13 @@ from robo_ppo.algo.ppo import PPO
 from robo_ppo.envs import make_vec_env
 from robo_ppo.errors import ConfigError, NonFiniteError
 from robo_ppo.modules.actor_critic import build_actor_critic
-from robo_ppo.modules.normalizer import RewardScaler
+from robo_ppo.modules.normalizer import RewardScaler, RunningMeanStd
 from robo_ppo.modules.numpy_policy import NumpyActorCritic, UnsupportedModuleError
 from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint, space_to_dict
 from robo_ppo.runner.collectors import DeviceCollector, HostCollector, RolloutResult
+from robo_ppo.runner.distributed import DistContext
 from robo_ppo.runner.evaluate import run_episodes
-from robo_ppo.runner.logger import RunLogger, plot_learning_curve
+from robo_ppo.runner.logger import NullLogger, RunLogger, plot_learning_curve
 from robo_ppo.runner.storage import RolloutBuffer
 
 log = logging.getLogger("robo_ppo")
@@ -89,31 +91,60 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(msg)
 
 
+def rank_backend_config(backend_cfg: DictConfig, local_world_size: int) -> DictConfig:
+    """The engine config of one of ``local_world_size`` ranks on a node: an
+    EnvPool ``num_threads: 0`` (one thread per core) becomes this rank's
+    share of the usable cores, so the ranks do not oversubscribe them."""
+    if local_world_size <= 1 or backend_cfg.name != "envpool" or backend_cfg.num_threads != 0:
+        return backend_cfg
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    out = backend_cfg.copy()
+    out.num_threads = max(1, cores // local_world_size)
+    return out
+
+
 class Trainer:
-    """One PPO training run.
+    """One PPO training run, or one rank of a data-parallel run.
 
     Args:
         cfg: the resolved ``TrainConfig`` (``robo_ppo.config``).
-        run_dir: where checkpoints, tb/, metrics.csv and the plot go.
+        run_dir: where checkpoints, tb/, metrics.csv and the plot go (rank 0 only).
         resume_state: a loaded checkpoint to continue from (``None`` = fresh).
+        dist: this process's place in a ``torchrun`` job
+            (``robo_ppo.runner.distributed``); ``None`` = a single process.
+            Rank ``r`` seeds its envs ``seed + r * num_envs + i`` and torch
+            ``seed + r``; the iteration's batch is ``world_size`` rollouts and
+            ``global_step`` counts the env steps of all ranks.
+
+    Raises:
+        ConfigError: invalid sizes, or a checkpoint of another world size.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, resume_state: Optional[dict] = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, resume_state: Optional[dict] = None,
+                 dist: Optional[DistContext] = None):
         validate_config(cfg)
         self.cfg = cfg
+        self.dist = dist or DistContext()
+        rank, world = self.dist.rank, self.dist.world_size
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.run_dir / "checkpoints"
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
             threadpool_limits(cfg.torch_threads, user_api="blas")  # numpy's BLAS (numpy compute path)
-        self.device = select_device(cfg.device)
-        torch.manual_seed(cfg.seed)
+        self.device = self.dist.device if self.dist.backend == "nccl" else select_device(cfg.device)
+        torch.manual_seed(cfg.seed + rank)
         a = cfg.algo
-        self.envs = make_vec_env(cfg.env, cfg.backend, a.num_envs, device=self.device, seed=cfg.seed)
+        self.env_seed = cfg.seed + rank * a.num_envs
+        backend_cfg = rank_backend_config(cfg.backend, self.dist.local_world_size)
+        self.envs = make_vec_env(cfg.env, backend_cfg, a.num_envs, device=self.device, seed=self.env_seed)
         self.eval_envs = None
         self.batch_size = a.num_envs * a.num_steps
-        self.num_iterations = max(1, cfg.total_timesteps // self.batch_size)
+        """Env steps of one rank's rollout."""
+        self.steps_per_iteration = self.batch_size * world
+        """Env steps of one iteration over all ranks (the update's batch)."""
+        self.num_iterations = max(1, cfg.total_timesteps // self.steps_per_iteration)
         self.discrete = isinstance(self.envs.action_space, gym.spaces.Discrete)
         critic_obs_dim = getattr(self.envs, "critic_obs_dim", 0) or None
         self.policy = build_actor_critic(a, self.envs.obs_dim, self.envs.action_space,
@@ -149,12 +180,32 @@ class Trainer:
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.last_eval: Optional[dict[str, float]] = None
         self._stop_requested = False
-        self.next_obs = self.envs.reset(seed=cfg.seed)
+        self.next_obs = self.envs.reset(seed=self.env_seed)
         self.next_critic_obs = self.envs.last_critic_obs() if critic_obs_dim else None
+        if self.dist.enabled:
+            self._join_data_parallel()
         if resume_state is not None:
             self._load_state(resume_state)
-        elif a.normalize_obs:
+        self.dist.broadcast_module_(self.policy)  # every rank starts from rank 0's parameters
+        if resume_state is None and a.normalize_obs:
             self._seed_normalizer()
+
+    def _join_data_parallel(self) -> None:
+        """Hook the ranks together (``robo_ppo/runner/distributed.py``):
+        gradient and KL means in the update, observation moments and reward
+        statistics over all ranks' data."""
+        d = self.dist
+        self.ppo.data_parallel(d.grad_mean_, d.scalar_mean)
+        for module in self.policy.modules():
+            if isinstance(module, RunningMeanStd):
+                module.batch_sync = d.merge_moments_across_ranks
+        if self.reward_scaler is not None:
+            self.reward_scaler.step_sums_sync = d.sum_across_ranks
+        if d.is_main:
+            a = self.cfg.algo
+            log.info("data-parallel PPO: %d ranks x %d envs x %d steps = %d env steps per update; "
+                     "minibatches of %d x %d samples", d.world_size, a.num_envs, a.num_steps,
+                     self.steps_per_iteration, d.world_size, self.batch_size // a.num_minibatches)
 
     def _seed_normalizer(self) -> None:
         """Seed the observation statistics of a fresh run, so that its first
@@ -172,7 +223,7 @@ class Trainer:
         its checkpoint instead."""
         self.policy.update_normalizer(self.next_obs, self.next_critic_obs)
         self.collector.collect(self.next_obs, self.next_critic_obs)
-        self.next_obs = self.envs.reset(seed=self.cfg.seed)
+        self.next_obs = self.envs.reset(seed=self.env_seed)
         self.next_critic_obs = self.envs.last_critic_obs() if self.policy.critic_obs_dim else None
 
     # ----------------------------------------------------------- the loop
@@ -187,16 +238,19 @@ class Trainer:
             NonFiniteError: NaN/inf in observations, rewards, losses or
                 parameters; the last good checkpoint on disk is left intact.
         """
-        cfg = self.cfg
-        logger = RunLogger(self.run_dir, tensorboard=cfg.tensorboard, progress=cfg.progress,
-                           total_steps=self.num_iterations * self.batch_size, initial_step=self.global_step,
-                           extra_columns=tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ())))
+        cfg, main = self.cfg, self.dist.is_main
+        logger = (RunLogger(self.run_dir, tensorboard=cfg.tensorboard, progress=cfg.progress,
+                            total_steps=self.num_iterations * self.steps_per_iteration,
+                            initial_step=self.global_step,
+                            extra_columns=tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ())))
+                  if main else NullLogger())
         previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         self._install_signal_handlers()
         start_time = time.perf_counter()
         start_step = self.global_step
+        stop = self._stop_agreed()
         try:
-            while self.iteration < self.num_iterations and not self._stop_requested:
+            while self.iteration < self.num_iterations and not stop:
                 self.iteration += 1
                 self.ppo.begin_iteration(self.iteration)
                 t0 = time.perf_counter()
@@ -206,14 +260,15 @@ class Trainer:
                 self._check_parameters()
                 row = self._row(stats, rollout, start_time, start_step, t_rollout)
                 last = self.iteration == self.num_iterations
-                if (cfg.eval_interval > 0 and self.iteration % cfg.eval_interval == 0) or last:
+                if main and ((cfg.eval_interval > 0 and self.iteration % cfg.eval_interval == 0) or last):
                     self.last_eval = self.evaluate()
                     row["eval_return"] = self.last_eval["mean"]
                     row["eval_return_std"] = self.last_eval["std"]
                 logger.log(row)
                 if on_iteration is not None:
                     on_iteration(self)
-                if (self.iteration % cfg.checkpoint_interval == 0 or last or self._stop_requested):
+                stop = self._stop_agreed()  # one decision for all ranks: they checkpoint together
+                if (self.iteration % cfg.checkpoint_interval == 0 or last or stop):
                     self.save()
         finally:
             logger.close()
@@ -221,15 +276,20 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous[1])
         elapsed = time.perf_counter() - start_time
         finished = self.iteration >= self.num_iterations
-        if finished:
+        if finished and main:
             plot_learning_curve(self.run_dir / "metrics.csv", self.run_dir / "learning_curve.png",
                                 title=f"{cfg.env.id} PPO")
-        checkpoints = list_checkpoints(self.ckpt_dir)
+        checkpoints = list_checkpoints(self.ckpt_dir) if main else []
         return {"iterations": self.iteration, "global_step": self.global_step, "finished": finished,
                 "wall_time_s": elapsed,
                 "SPS": (self.global_step - start_step) / max(elapsed, 1e-9),
                 "eval": self.last_eval,
                 "checkpoint": str(checkpoints[-1]) if checkpoints else None}
+
+    def _stop_agreed(self) -> bool:
+        """Whether to stop after this iteration: a stop was requested here or,
+        in a data-parallel run, on any rank (one all-reduce per iteration)."""
+        return self.dist.any_rank(self._stop_requested)
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, frame):
@@ -253,7 +313,7 @@ class Trainer:
         buf = self.buffer
         result = self.collector.collect(self.next_obs, self.next_critic_obs)
         self.next_obs, self.next_critic_obs = result.next_obs, result.next_critic_obs
-        self.global_step += self.batch_size
+        self.global_step += self.steps_per_iteration
         finite = torch.isfinite(buf.obs).all() & torch.isfinite(buf.rewards).all()
         if buf.critic_obs is not None:
             finite &= torch.isfinite(buf.critic_obs).all()
@@ -296,7 +356,7 @@ class Trainer:
             "iteration": self.iteration, "global_step": self.global_step,
             "wall_time": round(elapsed, 3),
             "SPS": (self.global_step - start_step) / max(elapsed, 1e-9),
-            "rollout_SPS": self.batch_size / max(t_rollout, 1e-9),
+            "rollout_SPS": self.steps_per_iteration / max(t_rollout, 1e-9),
             "episodic_return": float(np.mean(rollout.episode_returns)) if rollout.episode_returns else "",
             "episodic_length": float(np.mean(rollout.episode_lengths)) if rollout.episode_lengths else "",
             "recent_return": float(np.mean(self.recent_returns)) if self.recent_returns else None,
@@ -323,8 +383,11 @@ class Trainer:
                 "max": float(returns.max()), "mean_length": float(lengths.mean())}
 
     # -------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the run exactly (``torch.load(weights_only=True)``-safe)."""
+    RANK_KEYS = ("rng", "env_state", "next_obs", "next_critic_obs", "reward_scaler", "recent_returns")
+    """Checkpoint entries that differ between the ranks of a data-parallel run."""
+
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's part of a checkpoint (``RANK_KEYS``)."""
         try:
             env_state = self.envs.get_state()
         except NotImplementedError:
@@ -333,50 +396,82 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
+            "rng": rng,
+            "env_state": env_state,
+            "next_obs": self.next_obs.cpu(),
+            "next_critic_obs": None if self.next_critic_obs is None else self.next_critic_obs.cpu(),
+            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
+            "recent_returns": list(self.recent_returns),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run exactly (``torch.load(weights_only=True)``-safe).
+
+        The top level holds rank 0's ``RANK_KEYS``; a data-parallel run adds
+        ``world_size`` and ``other_ranks`` (ranks 1.., gathered from every
+        rank: a collective, so every rank calls this at the same iteration)."""
+        ranks = self.dist.gather_objects(self._rank_state())
+        state = {
             "format_version": FORMAT_VERSION,
             "robo_ppo_version": robo_ppo.__version__,
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "model": self.policy.state_dict(),
             "ppo": self.ppo.state_dict(),
-            "reward_scaler": None if self.reward_scaler is None else self.reward_scaler.state_dict(),
             "iteration": self.iteration,
             "global_step": self.global_step,
-            "rng": rng,
-            "env_state": env_state,
-            "next_obs": self.next_obs.cpu(),
-            "next_critic_obs": None if self.next_critic_obs is None else self.next_critic_obs.cpu(),
-            "recent_returns": list(self.recent_returns),
+            **ranks[0],
             "spaces": {"observation": space_to_dict(self.envs.observation_space),
                        "action": space_to_dict(self.envs.action_space),
                        "critic_obs_dim": self.policy.critic_obs_dim},
             "env_meta": self.envs.metadata(),
             "last_eval": self.last_eval,
         }
+        if self.dist.world_size > 1:
+            state["world_size"] = self.dist.world_size
+            state["other_ranks"] = ranks[1:]
+        return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint: the shared learner state, then this rank's part.
+
+        Raises:
+            ConfigError: the checkpoint was written by another number of ranks.
+        """
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise ConfigError(
+                f"the checkpoint was written by a run of {saved_world} rank(s), this one has "
+                f"{self.dist.world_size}: resume it with the same number of ranks "
+                f"(torchrun --nnodes x --nproc_per_node = {saved_world}"
+                f"{'' if saved_world > 1 else ', or without torchrun'}), so every rank continues its own envs")
         self.policy.load_state_dict(state["model"])
         self.ppo.load_state_dict(state["ppo"])
-        if self.reward_scaler is not None and state["reward_scaler"] is not None:
-            self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.recent_returns.extend(state["recent_returns"])
         self.last_eval = state["last_eval"]
-        if state["env_state"] is not None:
+        mine = state if self.dist.rank == 0 else state["other_ranks"][self.dist.rank - 1]
+        if self.reward_scaler is not None and mine["reward_scaler"] is not None:
+            self.reward_scaler.load_state_dict(mine["reward_scaler"])
+        torch.set_rng_state(mine["rng"]["torch"])
+        if "cuda" in mine["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(mine["rng"]["cuda"], self.device)
+        self.recent_returns.extend(mine["recent_returns"])
+        if mine["env_state"] is not None:
             try:
-                self.envs.set_state(state["env_state"])
-                self.next_obs = state["next_obs"].to(self.device)
-                if state.get("next_critic_obs") is not None:
-                    self.next_critic_obs = state["next_critic_obs"].to(self.device)
+                self.envs.set_state(mine["env_state"])
+                self.next_obs = mine["next_obs"].to(self.device)
+                if mine.get("next_critic_obs") is not None:
+                    self.next_critic_obs = mine["next_critic_obs"].to(self.device)
             except NotImplementedError:
                 pass  # engines without snapshots continue from freshly reset envs
 
-    def save(self) -> Path:
-        """Write a checkpoint atomically into ``run_dir/checkpoints``."""
-        return save_checkpoint(self.state_dict(), self.ckpt_dir, keep=self.cfg.keep_checkpoints)
+    def save(self) -> Optional[Path]:
+        """Write a checkpoint atomically into ``run_dir/checkpoints`` (rank 0;
+        the other ranks of a data-parallel run hand it their part and return ``None``)."""
+        state = self.state_dict()
+        if not self.dist.is_main:
+            return None
+        return save_checkpoint(state, self.ckpt_dir, keep=self.cfg.keep_checkpoints)
 
     def close(self) -> None:
         self.envs.close()
