@@ -105,9 +105,10 @@ def test_cli_two_ranks_sigterm_then_resume(tmp_path):
     assert not torch.equal(state["next_obs"], state["other_ranks"][0]["next_obs"])
 
     # a 2-rank checkpoint cannot be resumed by one process: it would drop rank 1's envs
+    from conftest import make_cfg
+
     from robo_ppo.runner.trainer import Trainer
     from robo_ppo.train import prepare_resume_state, resume_config
-    from conftest import make_cfg
 
     cfg = resume_config(make_cfg(f"resume={tmp_path / 'run'}"), state["config"], [])
     with pytest.raises(ConfigError, match="2 rank"):
@@ -134,3 +135,20 @@ def test_joblib_multirun_two_jobs(tmp_path):
         assert run.name.startswith(f"{num}_") and f"seed={seed}" in run.name
         assert (run / "summary.json").is_file() and (run / "policy.onnx").is_file()
         assert f"\nseed: {seed}\n" in (run / "config.yaml").read_text()
+
+
+def test_one_rank_under_torchrun_equals_the_plain_run(tmp_path):
+    """The distributed code path with one rank (gloo, all collectives live)
+    trains exactly what a plain process trains: same checkpoint tensors."""
+    from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
+
+    args = ["-m", "robo_ppo.train", "env=cartpole", "total_timesteps=1024", "algo.num_envs=2", "algo.num_steps=256",
+            "algo.num_minibatches=4", "algo.update_epochs=2", "algo.target_kl=0.02", *QUIET, "export_onnx=false"]
+    _run([sys.executable, *args, "hydra.run.dir=plain"], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", *args,
+          "hydra.run.dir=torchrun"], tmp_path)
+    a, b = (load_checkpoint(list_checkpoints(tmp_path / d / "checkpoints")[-1]) for d in ("plain", "torchrun"))
+    assert a["global_step"] == b["global_step"] > 0 and a["iteration"] >= 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert "world_size" not in b  # one rank: a plain checkpoint, resumable without torchrun
