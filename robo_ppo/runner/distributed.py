@@ -194,6 +194,8 @@ def init_distributed(device: str) -> DistContext:
                               "device=cuda or device=auto (rank r uses cuda:<LOCAL_RANK>)")
         dev = torch.device(device if ":" in device else f"cuda:{local_rank}")
         torch.cuda.set_device(dev)
+        if local_world > 1:  # JAX (Brax/MJX) would preallocate 75% of every visible GPU in every rank
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         backend = "nccl"
     else:
         dev, backend = torch.device("cpu"), "gloo"
