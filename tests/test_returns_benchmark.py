@@ -296,15 +296,17 @@ def test_grid_runs_each_cell_once_and_reuses_finished_runs(tmp_path, monkeypatch
 def test_task_presets_compose_with_their_tuned_values():
     from omegaconf import OmegaConf
 
+    def plain(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+
     hopper = make_cfg("env=hopper")  # CleanRL/Baselines settings
     assert hopper.env.id == "Hopper-v5" and hopper.backend.name == "gymnasium"
     assert (hopper.algo.num_envs, hopper.algo.num_steps, hopper.algo.num_minibatches) == (1, 2048, 32)
     assert list(hopper.algo.actor_hidden_sizes) == [64, 64] and hopper.algo.activation == "tanh"
-    walker = make_cfg("env=walker2d")  # rl-zoo recipe, 64-sample minibatches
-    assert walker.backend.name == "gymnasium" and walker.algo.clip_coef == 0.1
-    assert walker.algo.update_epochs == 20 and walker.algo.num_minibatches == 8
-    assert walker.algo.learning_rate == pytest.approx(5.05041e-5) and walker.algo.init_log_std == -2.0
-    assert list(walker.algo.actor_hidden_sizes) == [256, 256] and walker.algo.ortho_init is False
+    assert plain(hopper) == plain(make_cfg("env=hopper", "preset=cleanrl"))
+    walker = make_cfg("env=walker2d")  # measured as env=walker2d preset=cleanrl eval_interval=25
+    assert walker.backend.name == "gymnasium" and walker.eval_interval == 25
+    assert plain(walker) == plain(make_cfg("env=walker2d", "preset=cleanrl", "eval_interval=25"))
     humanoid = make_cfg("env=humanoid")
     assert humanoid.backend.name == "gymnasium" and humanoid.algo.num_envs == 4
     assert humanoid.algo.init_log_std == -0.5 and humanoid.algo.clip_vloss is False
