@@ -30,7 +30,7 @@ def reward_scaler_check(dist) -> float:
     synced scaler and those of one scaler over all ranks' envs together."""
     num_envs, steps, world = 3, 40, dist.world_size
     g = torch.Generator().manual_seed(0)
-    rewards = torch.randn(2, steps, num_envs * world, generator=g).double().float()
+    rewards = torch.randn(2, steps, num_envs * world, generator=g)
     dones = torch.rand(2, steps, num_envs * world, generator=g) < 0.05
     mine = slice(dist.rank * num_envs, (dist.rank + 1) * num_envs)
     synced, single = RewardScaler(num_envs, 0.99), RewardScaler(num_envs * world, 0.99)

@@ -93,12 +93,7 @@ class DistContext:
             return
         with torch.no_grad():
             for t in list(module.parameters()) + list(module.buffers()):
-                if t.device == self.device:
-                    dist.broadcast(t.data, src=0)
-                else:
-                    tmp = t.data.to(self.device)
-                    dist.broadcast(tmp, src=0)
-                    t.data.copy_(tmp)
+                self._in_place(lambda x: dist.broadcast(x, src=0), t.data)
 
     def grad_mean_(self, flat_grad: torch.Tensor) -> None:
         """Average a flat gradient buffer over the ranks, in place (one
@@ -124,13 +119,18 @@ class DistContext:
         """Reward-scaler hook: ``x`` (numpy or tensor, float64) summed over the
         ranks in place; returns ``(x, num_envs * world_size)``."""
         t = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        self._in_place(lambda y: dist.all_reduce(y, op=dist.ReduceOp.SUM), t)
+        return x, num_envs * self.world_size
+
+    def _in_place(self, collective, t: torch.Tensor) -> None:
+        """Run an in-place ``collective`` on ``t``, through a copy on the
+        collectives' device when ``t`` lives elsewhere (NCCL needs CUDA tensors)."""
         if t.device == self.device:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            collective(t)
         else:
             tmp = t.to(self.device)
-            dist.all_reduce(tmp, op=dist.ReduceOp.SUM)
+            collective(tmp)
             t.copy_(tmp)
-        return x, num_envs * self.world_size
 
     def merge_moments_across_ranks(self, mean, var, count: float):
         """Observation-normalizer hook: one rank's batch moments (``mean``,
