@@ -55,18 +55,22 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``."""
     task: Optional[str] = None
-    """A robo_ppo robot task (``robo_ppo/tasks/``, e.g. ``go1_joystick``), stepped by the
-    batched JAX engine (``backend=brax``); ``null`` for gymnasium/EnvPool/Brax tasks."""
+    """A robo_ppo robot task (``robo_ppo/tasks/``, e.g. ``joystick``), stepped by ``backend=mujoco``
+    or ``backend=mjwarp``; ``null`` for gymnasium/EnvPool/Brax tasks."""
     task_params: dict[str, Any] = field(default_factory=dict)
-    """The task's parameters (validated by the task's own schema, e.g. ``Go1JoystickParams``)."""
+    """The task's parameters (validated by the task's own schema, e.g. ``JoystickParams``)."""
+    robot: Optional[Any] = None
+    """The robot description of a robot task (Hydra group ``robot``: ``conf/robot/<name>.yaml``,
+    schema ``robo_ppo.robots.RobotDescription``); ``null`` for other tasks."""
 
 
 @dataclass
 class BackendConfig:
     name: str = "gymnasium"
-    """Simulator engine: ``gymnasium`` (CPU), ``envpool`` (CPU, C++ threads) or ``brax`` (JAX)."""
+    """Simulator engine: ``gymnasium`` (CPU), ``envpool`` (CPU, C++ threads), ``brax`` (JAX), and for
+    robot tasks ``mujoco`` (native MuJoCo, CPU threads) or ``mjwarp`` (MuJoCo Warp, GPU)."""
     num_threads: int = 0
-    """EnvPool worker threads; 0 = one per core."""
+    """EnvPool / native MuJoCo worker threads; 0 = one per core."""
     pipeline: str = "mjx"
     """Brax physics pipeline: mjx, generalized, positional or spring."""
 

@@ -22,6 +22,8 @@ ENGINES: dict[str, str] = {
     "gymnasium": "robo_ppo.envs.gymnasium_env:make_gymnasium_vec_env",
     "envpool": "robo_ppo.envs.envpool_env:make_envpool_vec_env",
     "brax": "robo_ppo.envs.brax_env:make_brax_vec_env",
+    "mujoco": "robo_ppo.envs.robot_env:make_robot_vec_env",
+    "mjwarp": "robo_ppo.envs.robot_env:make_robot_vec_env",
 }
 """``backend.name`` -> ``"module:factory"`` (lazy: the module is imported on first use)."""
 

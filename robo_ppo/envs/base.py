@@ -107,3 +107,25 @@ class ArrayVecEnv(VecEnv):
                 "episode_length": torch.from_numpy(info["episode_length"])}
         return (self._tensor(obs), self._tensor(rewards), self._tensor(terminated),
                 self._tensor(truncated), info)
+
+
+class StepInfo(dict):
+    """A step's ``info``: the contract's ``[K]`` ``episode_return`` / ``episode_length``
+    are made from the ``[N]`` ``*_all`` tensors and the ``episode_done`` mask on first
+    access only, because boolean indexing waits for the device (a host sync on GPU)
+    and the training rollout reads the masks instead."""
+
+    LAZY = ("episode_return", "episode_length")
+
+    def __missing__(self, key):
+        if key not in self.LAZY:
+            raise KeyError(key)
+        value = self[key + "_all"][self["episode_done"]]
+        self[key] = value
+        return value
+
+    def __contains__(self, key) -> bool:
+        return key in self.LAZY or super().__contains__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default

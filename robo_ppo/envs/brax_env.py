@@ -43,7 +43,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from robo_ppo.envs.base import VecEnv
+from robo_ppo.envs.base import StepInfo, VecEnv
 from robo_ppo.errors import ConfigError
 
 PIPELINES = ("mjx", "generalized", "positional", "spring")
@@ -256,28 +256,6 @@ def _same_memory(device: torch.device, jax_device) -> bool:
 
 
 # --------------------------------------------------------------- the VecEnv
-class _StepInfo(dict):
-    """A step's ``info``: the contract's ``[K]`` ``episode_return`` / ``episode_length``
-    are made from the ``[N]`` ``*_all`` tensors and the ``episode_done`` mask on first
-    access only, because boolean indexing waits for the device (a host sync on GPU)
-    and the training rollout reads the masks instead."""
-
-    LAZY = ("episode_return", "episode_length")
-
-    def __missing__(self, key):
-        if key not in self.LAZY:
-            raise KeyError(key)
-        value = self[key + "_all"][self["episode_done"]]
-        self[key] = value
-        return value
-
-    def __contains__(self, key) -> bool:
-        return key in self.LAZY or super().__contains__(key)
-
-    def get(self, key, default=None):
-        return self[key] if key in self else default
-
-
 class BraxVecEnv(VecEnv):
     """``num_envs`` copies of a ``brax.envs`` task stepped as one JAX batch.
 
@@ -426,9 +404,9 @@ class BraxVecEnv(VecEnv):
         t = self._to_torch
         done = t(out.done)
         ret_all, len_all = t(out.ep_return), t(out.ep_length)
-        info = _StepInfo({
+        info = StepInfo({
             "final_obs": t(out.final_obs),
-            # "episode_return" / "episode_length" ([K]) are made on first access (see _StepInfo)
+            # "episode_return" / "episode_length" ([K]) are made on first access (see StepInfo)
             "episode_done": done,
             "episode_return_all": ret_all,
             "episode_length_all": len_all,

@@ -1,0 +1,129 @@
+"""Native MuJoCo on CPU threads: the ``Physics`` seam over one ``MjModel`` / ``MjData`` per environment.
+
+Each environment owns a copy of the model (domain randomization writes into
+it) and its ``MjData``. ``step`` splits the environments into ``num_threads``
+contiguous chunks and steps each chunk on a thread of a persistent pool;
+MuJoCo's Python bindings release the GIL inside ``mj_step1`` / ``mj_step2``,
+so the threads step in parallel, and each writes its rows of ``qpos``,
+``qvel`` and ``sensordata`` into shared float64 arrays. Torch reads those
+through one float32 copy per step (``torch.from_numpy``; the task math is
+float32).
+
+Why not ``mujoco.rollout``: it restarts the constraint solver's warm start at
+every call (one call per control step), which changes the physics of a
+one-iteration solver like the Go1's against a continuously stepped robot
+(the deploy loop); here each ``MjData`` keeps its warm start. Measured on the
+2-core machine (docs/profile.md): this loop reaches about 87 % of
+``mujoco.rollout``'s raw ``mj_step`` throughput with 2 threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import mujoco
+import numpy as np
+import torch
+
+from robo_ppo.robots.physics import RANDOMIZABLE, Physics
+
+
+class MujocoPhysics(Physics):
+    """Args:
+        model: the nominal model (copied per environment).
+        num_envs: N.
+        num_threads: worker threads (0: one per core).
+    """
+
+    def __init__(self, model: mujoco.MjModel, num_envs: int, num_threads: int = 0):
+        self.model = model
+        self.num_envs = n = int(num_envs)
+        self.device = torch.device("cpu")
+        self.models = [copy.copy(model) for _ in range(n)]
+        self.datas = [mujoco.MjData(m) for m in self.models]
+        self._qpos = np.zeros((n, model.nq))
+        self._qvel = np.zeros((n, model.nv))
+        self._sensordata = np.zeros((n, model.nsensordata))
+        self._ctrl = np.zeros((n, model.nu))
+        threads = num_threads or os.cpu_count() or 1
+        bounds = np.linspace(0, n, min(threads, n) + 1).astype(int)
+        self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+        self._pool = ThreadPoolExecutor(len(self._chunks)) if len(self._chunks) > 1 else None
+        for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
+            mujoco.mj_forward(m, d)
+            self._read(i)
+        self._tensors()
+
+    # ------------------------------------------------------------- helpers
+    def _read(self, i: int) -> None:
+        d = self.datas[i]
+        self._qpos[i], self._qvel[i], self._sensordata[i] = d.qpos, d.qvel, d.sensordata
+
+    def _tensors(self) -> None:
+        self._t_qpos = torch.from_numpy(self._qpos.astype(np.float32))
+        self._t_qvel = torch.from_numpy(self._qvel.astype(np.float32))
+        self._t_sensordata = torch.from_numpy(self._sensordata.astype(np.float32))
+
+    def _run_chunk(self, lo: int, hi: int, nsubsteps: int) -> None:
+        step1, step2 = mujoco.mj_step1, mujoco.mj_step2
+        models, datas, ctrl = self.models, self.datas, self._ctrl
+        for i in range(lo, hi):
+            m, d = models[i], datas[i]
+            d.ctrl[:] = ctrl[i]
+            for _ in range(nsubsteps):
+                step2(m, d)
+                step1(m, d)
+            self._read(i)
+
+    # ----------------------------------------------------------------- seam
+    @property
+    def qpos(self) -> torch.Tensor:
+        return self._t_qpos
+
+    @property
+    def qvel(self) -> torch.Tensor:
+        return self._t_qvel
+
+    @property
+    def sensordata(self) -> torch.Tensor:
+        return self._t_sensordata
+
+    def step(self, ctrl: torch.Tensor, nsubsteps: int) -> None:
+        self._ctrl[:] = ctrl.detach().cpu().numpy()
+        if self._pool is None:
+            self._run_chunk(0, self.num_envs, nsubsteps)
+        else:
+            for f in [self._pool.submit(self._run_chunk, lo, hi, nsubsteps) for lo, hi in self._chunks]:
+                f.result()
+        self._tensors()
+
+    def set_state(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor, ctrl: torch.Tensor) -> None:
+        rows = np.flatnonzero(mask.cpu().numpy())
+        if not len(rows):
+            return
+        qpos, qvel, ctrl = (x.detach().cpu().double().numpy() for x in (qpos, qvel, ctrl))
+        for i in rows:
+            m, d = self.models[i], self.datas[i]
+            d.qpos[:], d.qvel[:], d.ctrl[:] = qpos[i], qvel[i], ctrl[i]
+            mujoco.mj_forward(m, d)
+            self._read(i)
+        self._tensors()
+
+    def set_model(self, mask: torch.Tensor, fields: dict[str, torch.Tensor]) -> None:
+        rows = np.flatnonzero(mask.cpu().numpy())
+        for name, values in fields.items():
+            if name not in RANDOMIZABLE:
+                raise KeyError(f"{name!r} is not a randomizable model field ({RANDOMIZABLE})")
+            values = values.detach().cpu().double().numpy()
+            for i in rows:
+                getattr(self.models[i], name)[...] = values[i]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+__all__ = ["MujocoPhysics"]

@@ -1,0 +1,194 @@
+"""Robot tasks as a VecEnv: a task (``robo_ppo/tasks/``) on a physics engine, all in torch.
+
+``backend=mujoco``: native MuJoCo on CPU threads (``mujoco_physics.py``), the
+CPU default. ``backend=mjwarp``: MuJoCo Warp (``mjwarp_physics.py``) on the
+learner's CUDA device, or on Warp's CPU device (slow; tests). The task, its
+seeds and its random stream are the same on both.
+
+This adapter adds what the VecEnv contract asks of every engine: the time
+limit (``env.max_episode_steps``, a truncation), same-step auto-reset with
+``info["final_obs"]`` / ``["final_critic_obs"]``, episode returns and
+lengths, per-term rewards (``info["reward_terms"]`` float32 ``[N, K]``, names
+in ``reward_terms``) and the asymmetric critic's observation
+(``critic_obs_dim``, ``last_critic_obs()``). On CUDA it makes no host sync per
+step: resets run under a mask every step, and episode statistics come as
+``[N]`` tensors with a mask (``episode_done``, ``episode_return_all``,
+``episode_length_all``) that the collector filters once per rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from robo_ppo.envs.base import StepInfo, VecEnv
+from robo_ppo.errors import ConfigError
+from robo_ppo.robots.description import parse_robot
+from robo_ppo.robots.model import RobotModel
+from robo_ppo.tasks import make_task, task_params_schema
+
+ROBOT_ENGINES = ("mujoco", "mjwarp")
+DEFAULT_EPISODE_LENGTH = 1000
+
+
+def _plain(x: Any) -> Any:
+    return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
+
+
+def make_physics(engine: str, model, num_envs: int, device: torch.device, num_threads: int = 0):
+    """The ``Physics`` of ``engine`` (``mujoco`` or ``mjwarp``) for ``model``.
+
+    Raises:
+        ConfigError: unknown engine; MuJoCo Warp not installed; ``mujoco`` asked for a GPU learner
+            (it steps on the CPU; its tensors are moved by the adapter).
+    """
+    if engine == "mujoco":
+        from robo_ppo.envs.mujoco_physics import MujocoPhysics
+
+        return MujocoPhysics(model, num_envs, num_threads=num_threads)
+    if engine == "mjwarp":
+        try:
+            from robo_ppo.envs.mjwarp_physics import MjWarpPhysics
+        except ImportError as e:
+            raise ConfigError(f"backend=mjwarp needs MuJoCo Warp ({e}): pip install -e '.[mjwarp]'") from None
+        return MjWarpPhysics(model, num_envs, device=device)
+    raise ConfigError(f"robot tasks run on backend=mujoco or backend=mjwarp, not {engine!r}")
+
+
+class RobotVecEnv(VecEnv):
+    """``num_envs`` environments of a robot task.
+
+    Args:
+        env_cfg: ``env`` config: ``task``, ``task_params``, ``robot`` (the description),
+            ``id``, ``max_episode_steps``.
+        engine: ``mujoco`` or ``mjwarp``.
+        num_envs: N.
+        device: the learner's device (tensors are returned there).
+        seed: seed of ``reset()`` without one.
+        num_threads: ``mujoco`` engine threads (0: one per core).
+
+    Raises:
+        ConfigError: bad robot description, task parameters or engine (one line).
+    """
+
+    def __init__(self, env_cfg, engine: str, num_envs: int, device: torch.device | str = "cpu",
+                 seed: Optional[int] = None, num_threads: int = 0):
+        if engine not in ROBOT_ENGINES:
+            raise ConfigError(f"robot tasks run on backend=mujoco or backend=mjwarp, not {engine!r}")
+        task_name = env_cfg.get("task")
+        desc = parse_robot(_plain(env_cfg.get("robot")))
+        params = task_params_schema(task_name)(_plain(env_cfg.get("task_params") or {}))
+        self.device = torch.device(device)
+        self.engine = engine
+        self.robot = RobotModel(desc, params.sim_dt)
+        physics_device = self.device if engine == "mjwarp" else torch.device("cpu")
+        self.physics = make_physics(engine, self.robot.model, num_envs, physics_device, num_threads)
+        self._seed = 0 if seed is None else int(seed)
+        self.task = make_task(task_name, self.robot, self.physics, params, seed=self._seed)
+        t = self.task
+        self.num_envs = int(num_envs)
+        self.env_id = env_cfg.get("id") or f"{desc.name}_{task_name}"
+        steps = env_cfg.get("max_episode_steps")
+        self.episode_length = DEFAULT_EPISODE_LENGTH if steps is None else int(steps)
+        self.control_dt = float(t.dt)
+        self.critic_obs_dim = int(t.critic_obs_size)
+        self.reward_terms = tuple(t.reward_terms)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (t.obs_size,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (t.action_size,), dtype=np.float32)
+        self._sync_free = self.physics.device.type == "cuda"
+        n, dev = self.num_envs, self.physics.device
+        self._steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self._ep_return = torch.zeros(n, device=dev)
+        self._all = torch.ones(n, dtype=torch.bool, device=dev)
+        self._reset_count = 0
+        self._critic: Optional[torch.Tensor] = None
+
+    def _to(self, x):
+        return x if x is None or x.device == self.device else x.to(self.device)
+
+    def reset(self, seed: Optional[int] = None) -> torch.Tensor:
+        """Reset every env; the task's generator is reseeded with ``seed`` (else the constructor's
+        seed plus the number of earlier seedless resets). Returns obs float32 ``[N, obs_dim]``."""
+        if seed is None:
+            seed = self._seed + self._reset_count
+            self._reset_count += 1
+        self.task.gen.manual_seed(int(seed))
+        self.task.reset(self._all)
+        self._steps.zero_()
+        self._ep_return.zero_()
+        obs, self._critic = self.task.observe()
+        return self._to(obs)
+
+    def step(self, actions: torch.Tensor):
+        """One control step for every env (``actions`` float32 ``[N, act_dim]``, clipped to [-1, 1]
+        by the task); returns ``obs, rewards, terminated, truncated, info`` per the VecEnv contract."""
+        t = self.task
+        actions = actions.detach().to(self.physics.device, torch.float32)
+        if actions.shape != (self.num_envs, t.action_size):
+            raise ValueError(f"actions must have shape {(self.num_envs, t.action_size)}, got {tuple(actions.shape)}")
+        reward, terminated, terms = t.step(actions)
+        self._steps += 1
+        truncated = (self._steps >= self.episode_length) & ~terminated
+        done = terminated | truncated
+        self._ep_return += reward
+        obs, critic = t.observe()
+        final_obs, final_critic = obs, critic
+        if self._sync_free or bool(done.any()):
+            t.reset(done)
+            fresh, fresh_critic = t.observe()
+            obs = torch.where(done[:, None], fresh, obs)
+            if critic is not None:
+                critic = torch.where(done[:, None], fresh_critic, critic)
+        ep_return = torch.where(done, self._ep_return, 0.0)
+        ep_length = torch.where(done, self._steps, 0).float()
+        self._ep_return = torch.where(done, 0.0, self._ep_return)
+        self._steps = torch.where(done, 0, self._steps)
+        self._critic = critic
+        to = self._to
+        info = StepInfo({"final_obs": to(final_obs), "episode_done": to(done),
+                          "episode_return_all": to(ep_return), "episode_length_all": to(ep_length),
+                          "reward_terms": to(terms)})
+        if critic is not None:
+            info["final_critic_obs"] = to(final_critic)
+        return to(obs), to(reward), to(terminated), to(truncated), info
+
+    def last_critic_obs(self) -> torch.Tensor:
+        """The critic observation float32 ``[N, critic_obs_dim]`` of the last ``reset``/``step``."""
+        if self._critic is None:
+            raise RuntimeError(f"{self.env_id} has no critic observation, or the env was not reset")
+        return self._to(self._critic)
+
+    def close(self) -> None:
+        self.physics.close()
+
+    def metadata(self) -> dict[str, Any]:
+        """Engine facts plus the task's ``robot`` metadata (the deploy contract) and entry names."""
+        meta = super().metadata()
+        robot = self.task.metadata()
+        meta["robot"] = robot
+        meta["episode_length"] = self.episode_length
+        meta["observation_names"] = [f"{e['name']}[{i}]" for e in robot["obs_layout"] for i in range(e["size"])]
+        meta["action_names"] = list(robot["joint_names"])
+        meta["reward_terms"] = list(self.reward_terms)
+        return meta
+
+
+def make_robot_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+                       seed: Optional[int] = None) -> RobotVecEnv:
+    """The VecEnv factory of ``backend=mujoco`` and ``backend=mjwarp`` (``robo_ppo.envs.ENGINES``).
+
+    Raises:
+        ConfigError: the env is not a robot task (``env.task`` unset), or as ``RobotVecEnv``.
+    """
+    if not env_cfg.get("task"):
+        raise ConfigError(f"backend={backend_cfg.name} runs robot tasks (env.task); {env_cfg.get('name')!r} is "
+                          "not one: use backend=gymnasium or envpool, or env=go1_joystick")
+    return RobotVecEnv(env_cfg, backend_cfg.name, num_envs, device=device, seed=seed,
+                       num_threads=int(backend_cfg.get("num_threads", 0) or 0))
+
+
+__all__ = ["RobotVecEnv", "make_robot_vec_env", "make_physics", "ROBOT_ENGINES"]

@@ -1,0 +1,85 @@
+"""The physics seam: what a robot task needs from an engine, batched over environments in torch.
+
+Tasks (``robo_ppo/tasks/``) are written against this class only; engines
+(``robo_ppo/envs/mujoco_physics.py``: native MuJoCo on CPU threads,
+``robo_ppo/envs/mjwarp_physics.py``: MuJoCo Warp on CUDA or Warp's CPU device)
+implement it. It sits below the tasks, so no import runs from tasks up to engines.
+
+Timing contract (the same on every engine, and the deploy loop's): the data
+of every environment is always "after ``mj_step1``": ``qpos``, ``qvel`` and
+position/velocity-stage sensors (IMU, frame, velocity, contact sensors)
+describe the current state. ``step`` holds ``ctrl`` for ``nsubsteps`` physics
+steps, each done as ``mj_step2`` then ``mj_step1`` (identical to ``mj_step``
+for the Euler integrator, and it leaves the sensors current with no extra
+``mj_forward``); acceleration-stage sensors (accelerometer, actuator force)
+therefore hold the values of the last physics step. ``set_state`` runs a full
+``mj_forward`` on the rows it writes.
+
+Per-environment model parameters (domain randomization) are written with
+``set_model``; the fields an engine must allow are ``RANDOMIZABLE``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import mujoco
+import torch
+
+RANDOMIZABLE = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", "dof_armature",
+                "dof_damping", "actuator_gainprm", "actuator_biasprm")
+"""``MjModel`` fields ``set_model`` writes per environment."""
+
+
+class Physics(ABC):
+    """``num_envs`` copies of one MuJoCo model, stepped as a batch.
+
+    Attributes:
+        model: the nominal host ``mujoco.MjModel`` (names, sizes, nominal parameters).
+        num_envs: N.
+        device: where the tensors below live.
+    """
+
+    model: mujoco.MjModel
+    num_envs: int
+    device: torch.device
+
+    @property
+    @abstractmethod
+    def qpos(self) -> torch.Tensor:
+        """float32 ``[N, nq]``: joint positions (read-only; ``set_state`` writes)."""
+
+    @property
+    @abstractmethod
+    def qvel(self) -> torch.Tensor:
+        """float32 ``[N, nv]``: joint velocities (read-only)."""
+
+    @property
+    @abstractmethod
+    def sensordata(self) -> torch.Tensor:
+        """float32 ``[N, nsensordata]``: sensor values (read-only), see the timing contract."""
+
+    @abstractmethod
+    def step(self, ctrl: torch.Tensor, nsubsteps: int) -> None:
+        """Advance every env ``nsubsteps`` physics steps holding ``ctrl`` float32 ``[N, nu]``."""
+
+    @abstractmethod
+    def set_state(self, mask: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor, ctrl: torch.Tensor) -> None:
+        """Where ``mask`` (bool ``[N]``): write ``qpos [N, nq]``, ``qvel [N, nv]``, ``ctrl [N, nu]``
+        (rows outside the mask are ignored) and run ``mj_forward`` so every sensor is current."""
+
+    @abstractmethod
+    def set_model(self, mask: torch.Tensor, fields: dict[str, torch.Tensor]) -> None:
+        """Where ``mask`` (bool ``[N]``): write per-env model parameters, ``fields[name]`` float32
+        ``[N, *shape of MjModel.<name>]`` for names in ``RANDOMIZABLE``. Takes effect at the next
+        ``step`` / ``set_state``."""
+
+    def nominal(self, name: str) -> torch.Tensor:
+        """float32 ``MjModel.<name>`` of the nominal model, on ``device``."""
+        return torch.as_tensor(getattr(self.model, name), dtype=torch.float32, device=self.device).clone()
+
+    def close(self) -> None:  # noqa: B027 - engines without resources keep the no-op
+        """Release threads or device memory."""
+
+
+__all__ = ["Physics", "RANDOMIZABLE"]

@@ -1,0 +1,448 @@
+"""Velocity-command ("joystick") locomotion for any legged robot, batched in torch.
+
+The robot tracks a command ``(vx, vy, yaw_rate)`` (m/s, m/s, rad/s, base
+frame). Written once for every robot: it reads the robot through its
+description (``robo_ppo.robots``), its joint state and its named sensors, and
+drives the physics through the ``Physics`` seam, so it runs unchanged on
+native MuJoCo (CPU threads) and MuJoCo Warp (GPU). The definitions follow
+MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew:
+
+* Action ``a`` in [-1, 1]^J (clipped): joint targets ``q* = q0 + action_scale a``
+  for position actuators (kp) with joint damping (kd): a PD loop at the physics rate.
+  ``action_latency: 1`` applies the previous step's action.
+* Observation: the terms listed in ``obs`` (``tasks/terms.py``), each
+  ``scale * (value + U(-noise, noise) * noise_level)``; the asymmetric critic
+  sees the same terms without noise, then ``privileged_obs``.
+* Reward: ``max(0, dt * sum_k scale_k term_k)`` over ``reward_scales``
+  (Playground's convention); each scaled term is reported (``reward/<term>``).
+* Episodes end when the robot falls (``robot.fall``); the time limit is the engine's.
+* Domain randomization at every reset (floor friction, joint friction loss and
+  armature, base centre of mass and payload, link masses, kp/kd, encoder
+  offsets), command resampling, optional velocity pushes.
+
+Every number is in the env config (``env.task_params``, schema
+``JoystickParams``) or the robot description; the deploy loop
+(``export/deploy.py``) reads the same declarations from the ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from omegaconf import MISSING, OmegaConf
+
+from robo_ppo.errors import ConfigError
+from robo_ppo.robots.model import RobotModel
+from robo_ppo.robots.physics import Physics
+from robo_ppo.tasks.terms import OBS_FUNCTIONS, REWARD_FUNCTIONS, StepState, gravity_from_quat
+
+COMMANDS = ("vx", "vy", "yaw_rate")
+"""Command components, in observation order (m/s, m/s, rad/s)."""
+
+
+# ------------------------------------------------------------------ params
+@dataclass
+class ObsTerm:
+    """One block of an observation."""
+
+    name: str = MISSING
+    """Unique name in the layout (metadata, logs)."""
+    fn: Optional[str] = None
+    """Function in ``tasks/terms.py: OBS_FUNCTIONS``; null: same as ``name``."""
+    sensor: Optional[str] = None
+    """Sensor role (``robot.sensors``) for ``fn: sensor``."""
+    noise: float = 0.0
+    """Uniform noise half-width, in the term's units (actor only)."""
+    scale: float = 1.0
+    """Multiplier applied after the noise."""
+
+
+@dataclass
+class CommandParams:
+    ranges: list[list[float]] = field(default_factory=lambda: [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
+    """``[lo, hi]`` of vx, vy (m/s) and yaw rate (rad/s)."""
+    keep_prob: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """At a resample, a component that changes is a new draw with this probability, else 0."""
+    change_prob: float = 0.5
+    """At a resample, the probability that each component changes."""
+    resample_mean_s: float = 5.0
+    """Mean of the exponential time between resamples (s)."""
+
+
+@dataclass
+class RandomizationParams:
+    """Per environment, drawn at every reset."""
+
+    enable: bool = True
+    floor_friction: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    frictionloss_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    armature_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    com_offset: float = 0.0
+    """Base centre-of-mass shift U(-x, x) per axis (m)."""
+    link_mass_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    payload: float = 0.0
+    """Base mass offset U(-x, x) (kg)."""
+    joint_offset: float = 0.0
+    """Encoder calibration error U(-x, x) (rad): the robot reads q + offset."""
+    kp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    kd_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+
+
+@dataclass
+class PushParams:
+    enable: bool = False
+    max_velocity: float = 1.0
+    """Horizontal base velocity kick U(0, x) (m/s) in a random direction."""
+    interval_s: list[float] = field(default_factory=lambda: [5.0, 10.0])
+
+
+@dataclass
+class JoystickParams:
+    """Every number of the task (``env.task_params``)."""
+
+    ctrl_dt: float = 0.02
+    sim_dt: float = 0.004
+    action_scale: float = 0.5
+    action_latency: int = 0
+    soft_joint_limit_factor: float = 0.95
+    tracking_sigma: float = 0.25
+    max_foot_height: float = 0.1
+    """Target swing height (m) of the feet terms."""
+    pose_weights: Optional[list[float]] = None
+    """Per-joint weights of the ``pose`` reward (null: 1)."""
+    reset_xy: float = 0.5
+    reset_base_velocity: float = 0.5
+    noise_level: float = 1.0
+    """Multiplies every obs term's noise (0: none)."""
+    obs: list[ObsTerm] = field(default_factory=list)
+    privileged_obs: list[ObsTerm] = field(default_factory=list)
+    """Critic-only terms, after the actor's terms (noise-free)."""
+    reward_scales: dict[str, float] = field(default_factory=dict)
+    commands: CommandParams = field(default_factory=CommandParams)
+    randomization: RandomizationParams = field(default_factory=RandomizationParams)
+    push: PushParams = field(default_factory=PushParams)
+
+
+def parse_params(params: Any) -> JoystickParams:
+    """Validate ``env.task_params``.
+
+    Raises:
+        ConfigError: unknown key, wrong type, unknown term, bad timing (one line).
+    """
+    if isinstance(params, JoystickParams):
+        return params
+    try:
+        p = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JoystickParams), params or {}))
+    except Exception as e:  # omegaconf's errors name the key
+        raise ConfigError(f"env.task_params: {e}".splitlines()[0]) from None
+    if p.action_latency not in (0, 1):
+        raise ConfigError(f"env.task_params.action_latency must be 0 or 1, got {p.action_latency}")
+    ratio = p.ctrl_dt / p.sim_dt if p.sim_dt > 0 else 0
+    if p.sim_dt <= 0 or ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
+        raise ConfigError("env.task_params.ctrl_dt must be a positive multiple of sim_dt")
+    if len(p.commands.ranges) != 3 or any(len(r) != 2 for r in p.commands.ranges):
+        raise ConfigError("env.task_params.commands.ranges must be three [lo, hi] pairs (vx, vy, yaw_rate)")
+    for group in ("obs", "privileged_obs"):
+        names = [t.name for t in getattr(p, group)]
+        for t in getattr(p, group):
+            fn = t.fn or t.name
+            if fn not in OBS_FUNCTIONS:
+                raise ConfigError(f"env.task_params.{group}: term {t.name!r} uses unknown function {fn!r}; "
+                                  f"known: {sorted(OBS_FUNCTIONS)}")
+            if group == "obs" and not OBS_FUNCTIONS[fn].deploy:
+                raise ConfigError(f"env.task_params.obs: {t.name!r} ({fn}) is privileged (a robot cannot "
+                                  "measure it); move it to privileged_obs")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"env.task_params.{group} names a term twice: {names}")
+    unknown = sorted(set(p.reward_scales) - set(REWARD_FUNCTIONS))
+    if unknown:
+        raise ConfigError(f"env.task_params.reward_scales: unknown term(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
+    if not p.obs:
+        raise ConfigError("env.task_params.obs is empty: list the actor's observation terms")
+    return p
+
+
+# -------------------------------------------------------------------- task
+class Joystick:
+    """The joystick task over ``physics.num_envs`` environments.
+
+    Args:
+        robot: the robot bound to its model (``RobotModel``; ``physics`` steps ``robot.model``).
+        physics: the engine (``robo_ppo.robots.physics.Physics``).
+        params: ``JoystickParams`` or a mapping of its fields.
+        seed: seeds the task's torch generator (resets, commands, noise, randomization).
+
+    Attributes: ``obs_size``, ``critic_obs_size``, ``action_size`` (= joints), ``dt`` (s),
+    ``reward_terms`` (names, in ``step``'s ``terms`` order), ``obs_layout`` /
+    ``critic_obs_layout`` (``[(name, size)]``).
+
+    Raises:
+        ConfigError: parameters or terms the robot cannot provide (one line).
+    """
+
+    name = "joystick"
+
+    def __init__(self, robot: RobotModel, physics: Physics, params: Any = None, seed: int = 0):
+        self.p = p = parse_params(params)
+        self.robot, self.physics = robot, physics
+        self.n, self.device = physics.num_envs, physics.device
+        dev, f32 = self.device, torch.float32
+        self.gen = torch.Generator(device=dev)
+        self.gen.manual_seed(int(seed))
+        self.n_substeps = int(round(p.ctrl_dt / p.sim_dt))
+        self.dt = p.ctrl_dt
+        J, F = robot.njoints, len(robot.feet_sites)
+        self.action_size = J
+        tensor = lambda x, dtype=f32: torch.as_tensor(x, dtype=dtype, device=dev)  # noqa: E731
+        self.q0 = tensor(robot.default_pose)
+        self.pose_weights = tensor(p.pose_weights if p.pose_weights is not None else [1.0] * J)
+        if len(self.pose_weights) != J:
+            raise ConfigError(f"env.task_params.pose_weights has {len(self.pose_weights)} entries; {J} joints")
+        lo, hi = robot.joint_range.T
+        mid, half = (lo + hi) / 2, (hi - lo) / 2 * p.soft_joint_limit_factor
+        self.soft_lower, self.soft_upper = tensor(mid - half), tensor(mid + half)
+        self.init_qpos = tensor(robot.init_qpos)
+        self.qpos_adr, self.dof_adr = tensor(robot.qpos_adr, torch.long), tensor(robot.dof_adr, torch.long)
+        self.act_ids = tensor(robot.act_ids, torch.long)
+        self.cmd_lo, self.cmd_hi = tensor([r[0] for r in p.commands.ranges]), tensor([r[1] for r in p.commands.ranges])
+        self.reward_terms = tuple(k for k, v in p.reward_scales.items() if v != 0.0)
+        self._scales = tensor([p.reward_scales[k] for k in self.reward_terms])
+        # declarations -> layouts (sizes ask the robot, so a missing sensor fails here)
+        self._obs = [(t, OBS_FUNCTIONS[t.fn or t.name]) for t in p.obs]
+        self._priv = [(t, OBS_FUNCTIONS[t.fn or t.name]) for t in p.privileged_obs]
+        self.obs_layout = [(t.name, f.size(robot, t)) for t, f in self._obs]
+        self.critic_obs_layout = self.obs_layout + [(t.name, f.size(robot, t)) for t, f in self._priv]
+        self.obs_size = sum(s for _, s in self.obs_layout)
+        self.critic_obs_size = sum(s for _, s in self.critic_obs_layout) if self._priv else 0
+        # sensors the task itself reads (fails at start-up if the robot lacks one)
+        self._s = {role: robot.sensor(role) for role in ("gyro", "local_linvel", "upvector", "global_linvel",
+                                                         "global_angvel", "orientation")}
+        self._feet_contact, self._feet_vel = robot.foot_sensor("contact"), robot.foot_sensor("linvel")
+        self._feet_pos = robot.foot_sensor("pos")
+        # nominal model fields for randomization
+        self._nominal = {k: physics.nominal(k) for k in ("geom_friction", "body_mass", "body_ipos",
+                                                         "dof_frictionloss", "dof_armature", "dof_damping",
+                                                         "actuator_gainprm", "actuator_biasprm")}
+        # per-env state
+        N = self.n
+        zeros = lambda *shape, dtype=f32: torch.zeros(N, *shape, dtype=dtype, device=dev)  # noqa: E731
+        self.command, self.last_act = zeros(3), zeros(J)
+        self.air_time, self.swing_peak, self.last_contact = zeros(F), zeros(F), zeros(F, dtype=torch.bool)
+        self.steps_until_cmd, self.steps_until_push = zeros(dtype=torch.long), zeros(dtype=torch.long)
+        self.joint_offset, self.dr_summary = zeros(J), zeros(7)
+        self.ctrl = zeros(physics.model.nu)
+        self._refresh()
+
+    # ---------------------------------------------------------------- helpers
+    def _uniform(self, lo, hi, *shape) -> torch.Tensor:
+        u = torch.rand(self.n, *shape, generator=self.gen, device=self.device)
+        return lo + (hi - lo) * u
+
+    def _exp_steps(self, mean_s: float) -> torch.Tensor:
+        u = torch.rand(self.n, generator=self.gen, device=self.device).clamp_min(1e-12)
+        return torch.round(-torch.log(u) * mean_s / self.dt).long()
+
+    def _push_steps(self) -> torch.Tensor:
+        lo, hi = self.p.push.interval_s
+        return torch.round(self._uniform(lo, hi) / self.dt).long()
+
+    def _refresh(self) -> None:
+        """Read the physics state the observation terms use."""
+        ph = self.physics
+        self.sd, self.qpos, self.qvel = ph.sensordata, ph.qpos, ph.qvel
+        self.joint_pos, self.joint_vel = self.qpos[:, self.qpos_adr], self.qvel[:, self.dof_adr]
+
+    def _set_ctrl(self, applied: torch.Tensor) -> torch.Tensor:
+        # the robot believes it is at q + offset, so its PD holds q at q* - offset
+        target = self.q0 + self.p.action_scale * applied - self.joint_offset
+        return self.ctrl.index_copy(1, self.act_ids, target)
+
+    def _resample(self, command: torch.Tensor) -> torch.Tensor:
+        """Playground's scheme: each component changes with ``change_prob``; a changed component is a
+        fresh U(lo, hi) draw with ``keep_prob``, else 0."""
+        c = self.p.commands
+        draw = self._uniform(self.cmd_lo, self.cmd_hi, 3)
+        keep = torch.rand(self.n, 3, generator=self.gen, device=self.device) < torch.as_tensor(
+            c.keep_prob, device=self.device)
+        change = torch.rand(self.n, 3, generator=self.gen, device=self.device) < c.change_prob
+        return torch.where(change, draw * keep, command)
+
+    def _randomize(self, mask: torch.Tensor) -> None:
+        r, nom, rb = self.p.randomization, self._nominal, self.robot
+        N, J, dev = self.n, rb.njoints, self.device
+        rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
+        fields = {k: rep(v) for k, v in nom.items()}
+        if r.enable:
+            friction = self._uniform(*r.floor_friction)
+            com = self._uniform(-r.com_offset, r.com_offset, 3)
+            payload = self._uniform(-r.payload, r.payload)
+            kp_s, kd_s = self._uniform(*r.kp_scale), self._uniform(*r.kd_scale)
+            mass_s = self._uniform(*r.link_mass_scale, nom["body_mass"].shape[0])
+            fl_s, arm_s = self._uniform(*r.frictionloss_scale, J), self._uniform(*r.armature_scale, J)
+            offset = self._uniform(-r.joint_offset, r.joint_offset, J)
+        else:
+            friction = fields["geom_friction"][:, rb.floor_geom, 0].clone()
+            com, payload, offset = torch.zeros(N, 3, device=dev), torch.zeros(N, device=dev), torch.zeros(N, J, device=dev)
+            kp_s = kd_s = torch.ones(N, device=dev)
+            mass_s, fl_s, arm_s = torch.ones_like(fields["body_mass"]), torch.ones(N, J, device=dev), torch.ones(N, J, device=dev)
+        dof, act, base = self.dof_adr, self.act_ids, rb.base_body
+        kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
+        kd = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev) * kd_s[:, None]
+        fields["geom_friction"][:, rb.floor_geom, 0] = friction
+        fields["dof_frictionloss"][:, dof] *= fl_s
+        fields["dof_armature"][:, dof] *= arm_s
+        fields["dof_damping"][:, dof] = kd
+        fields["body_ipos"][:, base] += com
+        fields["body_mass"] *= mass_s
+        fields["body_mass"][:, base] += payload
+        fields["actuator_gainprm"][:, act, 0] = kp
+        fields["actuator_biasprm"][:, act, 1] = -kp
+        self.physics.set_model(mask, fields)
+        m = mask[:, None]
+        self.joint_offset = torch.where(m, offset, self.joint_offset)
+        summary = torch.cat([friction[:, None], payload[:, None], com, kp_s[:, None], kd_s[:, None]], 1)
+        self.dr_summary = torch.where(m, summary, self.dr_summary)
+
+    # ------------------------------------------------------------------- api
+    def reset(self, mask: torch.Tensor) -> None:
+        """Start new episodes where ``mask`` (bool ``[N]``): the init keyframe shifted by
+        U(-reset_xy, reset_xy) m in x/y with yaw U(-pi, pi), base velocity U(-v, v) per component,
+        fresh randomization and command. Draws for every row (the random stream does not depend
+        on which rows reset)."""
+        p, rb = self.p, self.robot
+        N, dev = self.n, self.device
+        r0, d0 = rb.root_qpos, rb.root_dof
+        qpos = self.init_qpos.repeat(N, 1)
+        qpos[:, r0:r0 + 2] += self._uniform(-p.reset_xy, p.reset_xy, 2)
+        yaw = self._uniform(-math.pi, math.pi)
+        qpos[:, r0 + 3:r0 + 7] = torch.stack([torch.cos(yaw / 2), torch.zeros_like(yaw), torch.zeros_like(yaw),
+                                              torch.sin(yaw / 2)], 1)
+        qvel = torch.zeros(N, self.physics.model.nv, device=dev)
+        v = p.reset_base_velocity
+        qvel[:, d0:d0 + 6] = self._uniform(-v, v, 6)
+        self._randomize(mask)
+        command = self._uniform(self.cmd_lo, self.cmd_hi, 3)
+        until_cmd, until_push = self._exp_steps(p.commands.resample_mean_s), self._push_steps()
+        m = mask[:, None]
+        self.command = torch.where(m, command, self.command)
+        self.steps_until_cmd = torch.where(mask, until_cmd, self.steps_until_cmd)
+        self.steps_until_push = torch.where(mask, until_push, self.steps_until_push)
+        self.last_act = torch.where(m, 0.0, self.last_act)
+        self.air_time = torch.where(m, 0.0, self.air_time)
+        self.swing_peak = torch.where(m, 0.0, self.swing_peak)
+        self.last_contact = torch.where(m, False, self.last_contact)
+        self.ctrl = torch.where(m, self._set_ctrl(torch.zeros_like(self.last_act)), self.ctrl)
+        self.physics.set_state(mask, qpos, qvel, self.ctrl)
+        self._refresh()
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One control step with ``actions`` float32 ``[N, J]``.
+
+        Returns ``(reward [N], terminated [N] bool, terms [N, K])``: ``terms`` are the scaled
+        reward terms (``reward_terms`` order) before the clip at 0.
+        """
+        p, rb, ph = self.p, self.robot, self.physics
+        actions = actions.clamp(-1.0, 1.0)
+        applied = self.last_act if p.action_latency else actions
+        self.ctrl = self._set_ctrl(applied)
+        if p.push.enable:
+            push = self.steps_until_push <= 0
+            angle = self._uniform(0.0, 2 * math.pi)
+            kick = self._uniform(0.0, p.push.max_velocity) * push
+            qvel = ph.qvel.clone()
+            qvel[:, rb.root_dof] += kick * torch.cos(angle)
+            qvel[:, rb.root_dof + 1] += kick * torch.sin(angle)
+            ph.set_state(push, ph.qpos, qvel, self.ctrl)
+            self.steps_until_push = torch.where(push, self._push_steps(), self.steps_until_push - 1)
+        ph.step(self.ctrl, self.n_substeps)
+        self._refresh()
+        sd = self.sd
+        contact = sd[:, self._feet_contact[:, 0]] > 0
+        first_contact = (self.air_time > 0) & (contact | self.last_contact)
+        air_time = self.air_time + self.dt
+        foot_z = sd[:, self._feet_pos[:, 2]]
+        swing_peak = torch.maximum(self.swing_peak, foot_z)
+        gravity = gravity_from_quat(sd[:, self._s["orientation"]])
+        fall = rb.desc.fall
+        terminated = -gravity[:, 2] < fall.max_tilt_cos
+        if fall.min_base_height > 0:
+            terminated |= self.qpos[:, rb.root_qpos + 2] < fall.min_base_height
+        s = StepState(
+            actions=actions, last_act=self.last_act, command=self.command,
+            local_linvel=sd[:, self._s["local_linvel"]], gyro=sd[:, self._s["gyro"]],
+            global_linvel=sd[:, self._s["global_linvel"]], global_angvel=sd[:, self._s["global_angvel"]],
+            up=sd[:, self._s["upvector"]], q=self.joint_pos, qd=self.joint_vel, torque=sd[:, rb.force_adr],
+            contact=contact, first_contact=first_contact, air_time=air_time, swing_peak=swing_peak,
+            feet_vxy=sd[:, self._feet_vel[:, :2]], foot_z=foot_z,
+            moving=(self.command.norm(dim=-1) > 0.01).float(), terminated=terminated)
+        raw = torch.stack([REWARD_FUNCTIONS[k](self, s) for k in self.reward_terms], 1)
+        terms = raw * self._scales * self.dt
+        reward = terms.sum(1).clamp_min(0.0)
+        self.last_act = actions
+        self.air_time = air_time * ~contact
+        self.swing_peak = swing_peak * ~contact
+        self.last_contact = contact
+        due = self.steps_until_cmd <= 0
+        resampled, until = self._resample(self.command), self._exp_steps(p.commands.resample_mean_s)
+        self.command = torch.where(due[:, None], resampled, self.command)
+        self.steps_until_cmd = torch.where(due, until, self.steps_until_cmd - 1)
+        return reward, terminated, terms
+
+    def observe(self, noise: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(obs [N, obs_size], critic_obs [N, critic_obs_size] or None)`` of the current state;
+        the actor's terms get U(-noise, noise) * noise_level unless ``noise=False``."""
+        level = self.p.noise_level if noise else 0.0
+        actor, clean = [], []
+        for t, f in self._obs:
+            value = f.value(self, t)
+            clean.append(t.scale * value)
+            if level and t.noise:
+                value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
+                    t.noise * level)
+            actor.append(t.scale * value)
+        obs = torch.cat(actor, 1)
+        if not self._priv:
+            return obs, None
+        critic = torch.cat(clean + [t.scale * f.value(self, t) for t, f in self._priv], 1)
+        return obs, critic
+
+    # --------------------------------------------------------------- metadata
+    def metadata(self) -> dict[str, Any]:
+        """What a robot-side program needs (JSON-ready; goes into the ONNX file as ``robot``).
+
+        Derived from the robot description and the term declarations: the model file, joint
+        order, default pose, action scale/offset/clip, gains, torque limits, rates, each
+        observation term (name, function, offset, size, scale, what it reads), the commands
+        and their ranges, the action latency and the fall condition.
+        """
+        rb, p, d = self.robot, self.p, self.robot.desc
+        layout, start = [], 0
+        for (t, f), (_, size) in zip(self._obs, self.obs_layout, strict=True):
+            layout.append({"name": t.name, "fn": t.fn or t.name, "start": start, "size": size,
+                           "scale": t.scale, **f.source(rb, t)})
+            start += size
+        return {
+            "name": d.name, "task": self.name,
+            "model": {"package": d.model.package, "path": d.model.path, "install": d.model.install},
+            "joint_names": list(d.joint_names),
+            "default_pose": [float(x) for x in rb.default_pose],
+            "init_keyframe": d.init_keyframe,
+            "action_scale": p.action_scale, "action_offset": "default_pose", "action_clip": [-1.0, 1.0],
+            "kp": [float(x) for x in rb.kp], "kd": [float(x) for x in rb.kd],
+            "torque_limits": [float(x) for x in rb.torque_limits],
+            "control_dt": p.ctrl_dt, "sim_dt": p.sim_dt,
+            "base_body": d.base_body, "imu_site": d.imu_site,
+            "sensors": dict(d.sensors),
+            "obs_layout": layout,
+            "critic_obs_layout": [{"name": n, "size": s} for n, s in self.critic_obs_layout],
+            "commands": list(COMMANDS),
+            "command_ranges": {k: [float(v) for v in r] for k, r in zip(COMMANDS, p.commands.ranges, strict=True)},
+            "action_latency": p.action_latency,
+            "fall": {"max_tilt_cos": d.fall.max_tilt_cos, "min_base_height": d.fall.min_base_height},
+        }
+
+
+__all__ = ["Joystick", "JoystickParams", "ObsTerm", "parse_params", "COMMANDS"]
