@@ -359,37 +359,39 @@ class Joystick:
             self.steps_until_push = torch.where(push, self._push_steps(), self.steps_until_push - 1)
         ph.step(self.ctrl, self.n_substeps)
         self._refresh()
-        sd = self.sd
-        contact = sd[:, self._feet_contact[:, 0]] > 0
-        first_contact = (self.air_time > 0) & (contact | self.last_contact)
-        air_time = self.air_time + self.dt
-        foot_z = sd[:, self._feet_pos[:, 2]]
-        swing_peak = torch.maximum(self.swing_peak, foot_z)
-        gravity = gravity_from_quat(sd[:, self._s["orientation"]])
-        fall = rb.desc.fall
-        terminated = -gravity[:, 2] < fall.max_tilt_cos
-        if fall.min_base_height > 0:
-            terminated |= self.qpos[:, rb.root_qpos + 2] < fall.min_base_height
-        s = StepState(
-            actions=actions, last_act=self.last_act, command=self.command,
-            local_linvel=sd[:, self._s["local_linvel"]], gyro=sd[:, self._s["gyro"]],
-            global_linvel=sd[:, self._s["global_linvel"]], global_angvel=sd[:, self._s["global_angvel"]],
-            up=sd[:, self._s["upvector"]], q=self.joint_pos, qd=self.joint_vel, torque=sd[:, rb.force_adr],
-            contact=contact, first_contact=first_contact, air_time=air_time, swing_peak=swing_peak,
-            feet_vxy=sd[:, self._feet_vel[:, :2]], foot_z=foot_z,
-            moving=(self.command.norm(dim=-1) > 0.01).float(), terminated=terminated)
+        s = self.step_state(actions)
         raw = torch.stack([REWARD_FUNCTIONS[k](self, s) for k in self.reward_terms], 1)
         terms = raw * self._scales * self.dt
         reward = terms.sum(1).clamp_min(0.0)
         self.last_act = actions
-        self.air_time = air_time * ~contact
-        self.swing_peak = swing_peak * ~contact
-        self.last_contact = contact
+        self.air_time = s.air_time * ~s.contact
+        self.swing_peak = s.swing_peak * ~s.contact
+        self.last_contact = s.contact
         due = self.steps_until_cmd <= 0
         resampled, until = self._resample(self.command), self._exp_steps(p.commands.resample_mean_s)
         self.command = torch.where(due[:, None], resampled, self.command)
         self.steps_until_cmd = torch.where(due, until, self.steps_until_cmd - 1)
-        return reward, terminated, terms
+        return reward, s.terminated, terms
+
+    def step_state(self, actions: torch.Tensor) -> StepState:
+        """The reward terms' view of the current physics state after ``actions`` [N, J] (clipped)."""
+        rb, sd = self.robot, self.sd
+        contact = sd[:, self._feet_contact[:, 0]] > 0
+        foot_z = sd[:, self._feet_pos[:, 2]]
+        gravity = gravity_from_quat(sd[:, self._s["orientation"]])
+        fall = rb.desc.fall
+        terminated = -gravity[:, 2] < fall.max_tilt_cos
+        if fall.min_base_height > 0:
+            terminated = terminated | (self.qpos[:, rb.root_qpos + 2] < fall.min_base_height)
+        return StepState(
+            actions=actions, last_act=self.last_act, command=self.command,
+            local_linvel=sd[:, self._s["local_linvel"]], gyro=sd[:, self._s["gyro"]],
+            global_linvel=sd[:, self._s["global_linvel"]], global_angvel=sd[:, self._s["global_angvel"]],
+            up=sd[:, self._s["upvector"]], q=self.joint_pos, qd=self.joint_vel, torque=sd[:, rb.force_adr],
+            contact=contact, first_contact=(self.air_time > 0) & (contact | self.last_contact),
+            air_time=self.air_time + self.dt, swing_peak=torch.maximum(self.swing_peak, foot_z),
+            feet_vxy=sd[:, self._feet_vel[:, :2]], foot_z=foot_z,
+            moving=(self.command.norm(dim=-1) > 0.01).float(), terminated=terminated)
 
     def observe(self, noise: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(obs [N, obs_size], critic_obs [N, critic_obs_size] or None)`` of the current state;

