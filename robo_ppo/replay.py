@@ -13,21 +13,22 @@ Actions are deterministic (Gaussian mean / argmax) by default;
 ``deterministic=false`` samples from a checkpoint's policy (an ONNX file holds
 only the deterministic graph).
 
-Robot policies (metadata ``robot`` with name ``go1``, task ``go1_joystick``)
-run in the deployment kit's robot-side loop instead (``export/go1_deploy.py``,
-shipped in the wheel as ``robo_ppo/deploy_kit``): the Go1 follows a command
-schedule (``schedule=default|random`` or a list of ``[seconds, vx, vy,
-yaw_rate]``; ``segments``/``segment_seconds`` shape a random one) and the kit's
-per-segment table is printed. A checkpoint is first exported to a temporary
-ONNX file (with the export's parity check). ``episodes`` and
-``max_episode_steps`` do not apply there.
+Robot policies (any policy with ``robot`` metadata, whatever the robot) run
+in the deployment kit's robot-side loop instead (``export/deploy.py``, shipped
+in the wheel as ``robo_ppo/deploy_kit``): the robot follows a command schedule
+(``schedule=default|random`` or a list of ``[seconds, *command]`` in the
+policy's command order, e.g. ``[seconds, vx, vy, yaw_rate]``;
+``segments``/``segment_seconds`` shape a random one) and the kit's per-segment
+table is printed. A checkpoint is first exported to a temporary ONNX file (with
+the export's parity check). ``episodes`` and ``max_episode_steps`` do not apply
+there.
 
 Video (``video=true``): the first ``video_episodes`` episodes are rendered
 offscreen at ``1 / control_dt`` frames per second and written as H.264 MP4
 with imageio-ffmpeg. MuJoCo tasks are filmed by a tracking camera that follows
 the robot's root body (the first free-moving child of the world body) from the
 side, as MuJoCo's viewers do, so a running robot stays in the picture; frames
-carry an overlay with the step, time and return so far (the Go1: time,
+carry an overlay with the step, time and return so far (robots: time,
 segment, commanded and measured velocities, falls). Offscreen rendering needs
 an OpenGL backend without a display: ``MUJOCO_GL=egl`` (the default this
 command sets when the variable is unset; Debian/Ubuntu packages ``libegl1
@@ -80,9 +81,9 @@ class ReplayConfig:
     max_episode_steps: int | None = None
     """Time limit override; null = the training run's limit."""
     schedule: Any = "default"
-    """Robot policies (Go1): ``default`` (forward, turn, sidestep, backward, stop; 5 s each), ``random``
+    """Robot policies: ``default`` (forward, turn, sidestep, backward, stop; 5 s each), ``random``
     (``segments`` x ``segment_seconds`` s, commands drawn from the policy's command ranges with ``seed``),
-    or a list of ``[seconds, vx, vy, yaw_rate]``."""
+    or a list of ``[seconds, *command]`` in the policy's command order (e.g. vx, vy, yaw_rate)."""
     segments: int = 20
     """Robot policies, ``schedule=random``: number of command segments."""
     segment_seconds: float = 5.0
@@ -151,7 +152,7 @@ def _checkpoint_policy(path: Path, deterministic: bool, state: dict[str, Any] | 
     if engine == "brax":
         raise ConfigError(
             f"{state['path']} was trained on the Brax engine, whose observations differ from "
-            "gymnasium's (ant: 27 vs 105); replay runs gymnasium tasks and the Go1 robot only: judge "
+            "gymnasium's (ant: 27 vs 105); replay runs gymnasium tasks and robot policies only: judge "
             "Brax policies by the run's own evaluation (metrics.csv eval_return)")
     policy = policy_from_checkpoint(state, device="cpu")
     generator = torch.Generator()
@@ -402,14 +403,14 @@ def deploy_kit_dir() -> Path:
     if (here.parent / "pyproject.toml").is_file():
         candidates.insert(0, here.parent / "export")
     for candidate in candidates:
-        if (candidate / "go1_deploy.py").is_file():
+        if (candidate / "deploy.py").is_file():
             return candidate
-    raise ConfigError(f"the deployment kit (go1_deploy.py) is not in {here.parent / 'export'} nor in "
+    raise ConfigError(f"the deployment kit (deploy.py) is not in {here.parent / 'export'} nor in "
                       f"{here / 'deploy_kit'}; reinstall robo_ppo")
 
 
 @functools.cache
-def load_deploy_kit(name: str = "go1_deploy") -> ModuleType:
+def load_deploy_kit(name: str = "deploy") -> ModuleType:
     """Import ``<deploy kit>/<name>.py`` (it imports its siblings, e.g. ``onnx_controller``, itself)."""
     path = deploy_kit_dir() / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"robo_ppo_deploy_kit_{name}", path)
@@ -424,32 +425,32 @@ def load_deploy_kit(name: str = "go1_deploy") -> ModuleType:
 
 
 def _robot_schedule(kit: ModuleType, schedule: Any, segments: int, segment_seconds: float, seed: int,
-                    robot: dict[str, Any]) -> list[tuple[float, float, float, float]]:
+                    robot: dict[str, Any]) -> list[tuple[float, ...]]:
+    commands = list(robot.get("commands") or ())
     if OmegaConf.is_config(schedule):
         schedule = OmegaConf.to_container(schedule)
     if schedule == "default":
-        return kit.default_schedule()
+        return kit.default_schedule(commands)
     if schedule == "random":
         if segments < 1 or not segment_seconds > 0:
             raise ConfigError(f"schedule=random needs segments >= 1 and segment_seconds > 0, got {segments} "
                               f"and {segment_seconds}")
-        return kit.random_schedule(segments, segment_seconds, seed, robot.get("command_ranges"))
+        return kit.random_schedule(segments, segment_seconds, seed, robot.get("command_ranges"), commands=commands)
     try:
         out = [tuple(float(v) for v in seg) for seg in schedule]
     except (TypeError, ValueError):
         out = []
-    if not out or any(len(seg) != 4 or not seg[0] > 0 for seg in out):
-        raise ConfigError(f"schedule must be default, random or a list of [seconds > 0, vx, vy, yaw_rate], "
+    if not out or any(len(seg) != 1 + len(commands) or not seg[0] > 0 for seg in out):
+        raise ConfigError(f"schedule must be default, random or a list of [seconds > 0, {', '.join(commands)}], "
                           f"got {schedule!r}")
     return out
 
 
 def _robot_frame_lines(info: dict[str, Any]) -> list[str]:
-    vx, vy, yaw = info["command"]
-    mx, my, myaw = info["velocity"]
+    names = info["commands"]
     return [f"t {info['time_s']:6.2f} s   segment {info['segment'] + 1}/{info['segments']}",
-            f"command   vx {vx:+.2f}  vy {vy:+.2f}  yaw {yaw:+.2f}",
-            f"measured  vx {mx:+.2f}  vy {my:+.2f}  yaw {myaw:+.2f}",
+            "command   " + "  ".join(f"{n} {v:+.2f}" for n, v in zip(names, info["command"], strict=True)),
+            "measured  " + "  ".join(f"{n} {v:+.2f}" for n, v in zip(names, info["velocity"], strict=True)),
             f"falls {info['falls']}"]
 
 
@@ -460,17 +461,18 @@ def _replay_robot(path: Path, kind: str, robot: dict[str, Any], task_id: str, st
     """A robot policy in the deployment kit's robot-side loop (see the module docstring)."""
     from robo_ppo.export import export_checkpoint
 
-    name = robot.get("name") if isinstance(robot, dict) else None
-    if name != "go1":
-        raise ConfigError(f"{path.name} is a policy for the robot {name!r}; replay runs the Go1 only "
-                          "(its robot-side loop is export/go1_deploy.py)")
     if not deterministic:
         raise ConfigError(f"{path.name}: a robot policy replays as its deterministic ONNX controller; "
                           "use deterministic=true")
     if env_id is not None and env_id != task_id:
         raise ConfigError(f"{path.name} (trained on {task_id}) does not match the task {env_id}; omit env_id")
-    kit = load_deploy_kit("go1_deploy")
-    plan = _robot_schedule(kit, schedule, segments, segment_seconds, seed, robot)
+    kit = load_deploy_kit("deploy")
+    try:
+        kit.check_robot(robot, path.name)
+        plan = _robot_schedule(kit, schedule, segments, segment_seconds, seed, robot)
+    except kit.DeployError as e:
+        raise ConfigError(str(e)) from None
+    name = str(robot.get("name") or "robot")
     out = _video_path(video_path, path) if video else None
     with tempfile.TemporaryDirectory(prefix="robo_ppo_replay_") as tmp:
         onnx_path = path if kind == "onnx" else export_checkpoint(state["path"], Path(tmp) / "policy.onnx")["path"]
@@ -537,7 +539,7 @@ def replay(policy: str | Path, episodes: int = 5, seed: int = 0, deterministic: 
         raise ConfigError(
             f"{p} was exported from a Brax-engine run of {task_id} and has no robot metadata; replay runs "
             "gymnasium tasks and robot policies only: re-export the run's checkpoint with robo-ppo-export "
-            "(go1_joystick checkpoints carry the robot metadata), or judge the policy by the run's own "
+            "(robot task checkpoints carry the robot metadata), or judge the policy by the run's own "
             "evaluation (metrics.csv eval_return)")
     if robot:
         return _replay_robot(Path(state["path"]) if state else p, "checkpoint" if state else "onnx", robot, task_id,
@@ -612,7 +614,7 @@ def format_table(result: dict[str, Any]) -> str:
     if result.get("robot"):
         lines = [f"{result['task_id']} | {result['source']} {Path(result['policy']).name} | robot "
                  f"{result['robot']}, {len(result['segments'])} command segments",
-                 load_deploy_kit("go1_deploy").format_table(result)]
+                 load_deploy_kit("deploy").format_table(result)]
     else:
         lines = [f"{result['task_id']} | {result['source']} {Path(result['policy']).name} | "
                  f"{len(result['returns'])} episodes",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -19,12 +21,52 @@ def load_kit(name: str):
     return module
 
 
-def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int = 48, act_dim: int = 12,
-                       engine: str | None = None) -> Path:
+ROBOT_ENV = "go1_joystick"
+"""The robot task the deploy tests build their metadata from (a real RobotVecEnv's)."""
+QUIET_ROBOT = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
+               "backend.num_threads=1"]
+"""Overrides of a noise-free, unrandomized robot env (no encoder offsets) on one thread."""
+
+
+def robot_env(num_envs: int = 1, *overrides: str, seed: int = 0, env: str = ROBOT_ENV):
+    """A ``RobotVecEnv`` (backend mujoco) of ``env=<env>`` with :data:`QUIET_ROBOT` and ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from robo_ppo.config import register_configs
+    from robo_ppo.envs import make_vec_env
+    from robo_ppo.hydra_utils import config_dir
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+        cfg = compose("train", overrides=[f"env={env}", "backend=mujoco", *QUIET_ROBOT, *overrides])
+    return make_vec_env(cfg.env, cfg.backend, num_envs, seed=seed)
+
+
+@functools.cache
+def robot_metadata(*overrides: str) -> dict:
+    """``RobotVecEnv.metadata()`` of a one-env :func:`robot_env` (``robot`` is the deploy contract)."""
+    env = robot_env(1, *overrides)
+    try:
+        return copy.deepcopy(env.metadata())
+    finally:
+        env.close()
+
+
+def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int | None = None,
+                       act_dim: int | None = None, engine: str | None = None,
+                       task_id: str = "Go1JoystickFlatTerrain") -> Path:
     """A constant ONNX policy, obs ``[batch, obs_dim]`` -> actions ``obs @ 0 + bias``, with
-    robo_ppo's metadata encoding (strings verbatim, the rest JSON) and ``robot`` when given."""
+    robo_ppo's metadata encoding (strings verbatim, the rest JSON) and ``robot`` when given.
+    ``obs_dim``/``act_dim`` default to the robot's (its obs_layout, its joints), else 48 and 12."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    if obs_dim is None:
+        obs_dim = sum(int(e["size"]) for e in robot["obs_layout"]) if robot else 48
+    if act_dim is None:
+        act_dim = len(robot["joint_names"]) if robot else 12
 
     w = numpy_helper.from_array(np.zeros((obs_dim, act_dim), np.float32), "w")
     b = numpy_helper.from_array(np.zeros(act_dim, np.float32) if bias is None else
@@ -35,8 +77,8 @@ def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int =
         [helper.make_tensor_value_info("actions", TensorProto.FLOAT, ["batch", act_dim])], [w, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
     meta = {"format": "robo_ppo.policy/1", "obs_dim": obs_dim, "act_dim": act_dim, "action_type": "continuous",
-            "action_low": [-1.0] * act_dim, "action_high": [1.0] * act_dim, "task_id": "Go1JoystickFlatTerrain",
-            "control_dt": 0.02}
+            "action_low": [-1.0] * act_dim, "action_high": [1.0] * act_dim, "task_id": task_id,
+            "control_dt": float(robot["control_dt"]) if robot else 0.02}
     if engine is not None:
         meta["engine"] = engine
     if robot is not None:

@@ -118,7 +118,7 @@ def test_randomization_in_range_and_fresh_per_env_and_reset():
         models = env.physics.models
         friction = np.array([m.geom_friction[rb.floor_geom, 0] for m in models])
         kp = np.array([m.actuator_gainprm[act, 0] for m in models])
-        kd = np.array([m.dof_damping[dof] for m in models])
+        kd = -np.array([m.actuator_biasprm[act, 2] for m in models])
         fl = np.array([m.dof_frictionloss[dof] / nom.dof_frictionloss[dof] for m in models])
         arm = np.array([m.dof_armature[dof] / nom.dof_armature[dof] for m in models])
         com = np.array([m.body_ipos[rb.base_body] - nom.body_ipos[rb.base_body] for m in models])

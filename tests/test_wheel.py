@@ -54,7 +54,7 @@ def test_wheel_holds_modules_configs_and_kit(wheel):
     want = {f for f in files if f.startswith("robo_ppo/") and f.endswith(".py")}
     want |= {"robo_ppo/" + f for f in files if f.startswith("conf/") and f.endswith(".yaml")}
     want |= {"robo_ppo/deploy_kit/" + f[len("export/"):] for f in files if f.startswith("export/")}
-    assert "robo_ppo/conf/train.yaml" in want and "robo_ppo/deploy_kit/go1_deploy.py" in want
+    assert "robo_ppo/conf/train.yaml" in want and "robo_ppo/deploy_kit/deploy.py" in want
     assert not sorted(want - names), "missing from the wheel (list them in pyproject.toml)"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

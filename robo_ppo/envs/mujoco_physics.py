@@ -107,6 +107,7 @@ class MujocoPhysics(Physics):
         for i in rows:
             m, d = self.models[i], self.datas[i]
             d.qpos[:], d.qvel[:], d.ctrl[:] = qpos[i], qvel[i], ctrl[i]
+            d.qacc_warmstart[:] = 0.0   # a new start for the solver (as MuJoCo Warp's set_state)
             mujoco.mj_forward(m, d)
             self._read(i)
         self._tensors()

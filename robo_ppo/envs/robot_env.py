@@ -84,7 +84,8 @@ class RobotVecEnv(VecEnv):
         params = task_params_schema(task_name)(_plain(env_cfg.get("task_params") or {}))
         self.device = torch.device(device)
         self.engine = engine
-        self.robot = RobotModel(desc, params.sim_dt)
+        self.robot = RobotModel(desc, params.sim_dt, solver_iterations=params.solver_iterations,
+                                solver_ls_iterations=params.solver_ls_iterations)
         physics_device = self.device if engine == "mjwarp" else torch.device("cpu")
         self.physics = make_physics(engine, self.robot.model, num_envs, physics_device, num_threads)
         self._seed = 0 if seed is None else int(seed)

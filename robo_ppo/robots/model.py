@@ -8,10 +8,12 @@ supported robots declares its inertia, so the dynamics do not change) and
 resolves every name of the description to indices, failing at start-up with
 one line that names what the model lacks.
 
-Actuation as trained: each joint's actuator becomes a MuJoCo position actuator
-(``force = kp (ctrl - q)``, clamped to the torque limit) and the joint gets
-damping ``kd``, so the PD law runs at the physics rate. The deployment kit
-applies the same law with explicit torques (``export/deploy.py``).
+Actuation as trained: each joint's actuator becomes a PD actuator,
+``force = clip(kp (ctrl - q) - kd qd, -limit, limit)`` (MuJoCo's affine bias:
+``biasprm = (0, -kp, -kd)``), and the joint's own damping is removed, so the
+whole PD output is clipped at the torque limit as a motor clips it, at the
+physics rate. The deployment kit applies the same law with explicit torques
+(``export/deploy.py``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class RobotModel:
     Args:
         desc: the robot description.
         sim_dt: physics timestep (s) written into the model.
+        solver_iterations, solver_ls_iterations: constraint solver (line-search) iterations written
+            into the model (None: the file's).
         meshes: keep visual meshes and textures (for video); training drops them.
 
     Attributes (``J`` joints, ``F`` feet): ``model`` (``mujoco.MjModel``), ``njoints``,
@@ -81,7 +85,8 @@ class RobotModel:
             geom or keyframe the description names (one line naming it).
     """
 
-    def __init__(self, desc: RobotDescription, sim_dt: float, meshes: bool = False):
+    def __init__(self, desc: RobotDescription, sim_dt: float, meshes: bool = False,
+                 solver_iterations: int | None = None, solver_ls_iterations: int | None = None):
         self.desc = desc
         self.path = model_file(desc)
         try:
@@ -101,14 +106,12 @@ class RobotModel:
             act = joint_actuators[name]
             act.gaintype, act.biastype = mujoco.mjtGain.mjGAIN_FIXED, mujoco.mjtBias.mjBIAS_AFFINE
             gain, bias = np.zeros(len(act.gainprm)), np.zeros(len(act.biasprm))
-            gain[0], bias[1] = kp[i], -kp[i]
+            gain[0], bias[1], bias[2] = kp[i], -kp[i], -kd[i]   # force = kp (ctrl - q) - kd qd
             act.gainprm, act.biasprm = gain, bias
             if desc.torque_limits is not None:
                 act.forcerange = [-desc.torque_limits[i], desc.torque_limits[i]]
                 act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
-            damping = np.zeros_like(joints[name].damping)   # MuJoCo 4: polynomial coefficients
-            damping[0] = kd[i]
-            joints[name].damping = damping
+            joints[name].damping = np.zeros_like(joints[name].damping)   # kd is the actuator's
             if desc.armature is not None:
                 joints[name].armature = float(desc.armature[i])
             spec.add_sensor(name=FORCE_SENSOR.format(joint=name), type=mujoco.mjtSensor.mjSENS_ACTUATORFRC,
@@ -118,6 +121,10 @@ class RobotModel:
         except ValueError as e:
             raise ConfigError(f"robot {desc.name}: cannot compile {self.path.name}: {str(e).splitlines()[0]}") from None
         m.opt.timestep = sim_dt
+        if solver_iterations is not None:
+            m.opt.iterations = int(solver_iterations)
+        if solver_ls_iterations is not None:
+            m.opt.ls_iterations = int(solver_ls_iterations)
         self.model = m
         self.njoints = n
         jid = [self._id(mujoco.mjtObj.mjOBJ_JOINT, j, "robot.joint_names") for j in desc.joint_names]

@@ -105,6 +105,10 @@ class JoystickParams:
 
     ctrl_dt: float = 0.02
     sim_dt: float = 0.004
+    solver_iterations: Optional[int] = None
+    """Constraint solver iterations (``MjOption.iterations``); null: the model file's."""
+    solver_ls_iterations: Optional[int] = None
+    """Line-search iterations of the solver (``MjOption.ls_iterations``); null: the model file's."""
     action_scale: float = 0.5
     action_latency: int = 0
     soft_joint_limit_factor: float = 0.95
@@ -224,7 +228,7 @@ class Joystick:
         self._feet_pos = robot.foot_sensor("pos")
         # nominal model fields for randomization
         self._nominal = {k: physics.nominal(k) for k in ("geom_friction", "body_mass", "body_ipos",
-                                                         "dof_frictionloss", "dof_armature", "dof_damping",
+                                                         "dof_frictionloss", "dof_armature",
                                                          "actuator_gainprm", "actuator_biasprm")}
         # per-env state
         N = self.n
@@ -294,12 +298,12 @@ class Joystick:
         fields["geom_friction"][:, rb.floor_geom, 0] = friction
         fields["dof_frictionloss"][:, dof] *= fl_s
         fields["dof_armature"][:, dof] *= arm_s
-        fields["dof_damping"][:, dof] = kd
         fields["body_ipos"][:, base] += com
         fields["body_mass"] *= mass_s
         fields["body_mass"][:, base] += payload
         fields["actuator_gainprm"][:, act, 0] = kp
         fields["actuator_biasprm"][:, act, 1] = -kp
+        fields["actuator_biasprm"][:, act, 2] = -kd
         self.physics.set_model(mask, fields)
         m = mask[:, None]
         self.joint_offset = torch.where(m, offset, self.joint_offset)
@@ -435,7 +439,9 @@ class Joystick:
             "action_scale": p.action_scale, "action_offset": "default_pose", "action_clip": [-1.0, 1.0],
             "kp": [float(x) for x in rb.kp], "kd": [float(x) for x in rb.kd],
             "torque_limits": [float(x) for x in rb.torque_limits],
-            "control_dt": p.ctrl_dt, "sim_dt": p.sim_dt,
+            "armature": [float(x) for x in rb.model.dof_armature[rb.dof_adr]],
+            "control_dt": p.ctrl_dt, "sim_dt": p.sim_dt, "solver_iterations": int(rb.model.opt.iterations),
+            "solver_ls_iterations": int(rb.model.opt.ls_iterations),
             "base_body": d.base_body, "imu_site": d.imu_site,
             "sensors": dict(d.sensors),
             "obs_layout": layout,
