@@ -151,10 +151,14 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
     """Train (or resume) with a composed config; returns the trainer's summary.
 
     ``dist``: this process's place in a ``torchrun`` job (``None`` = a single
-    process); only rank 0 writes ``config.yaml``, the ONNX file and ``summary.json``.
+    process); only rank 0 writes ``config.yaml``, the ONNX file and ``summary.json``,
+    and logs to W&B (``wandb.enabled``).
+
+    Raises:
+        ConfigError, CheckpointError: bad config or resume file; ConfigError
+            also when W&B is enabled but not installed or cannot start.
     """
     from robo_ppo.runner.checkpoint import load_checkpoint
-    from robo_ppo.runner.trainer import Trainer
 
     dist = dist or DistContext()
 
@@ -166,9 +170,27 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
         log.info("resuming from %s at step %d", state["path"], state["global_step"])
         state = prepare_resume_state(state)
     check_config(cfg)
+    wandb_run = None
+    if dist.is_main and cfg.wandb.enabled:
+        from robo_ppo.runner.logger import start_wandb
+
+        wandb_run = start_wandb(cfg, run_dir)
+    try:
+        return _train(cfg, run_dir, state, dist, wandb_run)
+    except BaseException:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=1)
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistContext, wandb_run) -> dict:
+    """``run`` after the config is settled: train, export, write the summary
+    (rank 0), and close the W&B run when there is one."""
+    from robo_ppo.runner.trainer import Trainer
+
     if dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist)
+    trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist, wandb_run=wandb_run)
     try:
         summary = trainer.train()
     finally:
@@ -188,6 +210,10 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
             export_error = e
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
+    if wandb_run is not None:
+        from robo_ppo.runner.logger import finish_wandb
+
+        finish_wandb(wandb_run, run_dir, summary, failed=export_error is not None)
     if export_error is not None:
         raise export_error
     return summary
