@@ -114,6 +114,10 @@ def check_config(cfg: DictConfig) -> None:
     need(cfg.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 = keep all), got {cfg.keep_checkpoints}")
     need(cfg.backend.num_threads >= 0, f"backend.num_threads must be >= 0 (0 = one per core), "
                                        f"got {cfg.backend.num_threads}")
+    w = cfg.wandb
+    need(w.mode in (None, "online", "offline", "disabled"),
+         f"wandb.mode must be online, offline, disabled or null (wandb's default), got {w.mode!r}")
+    need(bool(w.project.strip()), "wandb.project must be a non-empty W&B project name")
     a = cfg.algo
     for key, value in a.items():
         if isinstance(value, float):

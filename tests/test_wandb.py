@@ -139,3 +139,13 @@ def test_wandb_missing_is_one_config_error_naming_the_extra(tmp_path, cfg_factor
     cfg = cfg_factory("env=inverted_pendulum", "wandb.enabled=true")
     with pytest.raises(ConfigError, match=r"needs the wandb package: pip install 'robo_ppo\[wandb\]' \(the wandb extra\)"):
         start_wandb(cfg, tmp_path)
+
+
+def test_cli_without_wandb_stops_with_one_line_and_exit_2(tmp_path):
+    code = ("import sys; sys.modules['wandb'] = None; from robo_ppo.train import main; "
+            f"sys.argv = ['robo-ppo-train', 'env=inverted_pendulum', 'wandb.enabled=true', "
+            f"'hydra.run.dir={tmp_path}/run']; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert "pip install 'robo_ppo[wandb]' (the wandb extra)" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
