@@ -151,8 +151,29 @@ class PPOConfig:
     """Orthogonal init (gain sqrt(2) hidden, 0.01 policy head, 1 value head)."""
     # safety
     kernel_check_interval: int = 50
-    """compute=numpy: compare one minibatch's numpy gradient with torch autograd every this many
-    iterations, from the first (a relative difference above 1e-3 stops the run; 0 = off)."""
+    """compute=numpy: compare one minibatch's numpy gradient with torch autograd, both in float64 on a
+    copy of the policy, every this many iterations, from the first (a relative difference above 1e-6
+    stops the run; 0 = off)."""
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging (rank 0 only; needs the ``wandb`` extra)."""
+    enabled: bool = False
+    """Log the run to W&B: the TensorBoard scalars under the same tags, the resolved config,
+    the learning-curve image and policy.onnx as a ``model`` artifact at the end."""
+    project: str = "robo_ppo"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B entity (user or team); null = your default entity."""
+    group: Optional[str] = None
+    """W&B group, e.g. one name for the seeds of a sweep; null = none."""
+    name: Optional[str] = None
+    """W&B run name; null = the run directory's name."""
+    tags: list[str] = field(default_factory=list)
+    """W&B run tags."""
+    mode: Optional[str] = None
+    """online, offline or disabled; null = wandb's default (the WANDB_MODE environment variable, else online)."""
 
 
 @dataclass
@@ -188,6 +209,8 @@ class TrainConfig:
     """Show a live progress bar."""
     tensorboard: bool = True
     """Write TensorBoard event files under tb/."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases logging (``wandb.enabled=true``); off by default."""
     export_onnx: bool = True
     """Write and verify policy.onnx at the end of training."""
     debug: bool = False

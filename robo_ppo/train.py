@@ -114,6 +114,10 @@ def check_config(cfg: DictConfig) -> None:
     need(cfg.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 = keep all), got {cfg.keep_checkpoints}")
     need(cfg.backend.num_threads >= 0, f"backend.num_threads must be >= 0 (0 = one per core), "
                                        f"got {cfg.backend.num_threads}")
+    w = cfg.wandb
+    need(w.mode in (None, "online", "offline", "disabled"),
+         f"wandb.mode must be online, offline, disabled or null (wandb's default), got {w.mode!r}")
+    need(bool(w.project.strip()), "wandb.project must be a non-empty W&B project name")
     a = cfg.algo
     for key, value in a.items():
         if isinstance(value, float):
@@ -151,10 +155,14 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
     """Train (or resume) with a composed config; returns the trainer's summary.
 
     ``dist``: this process's place in a ``torchrun`` job (``None`` = a single
-    process); only rank 0 writes ``config.yaml``, the ONNX file and ``summary.json``.
+    process); only rank 0 writes ``config.yaml``, the ONNX file and ``summary.json``,
+    and logs to W&B (``wandb.enabled``).
+
+    Raises:
+        ConfigError, CheckpointError: bad config or resume file; ConfigError
+            also when W&B is enabled but not installed or cannot start.
     """
     from robo_ppo.runner.checkpoint import load_checkpoint
-    from robo_ppo.runner.trainer import Trainer
 
     dist = dist or DistContext()
 
@@ -166,9 +174,27 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
         log.info("resuming from %s at step %d", state["path"], state["global_step"])
         state = prepare_resume_state(state)
     check_config(cfg)
+    wandb_run = None
+    if dist.is_main and cfg.wandb.enabled:
+        from robo_ppo.runner.logger import start_wandb
+
+        wandb_run = start_wandb(cfg, run_dir)
+    try:
+        return _train(cfg, run_dir, state, dist, wandb_run)
+    except BaseException:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=1)
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistContext, wandb_run) -> dict:
+    """``run`` after the config is settled: train, export, write the summary
+    (rank 0), and close the W&B run when there is one."""
+    from robo_ppo.runner.trainer import Trainer
+
     if dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist)
+    trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist, wandb_run=wandb_run)
     try:
         summary = trainer.train()
     finally:
@@ -188,6 +214,10 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
             export_error = e
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
+    if wandb_run is not None:
+        from robo_ppo.runner.logger import finish_wandb
+
+        finish_wandb(wandb_run, run_dir, summary, failed=export_error is not None)
     if export_error is not None:
         raise export_error
     return summary

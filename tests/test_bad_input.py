@@ -143,6 +143,8 @@ def test_nan_loss_stops_run(tmp_path, cfg_factory, monkeypatch, compute):
     (["checkpoint_interval=-5"], "checkpoint_interval must be >= 1"),
     (["keep_checkpoints=-1"], "keep_checkpoints must be >= 0"),
     (["backend.num_threads=-2"], "backend.num_threads must be >= 0"),
+    (["wandb.mode=cloud"], "wandb.mode must be online, offline, disabled or null"),
+    (["wandb.project= "], "wandb.project must be a non-empty W&B project name"),
     # algo
     (["algo.activation=gelu"], "algo.activation must be one of tanh, relu, elu, silu"),
     (["algo.actor_hidden_sizes=[64,0]"], r"algo.actor_hidden_sizes must be layer widths >= 1, got \[64, 0\]"),

@@ -151,3 +151,35 @@ def test_cli_resume_extends_a_run_with_its_saved_config(tmp_path):
     refused = subprocess.run([*base, f"resume={tmp_path}/a", "env=hopper", f"hydra.run.dir={tmp_path}/c"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "cannot change env when resuming" in refused.stderr
+
+
+def test_resume_of_a_run_dir_skips_a_truncated_newest_checkpoint(tmp_path):
+    """A run killed while its newest checkpoint was being written by something
+    other than the trainer (a copy, a full disk): resume=<run dir> continues
+    from the newest checkpoint that loads and names the skipped one; the
+    damaged file passed explicitly is one line and exit 2."""
+    base = [sys.executable, "-m", "robo_ppo.train", "env=inverted_pendulum", "progress=false",
+            "tensorboard=false", "export_onnx=false", *SMALL, "checkpoint_interval=1", "keep_checkpoints=3"]
+    first = subprocess.run([*base, "total_timesteps=512", f"hydra.run.dir={tmp_path}/a"],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    ckpts = list_checkpoints(tmp_path / "a" / "checkpoints")
+    assert [load_checkpoint(c)["global_step"] for c in ckpts] == [256, 384, 512]
+    newest = ckpts[-1]
+    newest.write_bytes(newest.read_bytes()[: os.path.getsize(newest) // 2])  # truncated
+
+    second = subprocess.run([*base, f"resume={tmp_path}/a", "total_timesteps=640", f"hydra.run.dir={tmp_path}/b"],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    log_text = (tmp_path / "b" / "train.log").read_text()
+    assert f"skipped 1 damaged checkpoint(s) of {tmp_path}/a" in log_text
+    assert f"{newest.name} (" in log_text and "loaded ckpt_0000000384.pt" in log_text
+    assert f"resuming from {ckpts[1]} at step 384" in log_text
+    resumed = list_checkpoints(tmp_path / "b" / "checkpoints")
+    assert load_checkpoint(resumed[-1])["global_step"] == 640
+    assert load_checkpoint(resumed[0])["global_step"] == 512  # 384 + one iteration: it continued from 384
+
+    explicit = subprocess.run([*base, f"resume={newest}", f"hydra.run.dir={tmp_path}/c"],
+                              capture_output=True, text=True, timeout=120)
+    assert explicit.returncode == 2 and explicit.stderr.count("\n") == 1, explicit.stderr[-2000:]
+    assert f"cannot read checkpoint {newest}" in explicit.stderr

@@ -91,6 +91,24 @@ class TorchKernel:
         ``loss`` with ``diagnostics=False``. ``approx_kl`` is measured at the
         parameters before any step on this minibatch.
         """
+        loss, terms = self.loss_terms(idx, kl_beta)
+        for p in self.params:  # = optimizer.zero_grad(set_to_none=True), without its wrapper
+            p.grad = None
+        loss.backward()
+        out: dict[str, Any] = {"loss": loss.detach()}
+        if diagnostics:
+            with torch.no_grad():
+                lr = terms["log_ratio"].detach()
+                out |= {"policy_loss": terms["policy_loss"].detach(), "value_loss": terms["value_loss"].detach(),
+                        "entropy": terms["entropy"].detach(), "approx_kl": approx_kl(lr),
+                        "clipfrac": clip_fraction(lr, self.s.clip_coef)}
+        return out
+
+    def loss_terms(self, idx: torch.Tensor, kl_beta: Optional[float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The differentiable part of ``loss_and_grad``: the minibatch ``idx``'s
+        loss (0-d) and its terms ``policy_loss``, ``value_loss``, ``entropy``
+        (0-d) and ``log_ratio [B]``. One function of tensors, so it can be
+        handed to ``torch.compile`` (``benchmarks/compiled_torch.py``)."""
         b, s = self.batch, self.s
         critic_obs = b.get("critic_obs")
         new_logp, entropy, new_values, new_params = self.policy.evaluate(
@@ -107,16 +125,7 @@ class TorchKernel:
         v_loss = value_loss(new_values, b["values"][idx], b["returns"][idx], s.vf_clip)
         ent = entropy.mean()
         loss = pg_loss - s.ent_coef * ent + s.vf_coef * v_loss
-        for p in self.params:  # = optimizer.zero_grad(set_to_none=True), without its wrapper
-            p.grad = None
-        loss.backward()
-        out: dict[str, Any] = {"loss": loss.detach()}
-        if diagnostics:
-            with torch.no_grad():
-                lr = log_ratio.detach()
-                out |= {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(), "entropy": ent.detach(),
-                        "approx_kl": approx_kl(lr), "clipfrac": clip_fraction(lr, s.clip_coef)}
-        return out
+        return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent, "log_ratio": log_ratio}
 
     def step(self) -> None:
         """Global gradient-norm clip, then the optimizer step. Data-parallel:

@@ -9,7 +9,8 @@ docs/profile.md).
 
 What: ``NumpyActorCritic`` wraps an ``ActorCritic`` that lives on the CPU.
 It re-seats every parameter as a view into one flat float32 buffer
-(``flat_params``) and reads weights, biases, ``log_std`` and the normalizer
+(``flat_params``; a float64 policy gets a float64 buffer, which is how the
+run-time gradient check runs this same code in float64) and reads weights, biases, ``log_std`` and the normalizer
 statistics through numpy views of that memory, so the torch module (used for
 checkpoints, evaluation and ONNX export) and the numpy path always see the
 same numbers, with no copies. It provides
@@ -200,19 +201,25 @@ class NumpyActorCritic:
         UnsupportedModuleError: the policy has a part this class does not
             mirror exactly (``check_mirrorable``: e.g. an asymmetric critic or
             another layer type); nothing was changed.
-        ValueError: the policy is not on the CPU or not float32.
+        ValueError: the policy is not on the CPU, or its parameters are not
+            all float32 (training) or all float64 (``NumpyPPO.check_kernel``'s
+            reference; only ``loss_and_grad`` and ``mean_kl`` are meant for it).
     """
 
     def __init__(self, policy: ActorCritic):
         check_mirrorable(policy)
         params = list(policy.parameters())
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params):
-            raise ValueError("NumpyActorCritic needs a float32 policy on the CPU (compute=numpy)")
+        dtypes = {p.dtype for p in params}
+        if any(p.device.type != "cpu" for p in params) or dtypes not in ({torch.float32}, {torch.float64}):
+            raise ValueError(f"NumpyActorCritic needs a float32 (or, for the gradient check, float64) policy "
+                             f"on the CPU (compute=numpy); got {sorted(map(str, dtypes))} on "
+                             f"{sorted({p.device.type for p in params})}")
         self.policy = policy
         self.is_discrete = policy.is_discrete
         # one flat buffer for all parameters, their gradients (numpy) and Adam's state
         self.flat_params = torch.cat([p.detach().reshape(-1) for p in params])
-        self.flat_grad = np.zeros(self.flat_params.numel(), dtype=np.float32)
+        self.dtype = self.flat_params.numpy().dtype
+        self.flat_grad = np.zeros(self.flat_params.numel(), dtype=self.dtype)
         params_of, grads_of, offset = {}, {}, 0
         for p in params:
             n = p.numel()
@@ -372,8 +379,8 @@ class NumpyActorCritic:
             d_params = d_params + (kl_beta / n) * d_params_kl
             if not self.is_discrete:
                 self.grad_log_std += (kl_beta / n) * d_log_std_kl
-        self.actor.backward(d_params.astype(np.float32, copy=False), actor_cache)
-        self.critic.backward(d_values[:, None].astype(np.float32, copy=False), critic_cache)
+        self.actor.backward(d_params.astype(self.dtype, copy=False), actor_cache)
+        self.critic.backward(d_values[:, None].astype(self.dtype, copy=False), critic_cache)
 
         out = {} if kl_mean is None else {"kl": kl_mean}
         if not diagnostics:

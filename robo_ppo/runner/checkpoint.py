@@ -1,7 +1,8 @@
-"""Checkpoint files: atomic writes, safe loads, finding the latest one."""
+"""Checkpoint files: atomic writes, safe loads, finding the latest one that loads."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 from robo_ppo.errors import CheckpointError
 from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
 
+log = logging.getLogger("robo_ppo")
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 REQUIRED_KEYS = ("format_version", "config", "model", "ppo", "iteration", "global_step", "spaces")
@@ -62,8 +64,10 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the latest checkpoint of a run directory.
+def run_checkpoints(path: str | Path) -> tuple[Path, list[Path]]:
+    """Where the checkpoints of ``path`` are: ``(path, [path])`` for a file,
+    else the run directory's checkpoints (``checkpoints/ckpt_*.pt``, or
+    ``ckpt_*.pt`` in the directory itself), newest first.
 
     Raises:
         CheckpointError: the path does not exist or the run holds no checkpoint.
@@ -72,46 +76,102 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{p} does not exist; pass a run directory or a checkpoint file (.pt)")
     if p.is_file():
-        return p
+        return p, [p]
     for candidate in (p / "checkpoints", p):
         ckpts = list_checkpoints(candidate)
         if ckpts:
-            return ckpts[-1]
+            return p, ckpts[::-1]
     raise CheckpointError(
         f"{p} holds no checkpoint (looked for checkpoints/ckpt_*.pt); pass a run directory "
         "of a run that has written one, or a checkpoint file")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)`` (no arbitrary
-    code runs) and check it is a robo_ppo checkpoint.
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run directory (not opened).
 
     Raises:
-        CheckpointError: missing, unreadable, corrupt or foreign file.
+        CheckpointError: the path does not exist or the run holds no checkpoint.
     """
-    p = resolve_checkpoint(path)
+    return run_checkpoints(path)[1][0]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file, or the newest checkpoint of a run directory that
+    loads and verifies, with ``torch.load(weights_only=True)`` (no arbitrary
+    code runs), and check it is a robo_ppo checkpoint (``read_checkpoint``).
+
+    For a run directory, newer checkpoints that fail (truncated by a killed
+    process or a full disk, corrupt, foreign) are skipped, and one warning
+    line on the ``robo_ppo`` logger names each with its reason. The returned
+    dict has ``path`` (the file loaded) and ``skipped`` (``[(path, reason)]``,
+    newest first; empty when the newest loaded).
+
+    Raises:
+        CheckpointError: missing path, a run without checkpoints, a file that
+            is unreadable, corrupt or foreign, or a run none of whose
+            checkpoints loads (naming each with its reason).
+    """
+    p, candidates = run_checkpoints(path)
+    if p.is_file():
+        state = read_checkpoint(p, map_location)
+        state["skipped"] = []
+        return state
+    skipped: list[tuple[str, str]] = []
+    for ckpt in candidates:
+        try:
+            state = read_checkpoint(ckpt, map_location)
+        except _Unreadable as e:
+            skipped.append((str(ckpt), e.reason))
+            continue
+        if skipped:
+            log.warning("skipped %d damaged checkpoint(s) of %s, newest first: %s; loaded %s", len(skipped), p,
+                        "; ".join(f"{Path(f).name} ({why})" for f, why in skipped), ckpt.name)
+        state["skipped"] = skipped
+        return state
+    raise CheckpointError(
+        f"cannot read checkpoint: none of the {len(skipped)} in {p} loads ("
+        + "; ".join(f"{Path(f).name}: {why}" for f, why in skipped) + "); resume from another run")
+
+
+class _Unreadable(CheckpointError):
+    """A checkpoint file that does not load or verify; ``reason`` says why (no path)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_checkpoint(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one checkpoint file and verify it is a complete robo_ppo checkpoint
+    of this format version. Returns the state with ``path`` set.
+
+    Raises:
+        CheckpointError: unreadable, corrupt or foreign file (its ``reason``
+            attribute holds the cause without the path).
+    """
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt files
         first_line = (str(e).splitlines() or [""])[0][:200]
         why = f"{type(e).__name__}: {first_line}" if first_line else type(e).__name__
-        raise CheckpointError(
+        raise _Unreadable(
             f"cannot read checkpoint {p} ({why}); "
             "the file is corrupt or not a torch checkpoint: resume from an earlier checkpoint "
-            "file or another run") from None
+            "file, the run directory (its newest checkpoint that loads) or another run", why) from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        raise CheckpointError(f"{p} is not a robo_ppo checkpoint (missing keys); pass a file "
-                              "written by robo-ppo-train")
+        raise _Unreadable(f"{p} is not a robo_ppo checkpoint (missing keys); pass a file "
+                          "written by robo-ppo-train", "not a robo_ppo checkpoint (missing keys)")
     config, spaces = state["config"], state["spaces"]
     if not (isinstance(config, dict) and all(isinstance(config.get(g), dict) for g in ("env", "algo", "backend"))
             and "id" in config["env"] and "name" in config["backend"]
             and isinstance(state["model"], dict)
             and isinstance(spaces, dict) and "observation" in spaces and "action" in spaces):
-        raise CheckpointError(f"{p} is not a complete robo_ppo checkpoint (its config, model or spaces "
-                              "are missing); pass a file written by robo-ppo-train")
+        raise _Unreadable(f"{p} is not a complete robo_ppo checkpoint (its config, model or spaces "
+                          "are missing); pass a file written by robo-ppo-train",
+                          "incomplete (config, model or spaces missing)")
     if state["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{p} has checkpoint format {state['format_version']}, this robo_ppo "
-                              f"reads format {FORMAT_VERSION}")
+        raise _Unreadable(f"{p} has checkpoint format {state['format_version']}, this robo_ppo "
+                          f"reads format {FORMAT_VERSION}", f"format {state['format_version']}")
     state["path"] = str(p)
     return state
 

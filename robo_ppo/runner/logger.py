@@ -1,32 +1,51 @@
-"""Run outputs: TensorBoard events, metrics.csv, learning_curve.png, progress bar."""
+"""Run outputs: TensorBoard events, metrics.csv, learning_curve.png, progress
+bar, and optionally Weights & Biases (``start_wandb`` / ``finish_wandb``)."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-COLUMNS = ["iteration", "global_step", "wall_time", "SPS", "episodic_return", "episodic_length",
-           "eval_return", "eval_return_std", "policy_loss", "value_loss", "entropy", "approx_kl",
-           "clipfrac", "explained_variance", "learning_rate", "kl_beta"]
+from robo_ppo.errors import ConfigError
+
+COLUMNS = ["iteration", "global_step", "wall_time", "SPS", "rollout_SPS", "episodic_return", "episodic_length",
+           "recent_return", "eval_return", "eval_return_std", "policy_loss", "value_loss", "entropy", "approx_kl",
+           "clipfrac", "explained_variance", "learning_rate", "kl_beta", "kl", "early_stop"]
+"""metrics.csv's columns, one per value of the trainer's row (``Trainer._row``;
+``reward/<term>`` columns follow when the task reports reward terms). ``SPS``:
+env steps per second since this process started training; ``rollout_SPS``: the
+iteration's rollout alone; ``recent_return``: mean of the last 100 finished
+training episodes; ``kl``: exact KL of the update (``algo.loss=kl`` only);
+``early_stop``: 1 when ``target_kl`` ended the update."""
 
 TB_TAGS = {
     "episodic_return": "charts/episodic_return", "episodic_length": "charts/episodic_length",
-    "SPS": "charts/SPS", "learning_rate": "charts/learning_rate", "eval_return": "charts/eval_return",
-    "kl_beta": "charts/kl_beta", "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss",
-    "entropy": "losses/entropy", "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
-    "explained_variance": "losses/explained_variance",
+    "recent_return": "charts/recent_return", "SPS": "charts/SPS", "rollout_SPS": "charts/rollout_SPS",
+    "learning_rate": "charts/learning_rate", "eval_return": "charts/eval_return",
+    "eval_return_std": "charts/eval_return_std", "kl_beta": "charts/kl_beta",
+    "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
+    "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
+    "explained_variance": "losses/explained_variance", "kl": "losses/kl", "early_stop": "losses/early_stop",
 }
+"""TensorBoard and W&B tags of the columns (CleanRL's ``charts/*``, ``losses/*``);
+``reward/<term>`` columns keep their own name."""
 
 
 class RunLogger:
     """Appends one row per iteration to ``metrics.csv`` and writes the same
-    scalars to TensorBoard (tags as in CleanRL: ``charts/*``, ``losses/*``)."""
+    scalars to TensorBoard and, with ``wandb_run``, to W&B (tags ``TB_TAGS``),
+    at step ``global_step``.
+
+    ``wandb_run``: an open W&B run (``start_wandb``); this logger does not finish it."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, progress: bool = True,
-                 total_steps: int = 0, initial_step: int = 0, extra_columns: tuple[str, ...] = ()):
+                 total_steps: int = 0, initial_step: int = 0, extra_columns: tuple[str, ...] = (),
+                 wandb_run: Any = None):
         self.run_dir = run_dir
+        self.wandb_run = wandb_run
         self.columns = COLUMNS + list(extra_columns)
         """csv columns; ``extra_columns`` (e.g. ``reward/<term>``) also go to TensorBoard under their own name."""
         self.csv_path = run_dir / "metrics.csv"
@@ -53,12 +72,15 @@ class RunLogger:
         self._csv.writerow({k: row.get(k, "") for k in self.columns})
         self._csv_file.flush()
         step = int(row["global_step"])
-        if self.tb is not None:
+        if self.tb is not None or self.wandb_run is not None:
             tags = TB_TAGS | {k: k for k in self.columns[len(COLUMNS):]}
-            for key, tag in tags.items():
-                v = row.get(key)
-                if v is not None and v != "" and not (isinstance(v, float) and math.isnan(v)):
-                    self.tb.add_scalar(tag, float(v), step)
+            scalars = {tag: float(v) for key, tag in tags.items()
+                       if (v := row.get(key)) is not None and v != "" and not (isinstance(v, float) and math.isnan(v))}
+            if self.tb is not None:
+                for tag, v in scalars.items():
+                    self.tb.add_scalar(tag, v, step)
+            if self.wandb_run is not None:
+                self.wandb_run.log(scalars, step=step)
         if self.progress is not None:
             ret = row.get("recent_return")
             info = f"SPS {row['SPS']:.0f}  return {ret:.1f}" if ret is not None else f"SPS {row['SPS']:.0f}"
@@ -140,6 +162,64 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return {"points": len(train), "window": window, "eval_points": len(evals)}
+
+
+WANDB_HINT = "pip install 'robo_ppo[wandb]' (the wandb extra)"
+
+
+def start_wandb(cfg, run_dir: Path) -> Any:
+    """Open the W&B run of a training run (call on rank 0 only).
+
+    ``cfg``: the resolved train config; ``cfg.wandb`` (``robo_ppo.config.WandbConfig``)
+    gives project, entity, group, name (default: the run directory's name), tags
+    and mode; the whole config, resolved, becomes the W&B run's config. W&B's
+    files go to ``$WANDB_DIR`` if set, else into the run directory
+    (``<run_dir>/wandb/``). Returns the ``wandb`` run.
+
+    Raises:
+        ConfigError: the ``wandb`` package is not installed, or W&B refused to
+            start (e.g. online mode without a login).
+    """
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError(f"wandb.enabled=true needs the wandb package: {WANDB_HINT}") from None
+    from omegaconf import OmegaConf
+
+    w = cfg.wandb
+    try:
+        return wandb.init(project=w.project, entity=w.entity, group=w.group, name=w.name or run_dir.name,
+                          tags=list(w.tags) or None, mode=w.mode, job_type="train",
+                          dir=os.environ.get("WANDB_DIR") or str(run_dir),
+                          config=OmegaConf.to_container(cfg, resolve=True))
+    except Exception as e:  # noqa: BLE001 - wandb raises its own types (UsageError, CommError, ...)
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ConfigError(f"cannot start the W&B run ({type(e).__name__}: {first}); run `wandb login`, "
+                          "or set wandb.mode=offline (sync later with `wandb sync`)") from None
+
+
+def finish_wandb(run: Any, run_dir: Path, summary: dict, failed: bool = False) -> None:
+    """Close a W&B run: log ``learning_curve.png`` (``charts/learning_curve``),
+    ``policy.onnx`` (``summary["onnx"]``) as a ``model`` artifact named
+    ``policy-<run id>``, and the final evaluation and SPS into the run summary.
+    ``failed``: the training raised; the run is marked failed (exit code 1)."""
+    import wandb
+
+    try:
+        curve = run_dir / "learning_curve.png"
+        if curve.exists():
+            run.log({"charts/learning_curve": wandb.Image(str(curve))})
+        if summary.get("onnx"):
+            artifact = wandb.Artifact(f"policy-{run.id}", type="model",
+                                      metadata={"global_step": summary.get("global_step"),
+                                                "onnx_max_abs_diff": summary.get("onnx_max_abs_diff")})
+            artifact.add_file(summary["onnx"], name="policy.onnx")
+            run.log_artifact(artifact)
+        evaluation = summary.get("eval") or {}
+        run.summary.update({"final/eval_return": evaluation.get("mean"), "final/eval_return_std": evaluation.get("std"),
+                            "final/SPS": summary.get("SPS"), "final/global_step": summary.get("global_step")})
+    finally:
+        run.finish(exit_code=1 if failed else 0)
 
 
 class NullLogger:

@@ -115,15 +115,18 @@ class Trainer:
             Rank ``r`` seeds its envs ``seed + r * num_envs + i`` and torch
             ``seed + r``; the iteration's batch is ``world_size`` rollouts and
             ``global_step`` counts the env steps of all ranks.
+        wandb_run: an open W&B run (``runner.logger.start_wandb``; rank 0
+            only) that receives every metrics row; ``None`` = no W&B.
 
     Raises:
         ConfigError: invalid sizes, or a checkpoint of another world size.
     """
 
     def __init__(self, cfg: DictConfig, run_dir: Path, resume_state: Optional[dict] = None,
-                 dist: Optional[DistContext] = None):
+                 dist: Optional[DistContext] = None, wandb_run: Any = None):
         validate_config(cfg)
         self.cfg = cfg
+        self.wandb_run = wandb_run
         self.dist = dist or DistContext()
         rank, world = self.dist.rank, self.dist.world_size
         self.run_dir = Path(run_dir)
@@ -242,7 +245,8 @@ class Trainer:
         logger = (RunLogger(self.run_dir, tensorboard=cfg.tensorboard, progress=cfg.progress,
                             total_steps=self.num_iterations * self.steps_per_iteration,
                             initial_step=self.global_step,
-                            extra_columns=tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ())))
+                            extra_columns=tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ())),
+                            wandb_run=self.wandb_run)
                   if main else NullLogger())
         previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
         self._install_signal_handlers()
