@@ -4,7 +4,6 @@
     python benchmarks/brax_throughput.py --env halfcheetah --pipeline spring --num-envs 64 256
     python benchmarks/brax_throughput.py --num-envs 1024 4096 16384 --device cuda --steps 500   # on a GPU
     python benchmarks/brax_throughput.py --raw                            # + bare brax step, no adapter
-    python benchmarks/brax_throughput.py --env go1_joystick --num-envs 4096 8192 --device cuda   # the Go1 task
 
 For each ``num_envs`` (all in this one process, so the compiled step is
 shared between the phases):
@@ -17,8 +16,7 @@ shared between the phases):
 * ``raw_sps`` (``--raw``): ``jax.jit(jax.vmap(env.step))`` alone, the
   physics ceiling (one more compile per num_envs);
 * ``train_sps``: robo_ppo end to end (rollout + PPO update, no evaluation)
-  with ``preset=brax_cpu`` (``brax_gpu`` on a CUDA learner, or ``--preset``; for a
-  robo_ppo task such as ``go1_joystick`` its own file's preset, ``go1_gpu`` on CUDA) at that num_envs, over
+  with ``preset=brax_cpu`` (``brax_gpu`` on a CUDA learner, or ``--preset``) at that num_envs, over
   ``--train-iters`` iterations after one warm-up iteration; ``rollout_sps``
   is the rollout phase alone.
 
@@ -69,13 +67,6 @@ def _compose(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def _is_task(name: str) -> bool:
-    """Whether ``name`` is a robo_ppo task (``robo_ppo.tasks``) rather than a ``brax.envs`` one."""
-    from robo_ppo.tasks import TASKS
-
-    return name in TASKS
-
-
 def measure_env(args, n: int, device) -> dict[str, Any]:
     """Compile time and env steps/s through the VecEnv, random actions."""
     import torch
@@ -83,7 +74,7 @@ def measure_env(args, n: int, device) -> dict[str, Any]:
     from robo_ppo.envs.brax_env import BraxVecEnv
 
     env = BraxVecEnv(args.env, n, pipeline=args.pipeline, device=device, seed=0,
-                     episode_length=args.episode_length, task_params={} if _is_task(args.env) else None)
+                     episode_length=args.episode_length)
     t0 = time.perf_counter()
     env.reset(seed=0)
     compile_s = time.perf_counter() - t0
@@ -118,7 +109,7 @@ def measure_raw(args, n: int) -> dict[str, Any]:
 
     from robo_ppo.envs.brax_env import _kernel
 
-    env = _kernel(args.env, args.pipeline, "{}" if _is_task(args.env) else None).env
+    env = _kernel(args.env, args.pipeline).env
 
     def canon(tree):
         return jax.tree.map(lambda x: jax.lax.convert_element_type(x, jnp.result_type(x)), tree)
@@ -189,7 +180,7 @@ def measure_train(args, n: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="ant", help="brax.envs task name (default ant) or a robo_ppo task (go1_joystick)")
+    p.add_argument("--env", default="ant", help="brax.envs task name (default ant); robot tasks: benchmarks/robot_throughput.py")
     p.add_argument("--pipeline", default="mjx", choices=["mjx", "generalized", "positional", "spring"])
     p.add_argument("--num-envs", type=int, nargs="+", default=[8, 32, 128])
     p.add_argument("--device", default="auto", help="learner device: auto, cpu, cuda")
@@ -216,8 +207,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     jax, _ = _import_brax()
     torch.set_num_threads(max(1, args.torch_threads))
     device = select_device(args.device)
-    if args.preset is None and _is_task(args.env):
-        args.preset = "go1_gpu" if device.type == "cuda" else "none"   # "none": the task file's own preset
     if args.preset is None:
         args.preset = "brax_gpu" if device.type == "cuda" else "brax_cpu"
     info = _versions()

@@ -152,7 +152,7 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
     """
     from robo_ppo.runner.trainer import Trainer
 
-    cfg = compose_config([*overrides, *BENCH_OVERRIDES])
+    cfg = compose_config([*BENCH_OVERRIDES, *overrides])   # the caller's overrides win (e.g. device=cuda)
     raw_blocks: list[float] = []
     raw_step = None
     if raw_baseline and cfg.backend.name == "envpool":

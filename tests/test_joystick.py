@@ -267,7 +267,7 @@ def test_push_and_action_latency():
 def test_auto_reset_gives_final_obs_and_episode_stats():
     env, _ = make_env(4, "env.max_episode_steps=5")
     obs = env.reset(seed=0)
-    for t in range(5):
+    for _ in range(5):
         obs, reward, terminated, truncated, info = env.step(torch.zeros(4, 12))
     assert truncated.all() and not terminated.any()
     assert info["episode_length"].tolist() == [5.0] * 4 and info["episode_return"].shape == (4,)

@@ -34,7 +34,6 @@ episode length is a traced argument (changing it never recompiles).
 from __future__ import annotations
 
 import functools
-import json
 import os
 from types import SimpleNamespace
 from typing import Any, NamedTuple
@@ -97,9 +96,6 @@ class _Out(NamedTuple):
     ep_return: Any      # float32 [N], the finished episode's return where done, else 0
     ep_length: Any      # float32 [N], the finished episode's length where done, else 0
     done: Any           # bool [N]
-    critic_obs: Any = None        # float32 [N, critic_obs_dim] (robo_ppo tasks; None for brax.envs)
-    final_critic_obs: Any = None  # float32 [N, critic_obs_dim]
-    reward_terms: Any = None      # float32 [N, K]: each reward term of this step (robo_ppo tasks)
 
 
 class _Kernel(NamedTuple):
@@ -112,7 +108,6 @@ class _Kernel(NamedTuple):
     low: np.ndarray
     high: np.ndarray
     dt: float
-    critic_obs_dim: int = 0
 
 
 def _brax_bounds(env) -> tuple[np.ndarray, np.ndarray]:
@@ -125,24 +120,13 @@ def _brax_bounds(env) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.cache
-def _kernel(brax_id: str, pipeline: str, task_params: str | None = None) -> _Kernel:
-    """Build (once per process) the env and its compiled batched step.
-
-    ``task_params is None``: ``brax_id`` names a ``brax.envs`` task run on
-    ``pipeline``. Otherwise ``brax_id`` names a robo_ppo task
-    (``robo_ppo.tasks``, MJX) and ``task_params`` is the JSON of its
-    ``env.task_params``; such tasks also give a critic observation and reward terms.
-    """
+def _kernel(brax_id: str, pipeline: str) -> _Kernel:
+    """Build (once per process) the ``brax.envs`` task ``brax_id`` on ``pipeline`` and its
+    compiled batched step."""
     jax, brax_envs = _import_brax()
     jnp, lax = jax.numpy, jax.lax
-    if task_params is None:
-        env = brax_envs.get_environment(brax_id, backend=pipeline)
-        low, high = _brax_bounds(env)
-    else:
-        from robo_ppo.tasks import make_task
-
-        env = make_task(brax_id, json.loads(task_params))
-        low, high = env.action_low, env.action_high
+    env = brax_envs.get_environment(brax_id, backend=pipeline)
+    low, high = _brax_bounds(env)
 
     def canon(tree):
         # brax returns some leaves weakly typed after step() but not after
@@ -155,8 +139,6 @@ def _kernel(brax_id: str, pipeline: str, task_params: str | None = None) -> _Ker
     # un-jitted reset, 15-35 s on CPU).
     state_spec = jax.eval_shape(lambda k: canon(env.reset(k)), jax.random.PRNGKey(0))
     obs_dim = int(state_spec.obs.shape[-1])
-    critic_spec = getattr(state_spec, "critic_obs", None)
-    critic_obs_dim = 0 if critic_spec is None else int(critic_spec.shape[-1])
     act_dim = int(env.action_size)
     dt = float(np.asarray(env.dt))
     low_j, high_j = jnp.asarray(low), jnp.asarray(high)
@@ -220,20 +202,14 @@ def _kernel(brax_id: str, pipeline: str, task_params: str | None = None) -> _Ker
         keys, env_state = lax.switch(branch, branches, (keys, stepped))
         obs = env_state.obs.astype(jnp.float32)
         final_obs = jnp.where(done[:, None], stepped.obs.astype(jnp.float32), obs)
-        extras = {}
-        if critic_obs_dim:
-            critic = env_state.critic_obs
-            extras = {"critic_obs": critic, "final_critic_obs": jnp.where(done[:, None], stepped.critic_obs, critic),
-                      "reward_terms": jnp.where(live, stepped.reward_terms, 0.0)}
         new_carry = _Carry(env_state, keys, jnp.where(need_reset, 0, steps).astype(jnp.int32),
                            jnp.where(need_reset, 0.0, ep_return).astype(jnp.float32))
         out = _Out(obs, reward, terminated, truncated, final_obs,
                    jnp.where(done, ep_return, 0.0).astype(jnp.float32),
-                   jnp.where(done, steps, 0).astype(jnp.float32), done, **extras)
+                   jnp.where(done, steps, 0).astype(jnp.float32), done)
         return jax.tree_util.tree_leaves(new_carry), out
 
-    return _Kernel(env, jax.jit(advance), carry_def, state_spec, obs_dim, act_dim, low, high, dt,
-                   critic_obs_dim)
+    return _Kernel(env, jax.jit(advance), carry_def, state_spec, obs_dim, act_dim, low, high, dt)
 
 
 def _jax_device_for(jax, device: torch.device):
@@ -271,12 +247,6 @@ class BraxVecEnv(VecEnv):
             else on JAX's default device (then results cross by one copy).
         seed: the seed of ``reset()`` calls without one (see ``reset``); the
             trainer passes the run seed.
-        task_params: set for a robo_ppo task (``robo_ppo.tasks``): then
-            ``brax_id`` is the task's name and this mapping its parameters.
-            Such tasks have an asymmetric critic observation
-            (``critic_obs_dim > 0``, ``last_critic_obs()``,
-            ``info["final_critic_obs"]``) and report their reward terms
-            (``info["reward_terms"]`` float32 ``[N, K]``, names in ``reward_terms``).
 
     Tensors returned by ``reset``/``step`` alias JAX buffers when torch and
     JAX share the device (always on CPU): treat them as read-only (JAX
@@ -297,8 +267,7 @@ class BraxVecEnv(VecEnv):
 
     def __init__(self, brax_id: str, num_envs: int, pipeline: str = "mjx",
                  episode_length: int = DEFAULT_EPISODE_LENGTH,
-                 device: torch.device | str = "cpu", seed: int | None = None,
-                 task_params: dict | None = None):
+                 device: torch.device | str = "cpu", seed: int | None = None):
         if pipeline not in PIPELINES:
             raise ConfigError(f"backend.pipeline must be one of {PIPELINES}, got {pipeline!r}")
         if num_envs < 1:
@@ -307,12 +276,11 @@ class BraxVecEnv(VecEnv):
             raise ConfigError(f"env.max_episode_steps must be >= 1, got {episode_length}")
         jax, brax_envs = _import_brax()
         known = sorted(brax_envs._envs) if hasattr(brax_envs, "_envs") else []
-        if task_params is None and known and brax_id not in known:
+        if known and brax_id not in known:
             raise ConfigError(f"brax has no task {brax_id!r}; set env.brax_id to one of {known}")
         self._jax = jax
         try:
-            self._kernel = _kernel(brax_id, pipeline,
-                                   None if task_params is None else json.dumps(task_params, sort_keys=True))
+            self._kernel = _kernel(brax_id, pipeline)
         except (ValueError, NotImplementedError) as e:
             raise ConfigError(f"brax task {brax_id!r} does not build with backend.pipeline="
                               f"{pipeline}: {e}; try backend.pipeline=mjx") from e
@@ -323,8 +291,6 @@ class BraxVecEnv(VecEnv):
         self.episode_length = int(episode_length)
         self.device = torch.device(device)
         self.control_dt = k.dt
-        self.critic_obs_dim = k.critic_obs_dim
-        self.reward_terms = tuple(getattr(k.env, "reward_terms", ()))
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (k.obs_dim,), dtype=np.float32)
         self.action_space = gym.spaces.Box(k.low, k.high, dtype=np.float32)
         self.jax_device = _jax_device_for(jax, self.device)
@@ -411,17 +377,7 @@ class BraxVecEnv(VecEnv):
             "episode_return_all": ret_all,
             "episode_length_all": len_all,
         })
-        if self.critic_obs_dim:
-            info["final_critic_obs"] = t(out.final_critic_obs)
-            info["reward_terms"] = t(out.reward_terms)
         return t(out.obs), t(out.reward), t(out.terminated), t(out.truncated), info
-
-    def last_critic_obs(self) -> torch.Tensor:
-        """The critic observation float32 ``[N, critic_obs_dim]`` matching the obs of
-        the last ``reset``/``step`` (robo_ppo tasks only; aliases JAX memory)."""
-        if not self.critic_obs_dim or self.last_jax_out is None:
-            raise RuntimeError(f"{self.env_id} has no critic observation, or the env was not reset")
-        return self._to_torch(self.last_jax_out.critic_obs)
 
     def close(self) -> None:
         self._carry = None
@@ -433,16 +389,6 @@ class BraxVecEnv(VecEnv):
         meta["pipeline"] = self.pipeline
         meta["episode_length"] = self.episode_length
         env = self._kernel.env
-        if hasattr(env, "metadata"):     # a robo_ppo task: the robot-side facts, named layouts
-            from robo_ppo.tasks.base import observation_names
-
-            robot = env.metadata()
-            meta["robot"] = robot
-            meta["observation_names"] = observation_names(
-                [(b["name"], b["size"]) for b in robot["obs_layout"]])
-            meta["action_names"] = list(robot["joint_names"])
-            meta["reward_terms"] = list(self.reward_terms)
-            return meta
         mj_model = getattr(env.sys, "mj_model", None)
         if mj_model is not None:
             from robo_ppo.envs.gymnasium_env import observation_action_names
@@ -497,14 +443,9 @@ def make_brax_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device 
     """
     steps = env_cfg.get("max_episode_steps")
     episode_length = DEFAULT_EPISODE_LENGTH if steps is None else int(steps)
-    task = env_cfg.get("task")
-    if task:
-        from omegaconf import OmegaConf
-
-        params = env_cfg.get("task_params") or {}
-        params = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else dict(params)
-        return BraxVecEnv(task, num_envs, pipeline="mjx", episode_length=episode_length, device=device,
-                          seed=seed, task_params=params)
+    if env_cfg.get("task"):
+        raise ConfigError(f"{env_cfg.get('name')!r} is a robo_ppo robot task: run it with backend=mujoco (CPU) "
+                          "or backend=mjwarp (GPU)")
     brax_id = env_cfg.get("brax_id")
     if not brax_id:
         raise ConfigError(

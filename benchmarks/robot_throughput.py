@@ -1,0 +1,174 @@
+"""Robot task throughput (the Go1 joystick): raw MuJoCo, the engines, and robo_ppo end to end.
+
+    python benchmarks/robot_throughput.py                                   # CPU: 1024 envs, 2 threads
+    python benchmarks/robot_throughput.py --num-envs 256 1024 --mjwarp-envs 64
+    python benchmarks/robot_throughput.py --device cuda --num-envs 4096 8192 --skip-cpu   # GPU (MuJoCo Warp)
+
+Rows (control steps/s = env steps/s; one control step = 5 physics steps of 4 ms):
+
+* ``raw_rollout``: ``mujoco.rollout`` (persistent thread pool, one model copy per env) stepping
+  the robot's training model 5 physics steps per call with constant controls: the threaded
+  ``mj_step`` ceiling;
+* ``physics_mujoco``: ``MujocoPhysics.step`` alone (the native engine: step2/step1 per substep,
+  per-env ``MjData`` on a persistent pool, copies out to torch);
+* ``task_mujoco`` / ``task_mjwarp``: the task through the VecEnv (``env.step``, random actions:
+  physics + observation, reward terms, resets);
+* ``train_mujoco`` / ``train_mjwarp``: ``robo-ppo-train env=go1_joystick`` end to end (rollout +
+  PPO update) at the env file's recipe (``preset=go1_gpu`` on CUDA), after one warm-up iteration.
+
+Writes ``benchmarks/results/robot_throughput_<device>_<time>.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import measure  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _robot(overrides=()):
+    from robo_ppo.robots.description import parse_robot
+    from robo_ppo.robots.model import RobotModel
+    from robo_ppo.tasks.joystick import parse_params
+
+    cfg = measure.compose_config(["env=go1_joystick", *overrides])
+    params = parse_params(dict(cfg.env.task_params))
+    return RobotModel(parse_robot(cfg.env.robot), params.sim_dt), round(params.ctrl_dt / params.sim_dt)
+
+
+def raw_rollout(num_envs: int, threads: int, repeats: int = 5, seconds: float = 2.0) -> dict[str, Any]:
+    """``mujoco.rollout`` of ``substeps`` physics steps per call, from the state it reached."""
+    import copy
+
+    import mujoco
+    import mujoco.rollout
+    import numpy as np
+
+    robot, substeps = _robot()
+    m = robot.model
+    models = [copy.copy(m) for _ in range(num_envs)]
+    datas = [mujoco.MjData(m) for _ in range(threads)]
+    d = mujoco.MjData(m)
+    d.qpos[:] = robot.init_qpos
+    mujoco.mj_forward(m, d)
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    state0 = np.zeros(mujoco.mj_stateSize(m, spec))
+    mujoco.mj_getState(m, d, state0, spec)
+    state = np.tile(state0, (num_envs, 1))
+    ctrl = np.zeros((num_envs, substeps, m.nu))
+    ctrl[:, :, robot.act_ids] = robot.default_pose
+    out_state = np.zeros((num_envs, substeps, state.shape[1]))
+    out_sensor = np.zeros((num_envs, substeps, m.nsensordata))
+    pool = mujoco.rollout.Rollout(nthread=threads)
+
+    def step():
+        pool.rollout(models, datas, state, ctrl, nstep=substeps, state=out_state, sensordata=out_sensor,
+                     skip_checks=True)
+        state[:] = out_state[:, -1]
+
+    sps = measure._timed_repeats(step, num_envs, repeats, seconds)
+    pool.close()
+    return {"kind": "raw_rollout", "num_envs": num_envs, "threads": threads, "sps": measure._summary(sps)}
+
+
+def physics_mujoco(num_envs: int, threads: int, repeats: int = 5, seconds: float = 2.0) -> dict[str, Any]:
+    import torch
+
+    from robo_ppo.envs.mujoco_physics import MujocoPhysics
+
+    robot, substeps = _robot()
+    ph = MujocoPhysics(robot.model, num_envs, num_threads=threads)
+    ctrl = torch.zeros(num_envs, robot.model.nu)
+    ctrl[:, torch.as_tensor(robot.act_ids)] = torch.as_tensor(robot.default_pose, dtype=torch.float32)
+    sps = measure._timed_repeats(lambda: ph.step(ctrl, substeps), num_envs, repeats, seconds)
+    ph.close()
+    return {"kind": "physics_mujoco", "num_envs": num_envs, "threads": threads, "sps": measure._summary(sps)}
+
+
+def task_cuda(num_envs: int, steps: int = 200) -> dict[str, Any]:
+    """The task on MuJoCo Warp on CUDA through the VecEnv, synchronized at the ends only."""
+    import torch
+
+    from robo_ppo.envs import make_vec_env
+
+    cfg = measure.compose_config(["env=go1_joystick", "backend=mjwarp"])
+    env = make_vec_env(cfg.env, cfg.backend, num_envs, device="cuda", seed=0)
+    env.reset(seed=0)
+    acts = torch.rand(16, num_envs, env.action_space.shape[0], device="cuda") * 2 - 1
+    out = []
+    for rep in range(4):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            env.step(acts[i & 15])
+        torch.cuda.synchronize()
+        if rep:                      # the first block captures the CUDA graphs
+            out.append(num_envs * steps / (time.perf_counter() - t0))
+    env.close()
+    return {"kind": "task_mjwarp", "num_envs": num_envs, "device": "cuda", "sps": measure._summary(out)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num-envs", type=int, nargs="+", default=[1024])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mjwarp-envs", type=int, nargs="*", default=[64],
+                   help="MuJoCo Warp on the CPU device (slow; 0 or none to skip)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the MuJoCo Warp GPU rows")
+    p.add_argument("--skip-cpu", action="store_true", help="only the MuJoCo Warp rows")
+    p.add_argument("--train-iters", type=int, default=3)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+
+    def add(row):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    load0 = os.getloadavg()
+    for n in args.num_envs:
+        if not args.skip_cpu:
+            add(raw_rollout(n, args.threads))
+            add(physics_mujoco(n, args.threads))
+            add({**measure.adapter_engine("mujoco", "go1_joystick", n, [f"backend.num_threads={args.threads}"]),
+                 "kind": "task_mujoco"})
+            add({**measure.robo_ppo_train(["env=go1_joystick", f"algo.num_envs={n}",
+                                           f"backend.num_threads={args.threads}"], iterations=args.train_iters),
+                 "kind": "train_mujoco"})
+        if args.device.startswith("cuda"):
+            add(task_cuda(n))
+            add({**measure.robo_ppo_train(["env=go1_joystick", "preset=go1_gpu", f"algo.num_envs={n}",
+                                           f"device={args.device}"], iterations=args.train_iters),
+                 "kind": "train_mjwarp"})
+    if not args.device.startswith("cuda"):
+        for n in [n for n in args.mjwarp_envs if n]:
+            add({**measure.adapter_engine("mjwarp", "go1_joystick", n, ["device=cpu"], repeats=3, seconds=3.0),
+                 "kind": "task_mjwarp_cpu"})
+    result = {"machine": {"loadavg_start": load0, "loadavg_end": os.getloadavg(), "cpus": os.cpu_count(),
+                          "device": args.device, "command": " ".join([sys.executable, *sys.argv])},
+              "rows": rows}
+    print(f"\n{'row':>16} {'envs':>6} {'steps/s':>9}")
+    for r in rows:
+        value = (r["sps"] if "sps" in r else r["e2e_sps"])["median"]
+        print(f"{r['kind']:>16} {r['num_envs']:>6} {value:>9.0f}")
+    out = Path(args.out) if args.out else RESULTS / f"robot_throughput_{args.device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
