@@ -136,6 +136,22 @@ def _obs_command(model, robot, entry, what) -> tuple[int, Reader]:
     return n, lambda data, last_action, command: command
 
 
+def _obs_gait_phase(model, robot, entry, what) -> tuple[int, Reader]:
+    gait = robot.get(entry.get("gait", "gait"))
+    try:
+        freq = float(gait["frequency_hz"])
+        offsets = np.asarray(gait["phase_offsets"], dtype=np.float64)
+    except (TypeError, KeyError, ValueError):
+        raise DeployError(f"{what} needs the gait clock (robot metadata 'gait': frequency_hz, phase_offsets); "
+                          "re-export the policy") from None
+
+    def read(data, last_action, command):  # data.time: seconds since reset (Runner.reset zeroes it)
+        phase = 2 * math.pi * (offsets + freq * data.time)
+        return np.concatenate([np.cos(phase), np.sin(phase)])
+
+    return 2 * offsets.size, read
+
+
 OBS_FUNCTIONS: dict[str, Callable[..., tuple[int, Reader]]] = {
     "sensor": _obs_sensor,                        # the named MuJoCo sensor (entry["sensor"])
     "projected_gravity": _obs_projected_gravity,  # unit gravity in the frame of an orientation sensor
@@ -143,6 +159,7 @@ OBS_FUNCTIONS: dict[str, Callable[..., tuple[int, Reader]]] = {
     "joint_vel": _obs_joint_vel,                  # encoder velocities (rad/s)
     "last_action": _obs_last_action,              # the previous policy action (clipped)
     "command": _obs_command,                      # the command, in robot["commands"] order
+    "gait_phase": _obs_gait_phase,                # cos, sin of each foot's gait phase from the time since reset
 }
 """``fn`` of an ``obs_layout`` entry -> ``bind(model, robot, entry, what) -> (size, reader)``. Binding
 resolves every name once (start-up fails on a name the model lacks); the reader is the numpy twin of
@@ -249,7 +266,8 @@ def load_model(robot: dict[str, Any], xml: str | Path | None = None,
     compiling): gain 1, no bias, gear 1, ``ctrl`` = joint torque in N*m with ``ctrlrange = forcerange =
     +-torque_limits``; those joints' damping is set to 0 because :class:`PDController` applies ``kd``.
     Friction loss and armature stay (``robot["armature"]``, when present, is written). Keyframe ``ctrl``
-    values are zeroed. ``target_range`` float64 ``[J, 2]`` is the original actuators' control range
+    values are zeroed. The sensors of ``robot["extra_sensors"]`` (those training added to the scene) are
+    added. ``target_range`` float64 ``[J, 2]`` is the original actuators' control range
     (the clamp training applies to joint targets), ``+-inf`` where unlimited.
     """
     path = Path(xml) if xml is not None else model_file(robot)
@@ -311,11 +329,25 @@ def load_model(robot: dict[str, Any], xml: str | Path | None = None,
     for key in spec.keys:
         if len(key.ctrl):
             key.ctrl = np.zeros(len(key.ctrl))
+    for s in robot.get("extra_sensors") or []:
+        try:
+            ref = s.get("reftype")
+            spec.add_sensor(name=s["name"], type=getattr(mujoco.mjtSensor, f"mjSENS_{s['type'].upper()}"),
+                            objtype=getattr(mujoco.mjtObj, f"mjOBJ_{s['objtype'].upper()}"), objname=s["objname"],
+                            reftype=getattr(mujoco.mjtObj, f"mjOBJ_{ref.upper()}" if ref else "mjOBJ_UNKNOWN"),
+                            refname=s.get("refname") or "")
+        except (AttributeError, KeyError, TypeError):
+            raise DeployError(f"robot metadata extra_sensors entry {s!r} is not a MuJoCo sensor; re-export the "
+                              "policy") from None
     try:
         model = spec.compile()
     except ValueError as e:
         raise DeployError(f"cannot compile {path.name}: {str(e).splitlines()[0]}") from None
-    model.opt.timestep = float(robot["sim_dt"])  # simulate at the training rate
+    model.opt.timestep = float(robot["sim_dt"])  # simulate at the training rate, with its solver
+    if robot.get("solver_iterations") is not None:
+        model.opt.iterations = int(robot["solver_iterations"])
+    if robot.get("solver_ls_iterations") is not None:
+        model.opt.ls_iterations = int(robot["solver_ls_iterations"])
     return model, target_range
 
 
@@ -463,12 +495,14 @@ class Runner:
 
     # -------------------------------------------------------------- state
     def reset(self) -> None:
-        """The ``init_keyframe`` turned by a random yaw, zero last action and pending actions; ends with
-        ``mj_forward`` so the sensors match the state (as after every :meth:`step`)."""
+        """The ``init_keyframe`` turned by a random yaw, zero last action and pending actions, the clock
+        (``data.time``) at 0; ends with ``mj_forward`` so the sensors match the state (as after every
+        :meth:`step`)."""
         if self.key >= 0:
             mujoco.mj_resetDataKeyframe(self.model, self.data, self.key)
         else:
             mujoco.mj_resetData(self.model, self.data)
+        self.data.time = 0.0  # the clock of time-based observation terms (a gait phase) restarts
         yaw = self.rng.uniform(-self.init_yaw, self.init_yaw)
         quat = self.data.qpos[self.root_qpos + 3:self.root_qpos + 7]
         mujoco.mju_mulQuat(quat, np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]), quat.copy())

@@ -395,18 +395,34 @@ def _video_path(video_path: str | Path | None, policy_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- robots
-def deploy_kit_dir() -> Path:
-    """Folder of the deployment kit: the checkout's ``export/`` (next to pyproject.toml), else the copy
-    a wheel install carries as package data (``robo_ppo/deploy_kit``)."""
+def _data_dir(source: str, packaged: str) -> list[Path]:
+    """Where a data folder can be: the checkout's top-level ``source`` (next to pyproject.toml), then
+    the copy a wheel install carries as package data (``robo_ppo/<packaged>``)."""
     here = Path(__file__).resolve().parent
-    candidates = [here / "deploy_kit"]
+    candidates = [here / packaged]
     if (here.parent / "pyproject.toml").is_file():
-        candidates.insert(0, here.parent / "export")
+        candidates.insert(0, here.parent / source)
+    return candidates
+
+
+def deploy_kit_dir() -> Path:
+    """Folder of the deployment kit: the checkout's ``export/``, else the wheel's ``robo_ppo/deploy_kit``."""
+    candidates = _data_dir("export", "deploy_kit")
     for candidate in candidates:
         if (candidate / "deploy.py").is_file():
             return candidate
-    raise ConfigError(f"the deployment kit (deploy.py) is not in {here.parent / 'export'} nor in "
-                      f"{here / 'deploy_kit'}; reinstall robo_ppo")
+    raise ConfigError(f"the deployment kit (deploy.py) is not in {' nor in '.join(map(str, candidates))}; "
+                      "reinstall robo_ppo")
+
+
+def shipped_policies() -> dict[str, Path]:
+    """The trained controllers robo_ppo ships, ``{name: policy.onnx}``: ``policies/<name>/policy.onnx`` in
+    the checkout, else ``robo_ppo/policies`` in a wheel install. ``robo-ppo-replay policy=<name>`` runs one."""
+    for candidate in _data_dir("policies", "policies"):
+        found = {p.parent.name: p for p in sorted(candidate.glob("*/policy.onnx"))}
+        if found:
+            return found
+    return {}
 
 
 @functools.cache
@@ -528,6 +544,8 @@ def replay(policy: str | Path, episodes: int = 5, seed: int = 0, deterministic: 
     if video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # read at the first frame; egl works headless (software Mesa)
     p = Path(policy).expanduser()
+    if not p.exists() and str(policy) in shipped_policies():
+        p = shipped_policies()[str(policy)]
     meta = state = None
     if p.suffix == ".onnx":
         meta = read_metadata(p)

@@ -5,8 +5,9 @@ nothing about any task: where its MuJoCo model comes from (a file inside an
 installed package), which joints are actuated and in which order (the action
 order), its home pose, PD gains, torque limits, the base body, the IMU site,
 the named MuJoCo sensors a real robot of its kind has (by role: ``gyro``,
-``local_linvel``, ...), its feet and the per-foot sensors, and when it has
-fallen. Adding a robot of a known kind is one YAML file in ``conf/robot/``;
+``local_linvel``, ...), its feet and the per-foot sensors, sensors to add to a scene that lacks
+one (``extra_sensors``), and when it has fallen. Adding a robot of a known
+kind is one YAML file in ``conf/robot/``;
 ``robo_ppo.robots.model.RobotModel`` checks every name against the model file
 at start-up.
 """
@@ -46,6 +47,28 @@ class FootSensors:
 
 
 @dataclass
+class ExtraSensor:
+    """A MuJoCo sensor added to the scene at load time (training and the deploy loop alike), for a
+    scene file that lacks one a task needs, e.g. a foot's world position where the file's is relative
+    to the IMU. Frame and site sensors only: ``type`` is the ``mjtSensor`` name without ``mjSENS_``
+    (``framepos``, ``framequat``, ``framelinvel``, ``gyro``, ...). An entry whose ``name`` contains
+    ``{foot}`` is added once per entry of ``feet`` (``{foot}`` replaced in ``name`` and ``objname``)."""
+
+    name: str = MISSING
+    """Name of the new sensor (refer to it in ``sensors`` or ``foot_sensors``)."""
+    type: str = MISSING
+    """Sensor type, e.g. ``framepos`` (world position, m, unless ``reftype`` is set)."""
+    objtype: str = "site"
+    """Type of the object it measures (``site``, ``body``, ``xbody``, ``geom``, ``camera``)."""
+    objname: str = MISSING
+    """Name of that object."""
+    reftype: Optional[str] = None
+    """Frame sensors: the object type of the reference frame; null: the world frame."""
+    refname: Optional[str] = None
+    """Frame sensors: the reference object's name."""
+
+
+@dataclass
 class FallCondition:
     """When the robot has fallen (the task terminates the episode; the deploy loop resets)."""
 
@@ -73,7 +96,8 @@ class RobotDescription:
     kd: Any = MISSING
     """Joint damping (N m s/rad): one number or one per joint."""
     torque_limits: Optional[list[float]] = None
-    """Per-joint torque limit (N m); null: each actuator's ``forcerange`` in the model."""
+    """Per-joint torque limit (N m); null: the model's, each actuator's ``forcerange``, else its joint's
+    ``actuatorfrcrange`` (a model with neither fails at start-up)."""
     armature: Optional[list[float]] = None
     """Per-joint rotor inertia (kg m^2) written into the model; null: the model's."""
     base_body: str = MISSING
@@ -87,6 +111,8 @@ class RobotDescription:
     feet: list[str] = field(default_factory=list)
     """Foot sites (MuJoCo site names), in a fixed order."""
     foot_sensors: FootSensors = field(default_factory=FootSensors)
+    extra_sensors: list[ExtraSensor] = field(default_factory=list)
+    """Sensors added to the scene (see ``ExtraSensor``); empty: the file's sensors are enough."""
     floor_geom: str = "floor"
     """The floor geom (its friction is randomized)."""
     fall: FallCondition = field(default_factory=FallCondition)
@@ -127,4 +153,18 @@ def per_joint(value: Any, n: int) -> list[float]:
     return [float(v) for v in value]
 
 
-__all__ = ["RobotDescription", "ModelSource", "FootSensors", "FallCondition", "parse_robot", "per_joint"]
+def expand_extra_sensors(desc: RobotDescription) -> list[dict[str, Any]]:
+    """``desc.extra_sensors`` with ``{foot}`` entries expanded per foot: plain dicts (``name``, ``type``,
+    ``objtype``, ``objname``, ``reftype``, ``refname``), the form the ONNX metadata carries."""
+    out = []
+    for s in desc.extra_sensors:
+        per_foot = "{foot}" in s.name
+        for foot in desc.feet if per_foot else [None]:
+            name, objname = (s.name.format(foot=foot), s.objname.format(foot=foot)) if per_foot else (s.name, s.objname)
+            out.append({"name": name, "type": s.type, "objtype": s.objtype, "objname": objname,
+                        "reftype": s.reftype, "refname": s.refname})
+    return out
+
+
+__all__ = ["RobotDescription", "ModelSource", "FootSensors", "ExtraSensor", "FallCondition", "parse_robot",
+           "per_joint", "expand_extra_sensors"]

@@ -2,8 +2,8 @@
 
 ``RobotModel(description, sim_dt)`` finds the scene file in its installed
 package, edits it on the ``MjSpec`` (the description's gains, torque limits and
-armature; one ``actuatorfrc`` sensor per joint for the privileged
-observation; meshes and textures dropped for training: every body of the
+armature; the description's ``extra_sensors``; one ``actuatorfrc`` sensor per
+joint for the privileged observation; meshes and textures dropped for training: every body of the
 supported robots declares its inertia, so the dynamics do not change) and
 resolves every name of the description to indices, failing at start-up with
 one line that names what the model lacks.
@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 
 from robo_ppo.errors import ConfigError
-from robo_ppo.robots.description import RobotDescription, per_joint
+from robo_ppo.robots.description import RobotDescription, expand_extra_sensors, per_joint
 
 FORCE_SENSOR = "robo_ppo_actuator_force_{joint}"
 """Name of the ``actuatorfrc`` sensor added for each joint (N m)."""
@@ -46,6 +46,29 @@ def model_file(desc: RobotDescription) -> Path:
     if not path.is_file():
         raise ConfigError(f"robot {desc.name}: {src.package} has no {src.path} (robot.model.path){hint}")
     return path
+
+
+def add_sensors(spec: mujoco.MjSpec, sensors: list[dict], where: str) -> None:
+    """Add frame/site sensors to ``spec``: dicts of ``name``, ``type`` (``mjtSensor`` name without
+    ``mjSENS_``, e.g. ``framepos``), ``objtype``, ``objname`` and optional ``reftype``/``refname``
+    (``RobotDescription.extra_sensors``, expanded).
+
+    Raises:
+        ConfigError: an unknown sensor or object type (one line naming ``where``).
+    """
+    def enum(kind, prefix: str, value: str | None, key: str):
+        member = getattr(kind, f"{prefix}{str(value).upper()}", None) if value else None
+        if member is None:
+            known = sorted(n[len(prefix):].lower() for n in kind.__members__ if n.startswith(prefix))
+            raise ConfigError(f"{where}: {key} {value!r} is not a MuJoCo {kind.__name__} name; known: {known}")
+        return member
+
+    for s in sensors:
+        ref = s.get("reftype")
+        spec.add_sensor(name=s["name"], type=enum(mujoco.mjtSensor, "mjSENS_", s["type"], "type"),
+                        objtype=enum(mujoco.mjtObj, "mjOBJ_", s["objtype"], "objtype"), objname=s["objname"],
+                        reftype=enum(mujoco.mjtObj, "mjOBJ_", ref, "reftype") if ref else mujoco.mjtObj.mjOBJ_UNKNOWN,
+                        refname=s.get("refname") or "")
 
 
 def strip_visuals(spec: mujoco.MjSpec, meshes: bool = False, textures: bool = False) -> None:
@@ -75,10 +98,12 @@ class RobotModel:
 
     Attributes (``J`` joints, ``F`` feet): ``model`` (``mujoco.MjModel``), ``njoints``,
     ``qpos_adr`` / ``dof_adr`` / ``act_ids`` int ``[J]``, ``default_pose`` float ``[J]`` (rad),
-    ``init_qpos`` float ``[nq]``, ``kp`` / ``kd`` / ``torque_limits`` float ``[J]``,
+    ``init_qpos`` float ``[nq]``, ``kp`` / ``kd`` / ``torque_limits`` float ``[J]`` (N m: the
+    description's, else the actuator's ``forcerange``, else the joint's ``actuatorfrcrange``),
     ``joint_range`` float ``[J, 2]`` (rad), ``base_body``, ``floor_geom``, ``imu_site``,
     ``feet_sites`` int ``[F]``, ``sensor(role)`` -> slice of ``sensordata``,
-    ``foot_sensor(kind)`` -> int ``[F, dim]`` indices, ``force_adr`` int ``[J]``.
+    ``foot_sensor(kind)`` -> int ``[F, dim]`` indices, ``force_adr`` int ``[J]``, ``extra_sensors``
+    (the description's, expanded per foot: what the metadata carries for the deploy loop).
 
     Raises:
         ConfigError: the model lacks a joint, actuator, body, site, sensor,
@@ -116,6 +141,8 @@ class RobotModel:
                 joints[name].armature = float(desc.armature[i])
             spec.add_sensor(name=FORCE_SENSOR.format(joint=name), type=mujoco.mjtSensor.mjSENS_ACTUATORFRC,
                             objtype=mujoco.mjtObj.mjOBJ_ACTUATOR, objname=act.name or "")
+        self.extra_sensors = expand_extra_sensors(desc)
+        add_sensors(spec, self.extra_sensors, f"robot {desc.name}: robot.extra_sensors")
         try:
             m = spec.compile()
         except ValueError as e:
@@ -134,7 +161,15 @@ class RobotModel:
                                                     & (m.actuator_trnid[:, 0] == j))[0]) for j in jid])
         self.joint_range = m.jnt_range[jid].astype(np.float64)
         self.kp, self.kd = np.asarray(kp), np.asarray(kd)
-        self.torque_limits = np.abs(m.actuator_forcerange[self.act_ids]).max(axis=1)
+        # the actuator's force range, else the joint's actuator force range (a PD clipped as a whole either way)
+        joint_limit = np.where(m.jnt_actfrclimited[jid], np.abs(m.jnt_actfrcrange[jid]).max(axis=1), 0.0)
+        act_limit = np.where(m.actuator_forcelimited[self.act_ids],
+                             np.abs(m.actuator_forcerange[self.act_ids]).max(axis=1), 0.0)
+        self.torque_limits = np.where(act_limit > 0, act_limit, joint_limit)
+        if not (self.torque_limits > 0).all():
+            bad = desc.joint_names[int(np.flatnonzero(self.torque_limits <= 0)[0])]
+            raise ConfigError(f"robot {desc.name}: joint {bad!r} has no torque limit in {self.path.name} (actuator "
+                              "forcerange or joint actuatorfrcrange): set robot.torque_limits")
         key = self._id(mujoco.mjtObj.mjOBJ_KEY, desc.init_keyframe, "robot.init_keyframe")
         self.init_qpos = m.key_qpos[key].copy()
         self.default_pose = (np.asarray(desc.default_pose, np.float64) if desc.default_pose is not None
@@ -198,4 +233,4 @@ class RobotModel:
         return self._feet[kind]
 
 
-__all__ = ["RobotModel", "model_file", "strip_visuals", "FORCE_SENSOR"]
+__all__ = ["RobotModel", "model_file", "strip_visuals", "add_sensors", "FORCE_SENSOR"]

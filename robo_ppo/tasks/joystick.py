@@ -16,6 +16,10 @@ MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew:
 * Reward: ``max(0, dt * sum_k scale_k term_k)`` over ``reward_scales``
   (Playground's convention); each scaled term is reported (``reward/<term>``).
 * Episodes end when the robot falls (``robot.fall``); the time limit is the engine's.
+* Optional gait clock (``gait``, for robots that need a stepping rhythm, e.g. bipeds, after
+  Playground's Berkeley Humanoid): each foot's phase ``2 pi (start + offset_f + f t)``, ``t`` the
+  time since reset, ``f`` drawn per episode; the ``gait_phase`` observation and the ``feet_phase``
+  reward read it. The deploy loop runs the same clock at the middle of the frequency range.
 * Domain randomization at every reset (floor friction, joint friction loss and
   armature, base centre of mass and payload, link masses, kp/kd, encoder
   offsets), command resampling, optional velocity pushes.
@@ -54,8 +58,9 @@ class ObsTerm:
     """Function in ``tasks/terms.py: OBS_FUNCTIONS``; null: same as ``name``."""
     sensor: Optional[str] = None
     """Sensor role (``robot.sensors``) for ``fn: sensor``."""
-    noise: float = 0.0
-    """Uniform noise half-width, in the term's units (actor only)."""
+    noise: Any = 0.0
+    """Uniform noise half-width, in the term's units (actor only): one number, or one per element of
+    the term (e.g. per joint)."""
     scale: float = 1.0
     """Multiplier applied after the noise."""
 
@@ -100,6 +105,21 @@ class PushParams:
 
 
 @dataclass
+class GaitParams:
+    """A per-environment gait clock (off unless ``enable``); see the module docstring."""
+
+    enable: bool = False
+    frequency: list[float] = field(default_factory=lambda: [1.25, 1.5])
+    """``[lo, hi]`` gait frequency (Hz, steps of one foot per second), drawn per env at every reset; the
+    deploy loop (and the metadata) uses the middle of the range."""
+    phase_offsets: list[float] = field(default_factory=list)
+    """Each foot's phase offset in cycles, ``robot.feet`` order (a biped walking: ``[0.0, 0.5]``)."""
+    random_start: bool = True
+    """Start every episode at a random point of the cycle, U(0, 1) cycles (false: at 0, as the deploy
+    loop does)."""
+
+
+@dataclass
 class JoystickParams:
     """Every number of the task (``env.task_params``)."""
 
@@ -114,7 +134,15 @@ class JoystickParams:
     soft_joint_limit_factor: float = 0.95
     tracking_sigma: float = 0.25
     max_foot_height: float = 0.1
-    """Target swing height (m) of the feet terms."""
+    """Target swing height (m) of the feet terms (``feet_phase``: the height at mid-swing)."""
+    feet_air_time_min: float = 0.1
+    """``feet_air_time`` rewards each swing's air time above this (s)."""
+    feet_air_time_max: Optional[float] = None
+    """... counted up to this (s); null: no cap."""
+    feet_phase_sigma: float = 0.01
+    """``feet_phase``: ``exp(-sum_f (z_f - z*_f)^2 / sigma)`` (m^2)."""
+    posture_sharpness: float = 10.0
+    """``posture``: ``exp(-sharpness * sum_j w_j (q_j - q0_j)^2)`` at a zero command (1/rad^2)."""
     pose_weights: Optional[list[float]] = None
     """Per-joint weights of the ``pose`` reward (null: 1)."""
     reset_xy: float = 0.5
@@ -128,6 +156,11 @@ class JoystickParams:
     commands: CommandParams = field(default_factory=CommandParams)
     randomization: RandomizationParams = field(default_factory=RandomizationParams)
     push: PushParams = field(default_factory=PushParams)
+    gait: GaitParams = field(default_factory=GaitParams)
+
+
+GAIT_TERMS = ("gait_phase", "feet_phase")
+"""Terms that read the gait clock (they need ``gait.enable``)."""
 
 
 def parse_params(params: Any) -> JoystickParams:
@@ -166,6 +199,14 @@ def parse_params(params: Any) -> JoystickParams:
         raise ConfigError(f"env.task_params.reward_scales: unknown term(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
     if not p.obs:
         raise ConfigError("env.task_params.obs is empty: list the actor's observation terms")
+    used = {t.fn or t.name for t in p.obs + p.privileged_obs} | {k for k, v in p.reward_scales.items() if v}
+    if not p.gait.enable and used & set(GAIT_TERMS):
+        raise ConfigError(f"env.task_params: {sorted(used & set(GAIT_TERMS))} read the gait clock: set "
+                          "env.task_params.gait.enable=true (and gait.phase_offsets, one per foot)")
+    lo, hi = p.gait.frequency if len(p.gait.frequency) == 2 else (0, -1)
+    if p.gait.enable and not 0 < lo <= hi:
+        raise ConfigError(f"env.task_params.gait.frequency must be [lo, hi] Hz with 0 < lo <= hi, got "
+                          f"{p.gait.frequency}")
     return p
 
 
@@ -221,6 +262,12 @@ class Joystick:
         self.critic_obs_layout = self.obs_layout + [(t.name, f.size(robot, t)) for t, f in self._priv]
         self.obs_size = sum(s for _, s in self.obs_layout)
         self.critic_obs_size = sum(s for _, s in self.critic_obs_layout) if self._priv else 0
+        self._noise = [self._term_noise(t, size) for (t, _), (_, size) in zip(self._obs, self.obs_layout, strict=True)]
+        # without a gait the clock still runs (phase 0 per foot), so every term is defined on every robot
+        self.gait_offsets = tensor(p.gait.phase_offsets if p.gait.enable else [0.0] * F, torch.float64)
+        if p.gait.enable and len(p.gait.phase_offsets) != F:
+            raise ConfigError(f"env.task_params.gait.phase_offsets has {len(p.gait.phase_offsets)} entries; "
+                              f"{robot.desc.name} has {F} feet (robot.feet)")
         # sensors the task itself reads (fails at start-up if the robot lacks one)
         self._s = {role: robot.sensor(role) for role in ("gyro", "local_linvel", "upvector", "global_linvel",
                                                          "global_angvel", "orientation")}
@@ -238,9 +285,29 @@ class Joystick:
         self.steps_until_cmd, self.steps_until_push = zeros(dtype=torch.long), zeros(dtype=torch.long)
         self.joint_offset, self.dr_summary = zeros(J), zeros(7)
         self.ctrl = zeros(physics.model.nu)
+        self.steps = zeros(dtype=torch.long)   # control steps since reset: the gait clock's time
+        self.gait_freq = torch.full((N,), sum(p.gait.frequency) / 2, dtype=torch.float64, device=dev)   # Hz
+        self.gait_start = zeros(dtype=torch.float64)   # cycles
         self._refresh()
 
+    def _term_noise(self, term: ObsTerm, size: int):
+        """An obs term's noise half-width: a float, or float32 ``[size]`` for a per-element list."""
+        noise = term.noise
+        if isinstance(noise, list | tuple) or OmegaConf.is_list(noise):
+            if len(noise) != size:
+                raise ConfigError(f"env.task_params.obs: {term.name!r} has {len(noise)} noise entries for "
+                                  f"{size} elements")
+            return torch.as_tensor([float(x) for x in noise], dtype=torch.float32, device=self.device)
+        return float(noise)
+
     # ---------------------------------------------------------------- helpers
+    def gait_phase(self) -> torch.Tensor:
+        """Each foot's gait phase (rad, in [-pi, pi)) float32 ``[N, F]``: ``2 pi (start + offset_f +
+        f t)``, ``t`` the time since reset (s). 0: mid-swing; -pi (= pi): touch-down."""
+        t = self.steps.double() * self.dt
+        cycles = self.gait_start[:, None] + self.gait_offsets[None, :] + self.gait_freq[:, None] * t[:, None]
+        return (2 * math.pi * (torch.remainder(cycles + 0.5, 1.0) - 0.5)).float()
+
     def _uniform(self, lo, hi, *shape) -> torch.Tensor:
         u = torch.rand(self.n, *shape, generator=self.gen, device=self.device)
         return lo + (hi - lo) * u
@@ -339,6 +406,13 @@ class Joystick:
         self.swing_peak = torch.where(m, 0.0, self.swing_peak)
         self.last_contact = torch.where(m, False, self.last_contact)
         self.ctrl = torch.where(m, self._set_ctrl(torch.zeros_like(self.last_act)), self.ctrl)
+        self.steps = torch.where(mask, 0, self.steps)
+        g = p.gait
+        if g.enable:   # drawn only for a gait, so other robots' random streams do not change
+            u = torch.rand(N, 2, generator=self.gen, device=dev, dtype=torch.float64)
+            lo, hi = g.frequency
+            self.gait_freq = torch.where(mask, lo + (hi - lo) * u[:, 0], self.gait_freq)
+            self.gait_start = torch.where(mask, u[:, 1] if g.random_start else 0.0, self.gait_start)
         self.physics.set_state(mask, qpos, qvel, self.ctrl)
         self._refresh()
 
@@ -363,6 +437,7 @@ class Joystick:
             self.steps_until_push = torch.where(push, self._push_steps(), self.steps_until_push - 1)
         ph.step(self.ctrl, self.n_substeps)
         self._refresh()
+        self.steps = self.steps + 1
         s = self.step_state(actions)
         raw = torch.stack([REWARD_FUNCTIONS[k](self, s) for k in self.reward_terms], 1)
         terms = raw * self._scales * self.dt
@@ -402,12 +477,12 @@ class Joystick:
         the actor's terms get U(-noise, noise) * noise_level unless ``noise=False``."""
         level = self.p.noise_level if noise else 0.0
         actor, clean = [], []
-        for t, f in self._obs:
+        for (t, f), noise in zip(self._obs, self._noise, strict=True):
             value = f.value(self, t)
             clean.append(t.scale * value)
-            if level and t.noise:
+            if level and (not isinstance(noise, float) or noise):
                 value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
-                    t.noise * level)
+                    noise * level)
             actor.append(t.scale * value)
         obs = torch.cat(actor, 1)
         if not self._priv:
@@ -422,7 +497,9 @@ class Joystick:
         Derived from the robot description and the term declarations: the model file, joint
         order, default pose, action scale/offset/clip, gains, torque limits, rates, each
         observation term (name, function, offset, size, scale, what it reads), the commands
-        and their ranges, the action latency and the fall condition.
+        and their ranges, the action latency, the fall condition and, when there are any, the sensors
+        added to the scene (``extra_sensors``: the deploy loop adds them too) and the gait clock (``gait``:
+        ``frequency_hz``, the middle of the training range, and ``phase_offsets`` in cycles per foot).
         """
         rb, p, d = self.robot, self.p, self.robot.desc
         layout, start = [], 0
@@ -450,7 +527,10 @@ class Joystick:
             "command_ranges": {k: [float(v) for v in r] for k, r in zip(COMMANDS, p.commands.ranges, strict=True)},
             "action_latency": p.action_latency,
             "fall": {"max_tilt_cos": d.fall.max_tilt_cos, "min_base_height": d.fall.min_base_height},
+            **({"extra_sensors": [dict(x) for x in rb.extra_sensors]} if rb.extra_sensors else {}),
+            **({"gait": {"frequency_hz": sum(p.gait.frequency) / 2,
+                         "phase_offsets": [float(x) for x in p.gait.phase_offsets]}} if p.gait.enable else {}),
         }
 
 
-__all__ = ["Joystick", "JoystickParams", "ObsTerm", "parse_params", "COMMANDS"]
+__all__ = ["Joystick", "JoystickParams", "ObsTerm", "GaitParams", "parse_params", "COMMANDS", "GAIT_TERMS"]

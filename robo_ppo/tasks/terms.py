@@ -15,7 +15,8 @@ in the actor's observation; the others are privileged (critic only).
 Reward functions take ``(task, s)`` with ``s`` the step's ``StepState`` and
 return float32 ``[N]`` unscaled; the task multiplies by the configured scale
 and ``dt``. Definitions follow MuJoCo Playground's Go1 joystick
-(Zakka et al. 2025), written anew in torch.
+(Zakka et al. 2025), written anew in torch; ``posture`` is Playground's Spot
+joystick's, ``gait_phase`` and ``feet_phase`` its Berkeley Humanoid joystick's.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def gravity_from_quat(quat: torch.Tensor) -> torch.Tensor:
     return -torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
 
 
+def swing_height(phase: torch.Tensor, height: float) -> torch.Tensor:
+    """Target foot height (m) over a gait cycle, from the phase (rad, [-pi, pi)): a cubic Bezier rise
+    from 0 at -pi to ``height`` at 0 and back to 0 at pi (Playground's ``get_rz``, ``_src/gait.py``)."""
+    x = (phase + torch.pi) / (2 * torch.pi)
+    u = torch.where(x <= 0.5, 2 * x, 2 * x - 1)
+    bezier = u ** 3 + 3 * u ** 2 * (1 - u)
+    return torch.where(x <= 0.5, height * bezier, height * (1 - bezier))
+
+
+def _gait_obs(t) -> torch.Tensor:
+    phase = t.gait_phase()
+    return torch.cat([torch.cos(phase), torch.sin(phase)], 1)
+
+
 OBS_FUNCTIONS: dict[str, ObsFunction] = {
     # ---- what the robot measures (actor and critic)
     "sensor": ObsFunction(                       # a named MuJoCo sensor, e.g. the gyro (rad/s)
@@ -71,6 +86,9 @@ OBS_FUNCTIONS: dict[str, ObsFunction] = {
         lambda r, term: r.njoints, lambda t, term: t.last_act, lambda r, term: {}, True),
     "command": ObsFunction(                      # the velocity command (vx, vy m/s, yaw rate rad/s)
         lambda r, term: 3, lambda t, term: t.command, lambda r, term: {"commands": "commands"}, True),
+    "gait_phase": ObsFunction(                   # cos of each foot's gait phase, then sin (the gait clock)
+        lambda r, term: 2 * len(r.feet_sites), lambda t, term: _gait_obs(t), lambda r, term: {"gait": "gait"},
+        True),
     # ---- privileged: only the critic sees these
     "joint_torque": ObsFunction(                 # actuator force of each joint (N m)
         lambda r, term: r.njoints, lambda t, term: t.sd[:, t.robot.force_adr],
@@ -121,6 +139,16 @@ def _sq(x: torch.Tensor) -> torch.Tensor:
     return torch.square(x).sum(-1)
 
 
+def _air_time(t, s: StepState) -> torch.Tensor:
+    """Sum over this step's touch-downs of (air time - ``feet_air_time_min``), each capped at
+    ``feet_air_time_max - feet_air_time_min`` (when set); 0 at a zero command."""
+    lo, hi = t.p.feet_air_time_min, t.p.feet_air_time_max
+    gain = (s.air_time - lo) * s.first_contact
+    if hi is not None:
+        gain = gain.clamp(max=hi - lo)
+    return gain.sum(-1) * s.moving
+
+
 REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     # exp(-|cmd_xy - v_xy|^2 / sigma): track the commanded planar velocity
     "tracking_lin_vel": lambda t, s: torch.exp(-_sq(s.command[:, :2] - s.local_linvel[:, :2]) / t.p.tracking_sigma),
@@ -134,15 +162,21 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     "energy": lambda t, s: (s.qd.abs() * s.torque.abs()).sum(-1),
     # exp(-sum w_j (q_j - q0_j)^2): stay near the default pose
     "pose": lambda t, s: torch.exp(-(torch.square(s.q - t.q0) * t.pose_weights).sum(-1)),
-    "feet_air_time": lambda t, s: ((s.air_time - 0.1) * s.first_contact).sum(-1) * s.moving,
+    "feet_air_time": _air_time,
     "feet_slip": lambda t, s: (_sq(s.feet_vxy) * s.contact).sum(-1) * s.moving,
     "feet_clearance": lambda t, s: ((s.foot_z - t.p.max_foot_height).abs() * s.feet_vxy.norm(dim=-1).sqrt()).sum(-1),
     "feet_height": lambda t, s: (torch.square(s.swing_peak / t.p.max_foot_height - 1.0) * s.first_contact).sum(-1)
     * s.moving,
     "dof_pos_limits": lambda t, s: ((t.soft_lower - s.q).clamp(min=0) + (s.q - t.soft_upper).clamp(min=0)).sum(-1),
     "stand_still": lambda t, s: (s.q - t.q0).abs().sum(-1) * (1.0 - s.moving),
+    # 1 while commanded to move; at a zero command exp(-k sum w_j (q_j - q0_j)^2): hold the default pose
+    "posture": lambda t, s: torch.where(s.moving > 0, 1.0, torch.exp(
+        -t.p.posture_sharpness * (torch.square(s.q - t.q0) * t.pose_weights).sum(-1))),
+    # exp(-sum_f (z_f - z*(phase_f))^2 / sigma): feet follow the gait clock's swing profile
+    "feet_phase": lambda t, s: torch.exp(-_sq(s.foot_z - swing_height(t.gait_phase(), t.p.max_foot_height))
+                                         / t.p.feet_phase_sigma),
     "termination": lambda t, s: s.terminated.float(),
 }
 
 
-__all__ = ["OBS_FUNCTIONS", "REWARD_FUNCTIONS", "ObsFunction", "StepState", "gravity_from_quat"]
+__all__ = ["OBS_FUNCTIONS", "REWARD_FUNCTIONS", "ObsFunction", "StepState", "gravity_from_quat", "swing_height"]
