@@ -213,7 +213,7 @@ def _env_cfg(**kw):
 
 
 @pytest.mark.parametrize("env,backend,needle", [
-    ({}, {"name": "mjx"}, r"backend.name must be one of \('gymnasium', 'envpool', 'brax'\), got 'mjx'"),
+    ({}, {"name": "mjx"}, r"backend.name must be one of \('gymnasium', 'envpool', 'brax', 'mujoco', 'mjwarp'\), got 'mjx'"),
     ({"brax_id": "ant"}, {"name": "brax", "pipeline": "foo"}, "backend.pipeline must be one of"),
     ({"max_episode_steps": 0}, {"name": "gymnasium"}, "env.max_episode_steps must be >= 1"),
     ({"max_episode_steps": -5}, {"name": "envpool"}, "env.max_episode_steps must be >= 1"),

@@ -308,10 +308,9 @@ def test_gpu_outputs_alias_jax_buffers():
 
 def test_step_info_makes_episode_lists_only_when_read():
     """The [K] contract tensors come from the [N] ones on first access (no host sync unless read)."""
-    pytest.importorskip("brax")
-    from robo_ppo.envs.brax_env import _StepInfo
+    from robo_ppo.envs.base import StepInfo
 
-    info = _StepInfo({"episode_done": torch.tensor([True, False, True]),
+    info = StepInfo({"episode_done": torch.tensor([True, False, True]),
                       "episode_return_all": torch.tensor([1.0, 0.0, 3.0]),
                       "episode_length_all": torch.tensor([5.0, 0.0, 7.0])})
     assert "episode_return" in info and not dict.__contains__(info, "episode_return")

@@ -196,7 +196,7 @@ def test_engines_are_a_registry_of_lazy_factories(monkeypatch):
 
     from robo_ppo import envs
 
-    assert set(envs.ENGINES) == {"gymnasium", "envpool", "brax"}
+    assert set(envs.ENGINES) == {"gymnasium", "envpool", "brax", "mujoco", "mjwarp"}
     for target in envs.ENGINES.values():
         module, _, attr = target.partition(":")
         assert module.startswith("robo_ppo.envs.") and attr.startswith("make_")

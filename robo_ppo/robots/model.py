@@ -119,6 +119,8 @@ class RobotModel:
         except ValueError as e:
             raise ConfigError(f"robot {desc.name}: cannot parse {self.path.name}: {str(e).splitlines()[0]}") from None
         strip_visuals(spec, meshes=meshes, textures=meshes)
+        if desc.arena_mb is not None:
+            spec.memory = int(desc.arena_mb * 2**20)
         n = len(desc.joint_names)
         kp, kd = per_joint(desc.kp, n), per_joint(desc.kd, n)
         joint_actuators = {a.target: a for a in spec.actuators if a.trntype == mujoco.mjtTrn.mjTRN_JOINT}
