@@ -17,6 +17,7 @@ onnxruntime, mujoco (+ imageio for video); never torch or robo_ppo.
     python deploy.py policy.onnx --schedule random --segments 20 --seconds 5 --seed 0
     python deploy.py policy.onnx --video robot.mp4 --json result.json
     python deploy.py policy.onnx --latency 1 --push 1.0        # one step of action latency, velocity kicks
+    python deploy.py policy.onnx --floor-friction 0.4 --mass-scale 1.1 --payload 1.0   # other dynamics
 
 Needs ``pip install numpy onnxruntime mujoco`` and the robot's model package (the
 policy's ``robot.model.install`` says how; or pass ``--model path/to/scene.xml``),
@@ -408,6 +409,9 @@ class Runner:
             ``action_latency``; 1 applies the previous step's action, as in training).
         push: horizontal base velocity kick U(0, push) m/s in a random direction every
             U(``push_interval``) s (0: none).
+        floor_friction: sliding friction of the metadata's ``floor_geom`` (None: the model's).
+        mass_scale: multiplies the mass of every body of the robot (its base body's tree).
+        payload: kg added to the base body (after ``mass_scale``).
 
     Raises:
         DeployError, ControllerError: bad policy, metadata or model (one line).
@@ -415,7 +419,8 @@ class Runner:
 
     def __init__(self, policy_path: str | Path, model_xml: str | Path | None = None, meshes: bool = False,
                  seed: int = 0, init_yaw: float = 0.1, latency: int | None = None, push: float = 0.0,
-                 push_interval: tuple[float, float] = (5.0, 10.0)):
+                 push_interval: tuple[float, float] = (5.0, 10.0), floor_friction: float | None = None,
+                 mass_scale: float = 1.0, payload: float = 0.0):
         self.ctrl = OnnxController(policy_path)
         self.robot = robot = self.ctrl.metadata.get("robot")
         name = Path(policy_path).name
@@ -452,6 +457,7 @@ class Runner:
         if root < 0 or model.jnt_type[root] != mujoco.mjtJoint.mjJNT_FREE:
             raise DeployError(f"base body {robot['base_body']!r} has no free joint (base_body); {_SCENE_HINT}")
         self.root_qpos, self.root_dof = int(model.jnt_qposadr[root]), int(model.jnt_dofadr[root])
+        self._set_dynamics(floor_friction, mass_scale, payload)
         keyframe = robot.get("init_keyframe")
         if keyframe:
             self.key = _named(model, mujoco.mjtObj.mjOBJ_KEY, keyframe, "init_keyframe")
@@ -492,6 +498,21 @@ class Runner:
         self._pending: deque = deque()
         self._until_push = 0
         self.pushes = 0
+
+    def _set_dynamics(self, floor_friction: float | None, mass_scale: float, payload: float) -> None:
+        """Other dynamics than the model file's (robustness checks; training randomizes the same fields)."""
+        m = self.model
+        if floor_friction is not None:
+            if not floor_friction > 0:
+                raise DeployError(f"floor friction must be > 0, got {floor_friction}")
+            floor = _named(m, mujoco.mjtObj.mjOBJ_GEOM, self.robot.get("floor_geom"), "floor_geom")
+            m.geom_friction[floor, 0] = floor_friction
+        if not mass_scale > 0 or m.body_mass[self.base] * mass_scale + payload <= 0:
+            raise DeployError(f"mass_scale must be > 0 and leave the base a positive mass, got {mass_scale}, "
+                              f"payload {payload}")
+        robot_bodies = m.body_rootid == m.body_rootid[self.base]
+        m.body_mass[robot_bodies] *= mass_scale
+        m.body_mass[self.base] += payload
 
     # -------------------------------------------------------------- state
     def reset(self) -> None:
@@ -668,11 +689,12 @@ class Runner:
 
 def run(policy_path: str | Path, schedule=None, seed: int = 0, video: str | Path | None = None,
         model_xml: str | Path | None = None, latency: int | None = None, push: float = 0.0,
+        floor_friction: float | None = None, mass_scale: float = 1.0, payload: float = 0.0,
         **kwargs) -> dict[str, Any]:
     """Build a :class:`Runner` (meshes only when ``video``) and run ``schedule`` (default
     :func:`default_schedule` of the policy's commands); ``kwargs`` go to :meth:`Runner.run`."""
     runner = Runner(policy_path, model_xml=model_xml, meshes=video is not None, seed=seed, latency=latency,
-                    push=push)
+                    push=push, floor_friction=floor_friction, mass_scale=mass_scale, payload=payload)
     plan = schedule if schedule is not None else default_schedule(runner.commands)
     return runner.run(plan, video=video, **kwargs)
 
@@ -724,10 +746,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--push", type=float, default=0.0, help="max base velocity kick (m/s); 0: none")
     parser.add_argument("--push-interval", type=float, nargs=2, default=(5.0, 10.0), metavar=("LO", "HI"),
                         help="seconds between kicks, uniform")
+    parser.add_argument("--floor-friction", type=float, default=None, help="floor sliding friction (default: model's)")
+    parser.add_argument("--mass-scale", type=float, default=1.0, help="multiplies every robot body's mass")
+    parser.add_argument("--payload", type=float, default=0.0, help="kg added to the base body")
     args = parser.parse_args(argv)
     try:
         runner = Runner(args.policy, model_xml=args.model, meshes=args.video is not None, seed=args.seed,
-                        latency=args.latency, push=args.push, push_interval=tuple(args.push_interval))
+                        latency=args.latency, push=args.push, push_interval=tuple(args.push_interval),
+                        floor_friction=args.floor_friction, mass_scale=args.mass_scale, payload=args.payload)
         if args.schedule == "random":
             if args.segments < 1 or not args.seconds > 0:
                 raise DeployError("--segments must be >= 1 and --seconds > 0")

@@ -519,7 +519,7 @@ class Joystick:
             "armature": [float(x) for x in rb.model.dof_armature[rb.dof_adr]],
             "control_dt": p.ctrl_dt, "sim_dt": p.sim_dt, "solver_iterations": int(rb.model.opt.iterations),
             "solver_ls_iterations": int(rb.model.opt.ls_iterations),
-            "base_body": d.base_body, "imu_site": d.imu_site,
+            "base_body": d.base_body, "imu_site": d.imu_site, "floor_geom": d.floor_geom,
             "sensors": dict(d.sensors),
             "obs_layout": layout,
             "critic_obs_layout": [{"name": n, "size": s} for n, s in self.critic_obs_layout],
