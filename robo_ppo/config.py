@@ -195,6 +195,10 @@ class TrainConfig:
     """Threads of torch's intra-op pool and of numpy's BLAS (via threadpoolctl); 1 is
     fastest for small MLPs on few cores: idle BLAS/OpenMP threads spin and starve
     EnvPool's workers (docs/profile.md). 0 = the libraries' defaults."""
+    update_threads: int = 0
+    """torch intra-op threads during the PPO update only (0: ``torch_threads``). The CPU robot
+    engine's threads idle while the update runs, so on 2 cores ``2`` halves the Go1's update
+    (2.65 -> 1.4 s per iteration; docs/profile.md) without slowing the rollout."""
     resume: Optional[str] = None
     """Run directory (or checkpoint file) to continue from."""
     eval_interval: int = 10

@@ -108,6 +108,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:<index>, got {cfg.device!r}") from None
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     need(cfg.torch_threads >= 0, f"torch_threads must be >= 0 (0 = the libraries' defaults), got {cfg.torch_threads}")
+    need(cfg.update_threads >= 0, f"update_threads must be >= 0 (0 = torch_threads), got {cfg.update_threads}")
     need(cfg.eval_interval >= 0, f"eval_interval must be >= 0 (0 = only at the end), got {cfg.eval_interval}")
     need(cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}")
     need(cfg.checkpoint_interval >= 1, f"checkpoint_interval must be >= 1 (iterations), got {cfg.checkpoint_interval}")

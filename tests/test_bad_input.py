@@ -137,6 +137,7 @@ def test_nan_loss_stops_run(tmp_path, cfg_factory, monkeypatch, compute):
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:<index>, got 'gpu'"),
     (["device="], "device must be auto, cpu, cuda or cuda:<index>, got ''"),
     (["torch_threads=-1"], "torch_threads must be >= 0"),
+    (["update_threads=-1"], "update_threads must be >= 0"),
     (["eval_interval=-1"], "eval_interval must be >= 0"),
     (["eval_episodes=0"], "eval_episodes must be >= 1"),
     (["checkpoint_interval=0"], "checkpoint_interval must be >= 1"),

@@ -150,6 +150,9 @@ class RobotModel:
         except ValueError as e:
             raise ConfigError(f"robot {desc.name}: cannot compile {self.path.name}: {str(e).splitlines()[0]}") from None
         m.opt.timestep = sim_dt
+        if m.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4:
+            raise ConfigError(f"robot {desc.name}: {self.path.name} uses the RK4 integrator; the engines step "
+                              "with mj_step2/mj_step1 (Euler or implicit integrators only)")
         if solver_iterations is not None:
             m.opt.iterations = int(solver_iterations)
         if solver_ls_iterations is not None:

@@ -133,6 +133,7 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self._default_threads = torch.get_num_threads()
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
             threadpool_limits(cfg.torch_threads, user_api="blas")  # numpy's BLAS (numpy compute path)
@@ -341,7 +342,13 @@ class Trainer:
         interval = int(a.kernel_check_interval)
         if interval > 0 and (self.iteration - 1) % interval == 0:
             self.ppo.check_kernel(batch, self.iteration)  # numpy path only; KernelMismatchError stops the run
-        stats = self.ppo.update(batch)
+        if self.cfg.update_threads > 0:   # more intra-op threads while the env threads idle
+            torch.set_num_threads(self.cfg.update_threads)
+        try:
+            stats = self.ppo.update(batch)
+        finally:
+            if self.cfg.update_threads > 0:
+                torch.set_num_threads(self.cfg.torch_threads if self.cfg.torch_threads > 0 else self._default_threads)
         stats["explained_variance"] = explained_variance(batch["values"], batch["returns"])
         return stats
 
