@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import measure  # noqa: E402
 
 
 def _versions() -> dict[str, Any]:
@@ -235,12 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(" | ".join(f"{c:>11}" for c in cols))
     for r in rows:
         print(" | ".join(f"{r.get(c, ''):>11}" for c in cols))
-    out = Path(args.out) if args.out else RESULTS / (
-        f"brax_throughput_{args.env}_{args.pipeline}_{jax.devices()[0].platform}_"
-        f"{time.strftime('%Y%m%d-%H%M%S')}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    measure.write_result(result, args.out,
+                         f"brax_throughput_{args.env}_{args.pipeline}_{jax.devices()[0].platform}")
     return result
 
 

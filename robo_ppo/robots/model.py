@@ -209,9 +209,6 @@ class RobotModel:
         adr = int(self.model.sensor_adr[i])
         return slice(adr, adr + int(self.model.sensor_dim[i]))
 
-    def has_sensor(self, role: str) -> bool:
-        return role in self._roles
-
     def sensor(self, role: str) -> slice:
         """``sensordata`` slice of the sensor the description names for ``role``.
 
