@@ -232,10 +232,12 @@ RANK_OVERRIDES = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logg
 @report_errors
 def _task(cfg: DictConfig) -> None:
     dist = init_distributed(cfg.device)  # a no-op outside torchrun
+    finished = False
     try:
         run(cfg, Path(HydraConfig.get().runtime.output_dir), dist)
+        finished = True
     finally:
-        shutdown_distributed()
+        shutdown_distributed(barrier=finished)
 
 
 def main() -> None:

@@ -209,7 +209,12 @@ def init_distributed(device: str) -> DistContext:
     return ctx
 
 
-def shutdown_distributed() -> None:
-    """Tear down the process group (a no-op outside torchrun)."""
+def shutdown_distributed(barrier: bool = True) -> None:
+    """Tear down the process group (a no-op outside torchrun). ``barrier``: first wait until every rank
+    got here, so no rank tears its gloo connections down while a peer still uses them (seen once in CI:
+    a rank aborted with "terminate called without an active exception"); pass ``False`` on an error
+    path, where a peer may never arrive."""
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
