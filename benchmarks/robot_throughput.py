@@ -14,7 +14,7 @@ Rows (control steps/s = env steps/s; one control step = 5 physics steps of 4 ms)
 * ``task_mujoco`` / ``task_mjwarp``: the task through the VecEnv (``env.step``, random actions:
   physics + observation, reward terms, resets);
 * ``train_mujoco`` / ``train_mjwarp``: ``robo-ppo-train env=go1_joystick`` end to end (rollout +
-  PPO update) at the env file's recipe (``preset=go1_gpu`` on CUDA), after one warm-up iteration.
+  PPO update) at the env file's recipe (``preset=mjwarp_gpu`` on CUDA), after one warm-up iteration.
 
 Writes ``benchmarks/results/robot_throughput_<device>_<time>.json`` and prints a table.
 """
@@ -40,7 +40,7 @@ def _robot(overrides=()):
 
     cfg = measure.compose_config(["env=go1_joystick", *overrides])
     params = parse_params(dict(cfg.env.task_params))
-    return RobotModel(parse_robot(cfg.env.robot), params.sim_dt), round(params.ctrl_dt / params.sim_dt)
+    return RobotModel(parse_robot(cfg.env.robot), params.sim_dt), round(params.control_dt / params.sim_dt)
 
 
 def raw_rollout(num_envs: int, threads: int, repeats: int = 5, seconds: float = 2.0) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "kind": "train_mujoco"})
         if args.device.startswith("cuda"):
             add(task_cuda(n))
-            add({**measure.robo_ppo_train(["env=go1_joystick", "preset=go1_gpu", f"algo.num_envs={n}",
+            add({**measure.robo_ppo_train(["env=go1_joystick", "preset=mjwarp_gpu", f"algo.num_envs={n}",
                                            f"device={args.device}"], iterations=args.train_iters),
                  "kind": "train_mjwarp"})
     if not args.device.startswith("cuda"):

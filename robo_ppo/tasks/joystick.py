@@ -35,13 +35,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from omegaconf import MISSING, OmegaConf
 
+from robo_ppo.deploy_kit import rules
+from robo_ppo.deploy_kit.robot_metadata import Fall, Gait, ModelSource, RobotMetadata
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.model import RobotModel
 from robo_ppo.robots.physics import Physics
-from robo_ppo.tasks.terms import OBS_FUNCTIONS, REWARD_FUNCTIONS, StepState, gravity_from_quat
+from robo_ppo.tasks.terms import OBS_FUNCTIONS, REWARD_FUNCTIONS, TERMINATION_FUNCTIONS, StepState
 
 COMMANDS = ("vx", "vy", "yaw_rate")
 """Command components, in observation order (m/s, m/s, rad/s)."""
@@ -123,7 +126,8 @@ class GaitParams:
 class JoystickParams:
     """Every number of the task (``env.task_params``)."""
 
-    ctrl_dt: float = 0.02
+    control_dt: float = 0.02
+    """Policy period (s)."""
     sim_dt: float = 0.004
     solver_iterations: Optional[int] = None
     """Constraint solver iterations (``MjOption.iterations``); null: the model file's."""
@@ -153,6 +157,8 @@ class JoystickParams:
     privileged_obs: list[ObsTerm] = field(default_factory=list)
     """Critic-only terms, after the actor's terms (noise-free)."""
     reward_scales: dict[str, float] = field(default_factory=dict)
+    terminations: list[str] = field(default_factory=lambda: ["fallen"])
+    """Termination terms (``tasks/terms.py: TERMINATION_FUNCTIONS``); the time limit is the engine's."""
     commands: CommandParams = field(default_factory=CommandParams)
     randomization: RandomizationParams = field(default_factory=RandomizationParams)
     push: PushParams = field(default_factory=PushParams)
@@ -177,9 +183,13 @@ def parse_params(params: Any) -> JoystickParams:
         raise ConfigError(f"env.task_params: {e}".splitlines()[0]) from None
     if p.action_latency not in (0, 1):
         raise ConfigError(f"env.task_params.action_latency must be 0 or 1, got {p.action_latency}")
-    ratio = p.ctrl_dt / p.sim_dt if p.sim_dt > 0 else 0
+    ratio = p.control_dt / p.sim_dt if p.sim_dt > 0 else 0
     if p.sim_dt <= 0 or ratio < 1 or abs(ratio - round(ratio)) > 1e-6:
-        raise ConfigError("env.task_params.ctrl_dt must be a positive multiple of sim_dt")
+        raise ConfigError("env.task_params.control_dt must be a positive multiple of sim_dt")
+    unknown = sorted(set(p.terminations) - set(TERMINATION_FUNCTIONS))
+    if unknown:
+        raise ConfigError(f"env.task_params.terminations: unknown term(s) {unknown}; known: "
+                          f"{sorted(TERMINATION_FUNCTIONS)}")
     if len(p.commands.ranges) != 3 or any(len(r) != 2 for r in p.commands.ranges):
         raise ConfigError("env.task_params.commands.ranges must be three [lo, hi] pairs (vx, vy, yaw_rate)")
     for group in ("obs", "privileged_obs"):
@@ -237,8 +247,8 @@ class Joystick:
         dev, f32 = self.device, torch.float32
         self.gen = torch.Generator(device=dev)
         self.gen.manual_seed(int(seed))
-        self.n_substeps = int(round(p.ctrl_dt / p.sim_dt))
-        self.dt = p.ctrl_dt
+        self.n_substeps = int(round(p.control_dt / p.sim_dt))
+        self.dt = p.control_dt
         J, F = robot.njoints, len(robot.feet_sites)
         self.action_size = J
         tensor = lambda x, dtype=f32: torch.as_tensor(x, dtype=dtype, device=dev)  # noqa: E731
@@ -263,16 +273,23 @@ class Joystick:
         self.obs_size = sum(s for _, s in self.obs_layout)
         self.critic_obs_size = sum(s for _, s in self.critic_obs_layout) if self._priv else 0
         self._noise = [self._term_noise(t, size) for (t, _), (_, size) in zip(self._obs, self.obs_layout, strict=True)]
+        # layouts as the deploy kit reads them: entries {name, fn, start, size, scale[, sensor]}
+        entries, start = [], 0
+        for t, (_, size) in zip(p.obs + p.privileged_obs, self.critic_obs_layout, strict=True):
+            fn = t.fn or t.name
+            entry = {"name": t.name, "fn": fn, "start": start, "size": size, "scale": t.scale}
+            if fn in ("sensor", "projected_gravity"):
+                entry["sensor"] = t.sensor or "orientation"
+            entries.append(entry)
+            start += size
+        self.layout = entries[:len(p.obs)]
+        """The actor's observation layout (``rules.OBSERVATIONS`` terms; the metadata's ``obs_layout``)."""
+        self._priv_entries = entries[len(p.obs):]
         # without a gait the clock still runs (phase 0 per foot), so every term is defined on every robot
         self.gait_offsets = tensor(p.gait.phase_offsets if p.gait.enable else [0.0] * F, torch.float64)
         if p.gait.enable and len(p.gait.phase_offsets) != F:
             raise ConfigError(f"env.task_params.gait.phase_offsets has {len(p.gait.phase_offsets)} entries; "
                               f"{robot.desc.name} has {F} feet (robot.feet)")
-        # sensors the task itself reads (fails at start-up if the robot lacks one)
-        self._s = {role: robot.sensor(role) for role in ("gyro", "local_linvel", "upvector", "global_linvel",
-                                                         "global_angvel", "orientation")}
-        self._feet_contact, self._feet_vel = robot.foot_sensor("contact"), robot.foot_sensor("linvel")
-        self._feet_pos = robot.foot_sensor("pos")
         # nominal model fields for randomization
         self._nominal = {k: physics.nominal(k) for k in ("geom_friction", "body_mass", "body_ipos",
                                                          "dof_frictionloss", "dof_armature",
@@ -289,6 +306,17 @@ class Joystick:
         self.gait_freq = torch.full((N,), sum(p.gait.frequency) / 2, dtype=torch.float64, device=dev)   # Hz
         self.gait_start = zeros(dtype=torch.float64)   # cycles
         self._refresh()
+        self._check_terms()
+
+    def _check_terms(self) -> None:
+        """Evaluate every observation, reward and termination term once, so a sensor role or per-foot
+        sensor the robot lacks fails at start-up with the description key to set (the sensors a
+        robot needs follow from the terms its task uses)."""
+        self.observe(noise=False)
+        s = StepState(self, self.last_act)
+        for k in self.reward_terms:
+            REWARD_FUNCTIONS[k](self, s)
+        self.terminations(s)
 
     def _term_noise(self, term: ObsTerm, size: int):
         """An obs term's noise half-width: a float, or float32 ``[size]`` for a per-element list."""
@@ -305,8 +333,8 @@ class Joystick:
         """Each foot's gait phase (rad, in [-pi, pi)) float32 ``[N, F]``: ``2 pi (start + offset_f +
         f t)``, ``t`` the time since reset (s). 0: mid-swing; -pi (= pi): touch-down."""
         t = self.steps.double() * self.dt
-        cycles = self.gait_start[:, None] + self.gait_offsets[None, :] + self.gait_freq[:, None] * t[:, None]
-        return (2 * math.pi * (torch.remainder(cycles + 0.5, 1.0) - 0.5)).float()
+        return rules.gait_phase(t[:, None], self.gait_freq[:, None], self.gait_offsets[None, :],
+                                self.gait_start[:, None]).float()
 
     def _uniform(self, lo, hi, *shape) -> torch.Tensor:
         u = torch.rand(self.n, *shape, generator=self.gen, device=self.device)
@@ -328,7 +356,7 @@ class Joystick:
 
     def _set_ctrl(self, applied: torch.Tensor) -> torch.Tensor:
         # the robot believes it is at q + offset, so its PD holds q at q* - offset
-        target = self.q0 + self.p.action_scale * applied - self.joint_offset
+        target = rules.joint_targets(applied, self.q0, self.p.action_scale) - self.joint_offset
         return self.ctrl.index_copy(1, self.act_ids, target)
 
     def _resample(self, command: torch.Tensor) -> torch.Tensor:
@@ -423,7 +451,7 @@ class Joystick:
         reward terms (``reward_terms`` order) before the clip at 0.
         """
         p, rb, ph = self.p, self.robot, self.physics
-        actions = actions.clamp(-1.0, 1.0)
+        actions = rules.clip_action(actions, -1.0, 1.0)
         applied = self.last_act if p.action_latency else actions
         self.ctrl = self._set_ctrl(applied)
         if p.push.enable:
@@ -438,47 +466,42 @@ class Joystick:
         ph.step(self.ctrl, self.n_substeps)
         self._refresh()
         self.steps = self.steps + 1
-        s = self.step_state(actions)
+        s = StepState(self, actions)
         raw = torch.stack([REWARD_FUNCTIONS[k](self, s) for k in self.reward_terms], 1)
         terms = raw * self._scales * self.dt
         reward = terms.sum(1).clamp_min(0.0)
+        air_time, contact, swing_peak, terminated = s.air_time, s.contact, s.swing_peak, s.terminated
         self.last_act = actions
-        self.air_time = s.air_time * ~s.contact
-        self.swing_peak = s.swing_peak * ~s.contact
-        self.last_contact = s.contact
+        self.air_time = air_time * ~contact
+        self.swing_peak = swing_peak * ~contact
+        self.last_contact = contact
         due = self.steps_until_cmd <= 0
         resampled, until = self._resample(self.command), self._exp_steps(p.commands.resample_mean_s)
         self.command = torch.where(due[:, None], resampled, self.command)
         self.steps_until_cmd = torch.where(due, until, self.steps_until_cmd - 1)
-        return reward, s.terminated, terms
+        return reward, terminated, terms
 
-    def step_state(self, actions: torch.Tensor) -> StepState:
-        """The reward terms' view of the current physics state after ``actions`` [N, J] (clipped)."""
-        rb, sd = self.robot, self.sd
-        contact = sd[:, self._feet_contact[:, 0]] > 0
-        foot_z = sd[:, self._feet_pos[:, 2]]
-        gravity = gravity_from_quat(sd[:, self._s["orientation"]])
-        fall = rb.desc.fall
-        terminated = -gravity[:, 2] < fall.max_tilt_cos
-        if fall.min_base_height > 0:
-            terminated = terminated | (self.qpos[:, rb.root_qpos + 2] < fall.min_base_height)
-        return StepState(
-            actions=actions, last_act=self.last_act, command=self.command,
-            local_linvel=sd[:, self._s["local_linvel"]], gyro=sd[:, self._s["gyro"]],
-            global_linvel=sd[:, self._s["global_linvel"]], global_angvel=sd[:, self._s["global_angvel"]],
-            up=sd[:, self._s["upvector"]], q=self.joint_pos, qd=self.joint_vel, torque=sd[:, rb.force_adr],
-            contact=contact, first_contact=(self.air_time > 0) & (contact | self.last_contact),
-            air_time=self.air_time + self.dt, swing_peak=torch.maximum(self.swing_peak, foot_z),
-            feet_vxy=sd[:, self._feet_vel[:, :2]], foot_z=foot_z,
-            moving=(self.command.norm(dim=-1) > 0.01).float(), terminated=terminated)
+    def terminations(self, s: StepState) -> torch.Tensor:
+        """bool ``[N]``: any of the configured termination terms."""
+        out = torch.zeros(self.n, dtype=torch.bool, device=self.device)
+        for name in self.p.terminations:
+            out = out | TERMINATION_FUNCTIONS[name](self, s)
+        return out
+
+    def inputs(self) -> dict[str, torch.Tensor]:
+        """What a robot measures and keeps, named as the deploy kit's rules read it (``rules.OBSERVATIONS``):
+        every sensor role, ``joint_pos`` (encoders: the joint angle plus the calibration error),
+        ``joint_vel``, ``last_action``, ``command``, ``gait_phase`` and ``default_pose``; computed on use."""
+        return _Inputs(self)
 
     def observe(self, noise: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(obs [N, obs_size], critic_obs [N, critic_obs_size] or None)`` of the current state;
         the actor's terms get U(-noise, noise) * noise_level unless ``noise=False``."""
         level = self.p.noise_level if noise else 0.0
         actor, clean = [], []
-        for (t, f), noise in zip(self._obs, self._noise, strict=True):
-            value = f.value(self, t)
+        inputs = self.inputs()
+        values = rules.observation_values(inputs, self.layout)
+        for (t, f), noise, value in zip(self._obs, self._noise, values, strict=True):
             clean.append(t.scale * value)
             if level and (not isinstance(noise, float) or noise):
                 value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
@@ -487,50 +510,70 @@ class Joystick:
         obs = torch.cat(actor, 1)
         if not self._priv:
             return obs, None
-        critic = torch.cat(clean + [t.scale * f.value(self, t) for t, f in self._priv], 1)
+        priv = [t.scale * (f.value(self, t) if f.value is not None else rules.OBSERVATIONS[e["fn"]](inputs, e))
+                for (t, f), e in zip(self._priv, self._priv_entries, strict=True)]
+        critic = torch.cat(clean + priv, 1)
         return obs, critic
 
     # --------------------------------------------------------------- metadata
     def metadata(self) -> dict[str, Any]:
-        """What a robot-side program needs (JSON-ready; goes into the ONNX file as ``robot``).
-
-        Derived from the robot description and the term declarations: the model file, joint
-        order, default pose, action scale/offset/clip, gains, torque limits, rates, each
-        observation term (name, function, offset, size, scale, what it reads), the commands
-        and their ranges, the action latency, the fall condition and, when there are any, the sensors
-        added to the scene (``extra_sensors``: the deploy loop adds them too) and the gait clock (``gait``:
-        ``frequency_hz``, the middle of the training range, and ``phase_offsets`` in cycles per foot).
-        """
+        """The robot contract (``RobotMetadata`` of the deploy kit, JSON-ready; goes into the ONNX file
+        as ``robot``), derived from the robot description and the term declarations: the model file,
+        joint order, default pose, action scale and clip, PD gains, torque limits and target range,
+        rates, the actor's observation layout (``rules.OBSERVATIONS`` entries), the commands and their
+        ranges, the action latency, the fall condition, the sensors added to the scene and, with a
+        gait, the clock (``frequency_hz``: the middle of the training range; ``phase_offsets``)."""
         rb, p, d = self.robot, self.p, self.robot.desc
-        layout, start = [], 0
-        for (t, f), (_, size) in zip(self._obs, self.obs_layout, strict=True):
-            layout.append({"name": t.name, "fn": t.fn or t.name, "start": start, "size": size,
-                           "scale": t.scale, **f.source(rb, t)})
-            start += size
-        return {
-            "name": d.name, "task": self.name,
-            "model": {"package": d.model.package, "path": d.model.path, "install": d.model.install},
-            "joint_names": list(d.joint_names),
-            "default_pose": [float(x) for x in rb.default_pose],
-            "init_keyframe": d.init_keyframe,
-            "action_scale": p.action_scale, "action_offset": "default_pose", "action_clip": [-1.0, 1.0],
-            "kp": [float(x) for x in rb.kp], "kd": [float(x) for x in rb.kd],
-            "torque_limits": [float(x) for x in rb.torque_limits],
-            "armature": [float(x) for x in rb.model.dof_armature[rb.dof_adr]],
-            "control_dt": p.ctrl_dt, "sim_dt": p.sim_dt, "solver_iterations": int(rb.model.opt.iterations),
-            "solver_ls_iterations": int(rb.model.opt.ls_iterations),
-            "base_body": d.base_body, "imu_site": d.imu_site, "floor_geom": d.floor_geom,
-            "sensors": dict(d.sensors),
-            "obs_layout": layout,
-            "critic_obs_layout": [{"name": n, "size": s} for n, s in self.critic_obs_layout],
-            "commands": list(COMMANDS),
-            "command_ranges": {k: [float(v) for v in r] for k, r in zip(COMMANDS, p.commands.ranges, strict=True)},
-            "action_latency": p.action_latency,
-            "fall": {"max_tilt_cos": d.fall.max_tilt_cos, "min_base_height": d.fall.min_base_height},
-            **({"extra_sensors": [dict(x) for x in rb.extra_sensors]} if rb.extra_sensors else {}),
-            **({"gait": {"frequency_hz": sum(p.gait.frequency) / 2,
-                         "phase_offsets": [float(x) for x in p.gait.phase_offsets]}} if p.gait.enable else {}),
-        }
+        finite = bool(np.isfinite(rb.target_range).all())
+        return RobotMetadata(
+            name=d.name, task=self.name,
+            model=ModelSource(package=d.model.package, path=d.model.path, install=d.model.install),
+            joint_names=list(d.joint_names), default_pose=[float(x) for x in rb.default_pose],
+            init_keyframe=d.init_keyframe, action_scale=p.action_scale, action_clip=[-1.0, 1.0],
+            kp=[float(x) for x in rb.kp], kd=[float(x) for x in rb.kd],
+            torque_limits=[float(x) for x in rb.torque_limits],
+            target_range=[[float(lo), float(hi)] for lo, hi in rb.target_range] if finite else None,
+            armature=[float(x) for x in rb.model.dof_armature[rb.dof_adr]],
+            control_dt=p.control_dt, sim_dt=p.sim_dt, solver_iterations=int(rb.model.opt.iterations),
+            solver_ls_iterations=int(rb.model.opt.ls_iterations),
+            base_body=d.base_body, imu_site=d.imu_site, floor_geom=d.floor_geom, sensors=dict(d.sensors),
+            obs_layout=[dict(e) for e in self.layout],
+            critic_obs_layout=[{"name": n, "size": s} for n, s in self.critic_obs_layout],
+            commands=list(COMMANDS),
+            command_ranges={k: [float(v) for v in r] for k, r in zip(COMMANDS, p.commands.ranges, strict=True)},
+            action_latency=p.action_latency,
+            fall=Fall(max_tilt_cos=d.fall.max_tilt_cos, min_base_height=d.fall.min_base_height),
+            extra_sensors=[dict(x) for x in rb.extra_sensors],
+            gait=Gait(frequency_hz=sum(p.gait.frequency) / 2, phase_offsets=[float(x) for x in p.gait.phase_offsets])
+            if p.gait.enable else None,
+        ).to_dict()
+
+
+class _Inputs(dict):
+    """``Joystick.inputs()``: a dict that computes each robot-side input on first use."""
+
+    def __init__(self, task: Joystick):
+        super().__init__()
+        self.t = task
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        t = self.t
+        if key == "joint_pos":
+            value = t.joint_pos + t.joint_offset
+        elif key == "joint_vel":
+            value = t.joint_vel
+        elif key == "last_action":
+            value = t.last_act
+        elif key == "command":
+            value = t.command
+        elif key == "gait_phase":
+            value = t.gait_phase()
+        elif key == "default_pose":
+            value = t.q0
+        else:
+            value = t.sd[:, t.robot.sensor(key)]
+        self[key] = value
+        return value
 
 
 __all__ = ["Joystick", "JoystickParams", "ObsTerm", "GaitParams", "parse_params", "COMMANDS", "GAIT_TERMS"]

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, Optional
 
 import torch
+
+from robo_ppo.deploy_kit import rules
 
 
 # ------------------------------------------------------------- observation
@@ -33,12 +36,14 @@ import torch
 class ObsFunction:
     size: Callable[[Any, Any], int]
     """``(robot_model, term) -> int``."""
-    value: Callable[[Any, Any], torch.Tensor]
-    """``(task, term) -> float32 [N, size]``."""
-    source: Callable[[Any, Any], dict]
-    """``(robot_model, term) -> {...}``: what it reads, for the metadata."""
-    deploy: bool
-    """Computable on the robot (allowed in the actor's observation)."""
+    value: Optional[Callable[[Any, Any], torch.Tensor]] = None
+    """Privileged terms: ``(task, term) -> float32 [N, size]``. None: a robot-side term, whose value is
+    the deployment kit's rule of the same name (``rules.OBSERVATIONS``), shared with the robot."""
+
+    @property
+    def deploy(self) -> bool:
+        """Computable on the robot (allowed in the actor's observation)."""
+        return self.value is None
 
 
 def _sensor_size(robot, term) -> int:
@@ -46,12 +51,131 @@ def _sensor_size(robot, term) -> int:
     return s.stop - s.start
 
 
-def gravity_from_quat(quat: torch.Tensor) -> torch.Tensor:
-    """Unit gravity direction in the body frame ``R^T [0, 0, -1] = -R[2, :]`` from a (w, x, y, z)
-    quaternion ``[N, 4]`` (normalized first); float32 ``[N, 3]``."""
-    q = quat / quat.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return -torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
+_joints = lambda r, term: r.njoints  # noqa: E731
+
+OBS_FUNCTIONS: dict[str, ObsFunction] = {
+    # ---- what the robot measures (actor and critic): values from export/rules.py
+    "sensor": ObsFunction(_sensor_size),                                  # a sensor role, e.g. the gyro
+    "projected_gravity": ObsFunction(lambda r, term: 3),                  # unit gravity in the IMU frame
+    "joint_pos_rel": ObsFunction(_joints),                                # encoders minus the default pose
+    "joint_vel": ObsFunction(_joints),                                    # encoder velocities
+    "last_action": ObsFunction(_joints),                                  # the previous (clipped) action
+    "command": ObsFunction(lambda r, term: 3),                            # vx, vy (m/s), yaw rate (rad/s)
+    "gait_phase": ObsFunction(lambda r, term: 2 * len(r.feet_sites)),     # cos, sin of each foot's phase
+    # ---- privileged: only the critic sees these
+    "joint_torque": ObsFunction(                 # actuator force of each joint (N m)
+        _joints, lambda t, term: t.sd[:, t.robot.force_adr]),
+    "foot_contact": ObsFunction(                 # 1 where the foot touches the floor
+        lambda r, term: len(r.feet_sites), lambda t, term: t.last_contact.float()),
+    "foot_linvel": ObsFunction(                  # feet velocities in the world frame (m/s)
+        lambda r, term: 3 * len(r.feet_sites), lambda t, term: t.sd[:, t.robot.foot_sensor("linvel")].flatten(1)),
+    "feet_air_time": ObsFunction(                # seconds since each foot left the floor
+        lambda r, term: len(r.feet_sites), lambda t, term: t.air_time),
+    "base_height": ObsFunction(                  # base body height (m)
+        lambda r, term: 1, lambda t, term: t.qpos[:, t.robot.root_qpos + 2:t.robot.root_qpos + 3]),
+    "randomization": ObsFunction(                # floor friction, payload, com offset [3], kp and kd scales
+        lambda r, term: 7, lambda t, term: t.dr_summary),
+}
+assert {k for k, f in OBS_FUNCTIONS.items() if f.deploy} == set(rules.OBSERVATIONS), "robot-side terms: export/rules.py"
+
+
+# ------------------------------------------------------------------ reward
+class StepState:
+    """The reward and termination terms' view of one control step (``N`` envs, ``J`` joints, ``F``
+    feet), after the physics step and before the task's per-env state moves on.
+
+    Each quantity is computed on first use and kept: a term reads only what it needs, so the
+    sensors a robot must have follow from the terms its task uses (``Joystick`` evaluates every
+    term once at start-up; a missing sensor role fails there, naming it).
+    """
+
+    def __init__(self, task, actions: torch.Tensor):
+        self.t = task
+        self.actions = actions                  # [N, J] this step's clipped actions
+        self.last_act = task.last_act           # [N, J] the previous step's
+        self.command = task.command             # [N, 3]
+        self.q, self.qd = task.joint_pos, task.joint_vel   # [N, J] rad, rad/s
+
+    def _role(self, role: str) -> torch.Tensor:
+        return self.t.sd[:, self.t.robot.sensor(role)]
+
+    @cached_property
+    def local_linvel(self) -> torch.Tensor:     # [N, 3] base velocity in the IMU frame (m/s)
+        return self._role("local_linvel")
+
+    @cached_property
+    def gyro(self) -> torch.Tensor:             # [N, 3] (rad/s)
+        return self._role("gyro")
+
+    @cached_property
+    def global_linvel(self) -> torch.Tensor:    # [N, 3]
+        return self._role("global_linvel")
+
+    @cached_property
+    def global_angvel(self) -> torch.Tensor:    # [N, 3]
+        return self._role("global_angvel")
+
+    @cached_property
+    def up(self) -> torch.Tensor:               # [N, 3] the IMU's z axis in the world frame
+        return self._role("upvector")
+
+    @cached_property
+    def gravity(self) -> torch.Tensor:          # [N, 3] unit gravity in the IMU frame
+        return rules.projected_gravity(self._role("orientation"))
+
+    @cached_property
+    def base_height(self) -> torch.Tensor:      # [N] (m)
+        return self.t.qpos[:, self.t.robot.root_qpos + 2]
+
+    @cached_property
+    def torque(self) -> torch.Tensor:           # [N, J] actuator force (N m)
+        return self.t.sd[:, self.t.robot.force_adr]
+
+    @cached_property
+    def contact(self) -> torch.Tensor:          # [N, F] bool
+        return self.t.sd[:, self.t.robot.foot_sensor("contact")[:, 0]] > 0
+
+    @cached_property
+    def first_contact(self) -> torch.Tensor:    # [N, F] bool: touched down this step
+        return (self.t.air_time > 0) & (self.contact | self.t.last_contact)
+
+    @cached_property
+    def air_time(self) -> torch.Tensor:         # [N, F] (s) including this step
+        return self.t.air_time + self.t.dt
+
+    @cached_property
+    def foot_z(self) -> torch.Tensor:           # [N, F] (m)
+        return self.t.sd[:, self.t.robot.foot_sensor("pos")[:, 2]]
+
+    @cached_property
+    def swing_peak(self) -> torch.Tensor:       # [N, F] highest foot height of the swing (m)
+        return torch.maximum(self.t.swing_peak, self.foot_z)
+
+    @cached_property
+    def feet_vxy(self) -> torch.Tensor:         # [N, F, 2] (m/s)
+        return self.t.sd[:, self.t.robot.foot_sensor("linvel")[:, :2]]
+
+    @cached_property
+    def moving(self) -> torch.Tensor:           # [N] float: 1 where the command is nonzero
+        return (self.command.norm(dim=-1) > 0.01).float()
+
+    @cached_property
+    def gait_phase(self) -> torch.Tensor:       # [N, F] each foot's gait phase (rad)
+        return self.t.gait_phase()
+
+    @cached_property
+    def terminated(self) -> torch.Tensor:       # [N] bool: any termination term
+        return self.t.terminations(self)
+
+
+# ------------------------------------------------------------- termination
+TERMINATION_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
+    # the robot's fall condition (robot.fall), the rule the deploy kit checks: export/rules.py
+    "fallen": lambda t, s: rules.fallen(s.gravity, t.robot.desc.fall.max_tilt_cos, s.base_height,
+                                        t.robot.desc.fall.min_base_height),
+}
+"""Termination term -> ``(task, s) -> bool [N]``; an episode ends where any listed term is true (the
+time limit is the engine's truncation, not a term)."""
 
 
 def swing_height(phase: torch.Tensor, height: float) -> torch.Tensor:
@@ -61,78 +185,6 @@ def swing_height(phase: torch.Tensor, height: float) -> torch.Tensor:
     u = torch.where(x <= 0.5, 2 * x, 2 * x - 1)
     bezier = u ** 3 + 3 * u ** 2 * (1 - u)
     return torch.where(x <= 0.5, height * bezier, height * (1 - bezier))
-
-
-def _gait_obs(t) -> torch.Tensor:
-    phase = t.gait_phase()
-    return torch.cat([torch.cos(phase), torch.sin(phase)], 1)
-
-
-OBS_FUNCTIONS: dict[str, ObsFunction] = {
-    # ---- what the robot measures (actor and critic)
-    "sensor": ObsFunction(                       # a named MuJoCo sensor, e.g. the gyro (rad/s)
-        _sensor_size, lambda t, term: t.sd[:, t.robot.sensor(term.sensor)],
-        lambda r, term: {"sensor": r.sensor_name(term.sensor)}, True),
-    "projected_gravity": ObsFunction(            # unit gravity in the IMU frame, from its orientation
-        lambda r, term: 3, lambda t, term: gravity_from_quat(t.sd[:, t.robot.sensor("orientation")]),
-        lambda r, term: {"sensor": r.sensor_name("orientation")}, True),
-    "joint_pos": ObsFunction(                    # encoder angles minus the default pose (rad)
-        lambda r, term: r.njoints, lambda t, term: t.joint_pos + t.joint_offset - t.q0,
-        lambda r, term: {"joints": "joint_names", "minus": "default_pose"}, True),
-    "joint_vel": ObsFunction(                    # encoder velocities (rad/s)
-        lambda r, term: r.njoints, lambda t, term: t.joint_vel,
-        lambda r, term: {"joints": "joint_names"}, True),
-    "last_action": ObsFunction(                  # the previous policy action (clipped)
-        lambda r, term: r.njoints, lambda t, term: t.last_act, lambda r, term: {}, True),
-    "command": ObsFunction(                      # the velocity command (vx, vy m/s, yaw rate rad/s)
-        lambda r, term: 3, lambda t, term: t.command, lambda r, term: {"commands": "commands"}, True),
-    "gait_phase": ObsFunction(                   # cos of each foot's gait phase, then sin (the gait clock)
-        lambda r, term: 2 * len(r.feet_sites), lambda t, term: _gait_obs(t), lambda r, term: {"gait": "gait"},
-        True),
-    # ---- privileged: only the critic sees these
-    "joint_torque": ObsFunction(                 # actuator force of each joint (N m)
-        lambda r, term: r.njoints, lambda t, term: t.sd[:, t.robot.force_adr],
-        lambda r, term: {"sensors": "actuatorfrc"}, False),
-    "foot_contact": ObsFunction(                 # 1 where the foot touches the floor
-        lambda r, term: len(r.feet_sites), lambda t, term: t.last_contact.float(),
-        lambda r, term: {"foot_sensor": "contact"}, False),
-    "foot_linvel": ObsFunction(                  # feet velocities in the world frame (m/s)
-        lambda r, term: 3 * len(r.feet_sites), lambda t, term: t.sd[:, t.robot.foot_sensor("linvel")].flatten(1),
-        lambda r, term: {"foot_sensor": "linvel"}, False),
-    "feet_air_time": ObsFunction(                # seconds since each foot left the floor
-        lambda r, term: len(r.feet_sites), lambda t, term: t.air_time, lambda r, term: {}, False),
-    "base_height": ObsFunction(                  # base body height (m)
-        lambda r, term: 1, lambda t, term: t.qpos[:, t.robot.root_qpos + 2:t.robot.root_qpos + 3],
-        lambda r, term: {"body": "base_body"}, False),
-    "randomization": ObsFunction(                # floor friction, payload, com offset [3], kp and kd scales
-        lambda r, term: 7, lambda t, term: t.dr_summary, lambda r, term: {}, False),
-}
-
-
-# ------------------------------------------------------------------ reward
-@dataclass
-class StepState:
-    """Quantities of one control step shared by the reward terms (``N`` envs, ``J`` joints, ``F`` feet)."""
-
-    actions: torch.Tensor       # [N, J] this step's clipped actions
-    last_act: torch.Tensor      # [N, J] the previous step's
-    command: torch.Tensor       # [N, 3]
-    local_linvel: torch.Tensor  # [N, 3] base velocity in the IMU frame (m/s)
-    gyro: torch.Tensor          # [N, 3] (rad/s)
-    global_linvel: torch.Tensor  # [N, 3]
-    global_angvel: torch.Tensor  # [N, 3]
-    up: torch.Tensor            # [N, 3] the IMU's z axis in the world frame
-    q: torch.Tensor             # [N, J] joint angles (rad)
-    qd: torch.Tensor            # [N, J] (rad/s)
-    torque: torch.Tensor        # [N, J] actuator force (N m)
-    contact: torch.Tensor       # [N, F] bool
-    first_contact: torch.Tensor  # [N, F] bool: touched down this step
-    air_time: torch.Tensor      # [N, F] (s) including this step
-    swing_peak: torch.Tensor    # [N, F] highest foot height of the swing (m)
-    feet_vxy: torch.Tensor      # [N, F, 2] (m/s)
-    foot_z: torch.Tensor        # [N, F] (m)
-    moving: torch.Tensor        # [N] float: 1 where the command is nonzero
-    terminated: torch.Tensor    # [N] bool
 
 
 def _sq(x: torch.Tensor) -> torch.Tensor:
@@ -173,10 +225,10 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     "posture": lambda t, s: torch.where(s.moving > 0, 1.0, torch.exp(
         -t.p.posture_sharpness * (torch.square(s.q - t.q0) * t.pose_weights).sum(-1))),
     # exp(-sum_f (z_f - z*(phase_f))^2 / sigma): feet follow the gait clock's swing profile
-    "feet_phase": lambda t, s: torch.exp(-_sq(s.foot_z - swing_height(t.gait_phase(), t.p.max_foot_height))
+    "feet_phase": lambda t, s: torch.exp(-_sq(s.foot_z - swing_height(s.gait_phase, t.p.max_foot_height))
                                          / t.p.feet_phase_sigma),
     "termination": lambda t, s: s.terminated.float(),
 }
 
 
-__all__ = ["OBS_FUNCTIONS", "REWARD_FUNCTIONS", "ObsFunction", "StepState", "gravity_from_quat", "swing_height"]
+__all__ = ["OBS_FUNCTIONS", "REWARD_FUNCTIONS", "TERMINATION_FUNCTIONS", "ObsFunction", "StepState", "swing_height"]

@@ -1,0 +1,363 @@
+"""The MuJoCo harness: a robot-side controller driving a simulated robot, the sim2sim check.
+
+``MujocoHarness`` builds the robot's scene (``scene.build_scene`` with torque
+motors, as on the robot) and feeds the hardware controller
+(``robot_controller.RobotController``) exactly what a robot's driver would:
+the sensor roles it reads from ``MjData.sensordata``, the joint encoders from
+``qpos``/``qvel``, and the command of a schedule (``schedules.py``). Every
+``control_dt`` it calls ``controller.step``; every ``sim_dt`` it applies
+``controller.torques``. Around that it adds what only a simulator can:
+action latency, base velocity pushes, other dynamics than the model's
+(floor friction, mass scale, payload), the fall count and resets, video, and
+the tracking table (``report.py``). It knows no robot by name: the policy's
+metadata says everything. Imports numpy, onnxruntime, mujoco (+ imageio for
+video); never torch or robo_ppo.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering; read when mujoco is imported
+import mujoco  # noqa: E402
+
+try:
+    from . import rules, scene
+    from .onnx_controller import ControllerError
+    from .report import MEASURED
+    from .robot_controller import RobotController
+    from .schedules import ScheduleError, default_schedule
+except ImportError:  # run from the kit's folder
+    import rules
+    import scene
+    from onnx_controller import ControllerError
+    from report import MEASURED
+    from robot_controller import RobotController
+    from schedules import ScheduleError, default_schedule
+
+__all__ = ["DeployError", "MujocoHarness", "run", "SKIP_S"]
+
+SKIP_S = 1.0
+"""Seconds skipped at the start of each segment (and after a fall reset) before averaging velocities."""
+_SCENE_HINT = "pass the robot's own scene with --model, or re-export the policy"
+
+
+class DeployError(Exception):
+    """Bad input (policy metadata, model, options); the message (one line) names the fix."""
+
+
+def _named(model: mujoco.MjModel, objtype, name: Any, what: str) -> int:
+    i = mujoco.mj_name2id(model, objtype, str(name)) if isinstance(name, str) else -1
+    if i < 0:
+        raise DeployError(f"the model has no {objtype.name[6:].lower()} {name!r} ({what}); {_SCENE_HINT}")
+    return i
+
+
+def _sensor_slice(model: mujoco.MjModel, name: Any, what: str) -> slice:
+    i = _named(model, mujoco.mjtObj.mjOBJ_SENSOR, name, what)
+    adr = int(model.sensor_adr[i])
+    return slice(adr, adr + int(model.sensor_dim[i]))
+
+
+class MujocoHarness:
+    """A robot under its ONNX controller in MuJoCo.
+
+    Args:
+        policy_path: ``policy.onnx`` with ``robot`` metadata.
+        model_xml: scene XML (default: the metadata's model in its installed package).
+        meshes: load visual meshes (needed only for video).
+        seed: seeds the random yaw (+-``init_yaw`` rad) of every reset and the pushes.
+        latency: control steps between a controller output and its application (default: the
+            metadata's ``action_latency``).
+        push: horizontal base velocity kick U(0, push) m/s in a random direction every
+            U(``push_interval``) s (0: none).
+        floor_friction: sliding friction of the metadata's ``floor_geom`` (None: the model's).
+        mass_scale: multiplies the mass of every body of the robot (its base body's tree).
+        payload: kg added to the base body (after ``mass_scale``).
+
+    Attributes: ``controller`` (``RobotController``), ``robot`` (its ``RobotMetadata``), ``model``,
+    ``data``, ``commands``, ``control_dt``, ``latency``.
+
+    Raises:
+        DeployError, ControllerError: bad policy, metadata, model or option (one line).
+    """
+
+    def __init__(self, policy_path: str | Path, model_xml: str | Path | None = None, meshes: bool = False,
+                 seed: int = 0, init_yaw: float = 0.1, latency: int | None = None, push: float = 0.0,
+                 push_interval: tuple[float, float] = (5.0, 10.0), floor_friction: float | None = None,
+                 mass_scale: float = 1.0, payload: float = 0.0):
+        self.controller = ctrl = RobotController(policy_path)
+        self.robot = robot = ctrl.robot
+        self.path = ctrl.policy.path
+        unknown = [c for c in robot.commands if c not in MEASURED]
+        if unknown:
+            raise DeployError(f"{self.path.name}: command {unknown[0]!r} is unknown to this harness (known: "
+                              f"{sorted(MEASURED)}); update export/report.py MEASURED")
+        try:
+            xml = Path(model_xml) if model_xml is not None else scene.model_file(
+                robot.model.package, robot.model.path, robot.model.install)
+            built = scene.build_scene(
+                xml, robot.joint_names, robot.kp, robot.kd, robot.torque_limits, actuators="motor",
+                sim_dt=robot.sim_dt, armature=robot.armature, extra_sensors=robot.extra_sensors, meshes=meshes,
+                solver_iterations=robot.solver_iterations, solver_ls_iterations=robot.solver_ls_iterations)
+        except scene.SceneError as e:
+            raise DeployError(f"{e}; {_SCENE_HINT}") from None
+        if ctrl.target_low is None and np.isfinite(built.target_range).any():  # contract 1: the scene's range
+            self.controller = ctrl = RobotController(ctrl.policy, target_range=built.target_range)
+        self.model = model = built.model
+        self.data = mujoco.MjData(model)
+        self.qadr, self.dadr, self.act_idx = built.qpos_adr, built.dof_adr, built.act_ids
+        self.control_dt, self.decimation = ctrl.control_dt, robot.decimation
+        if robot.imu_site:
+            _named(model, mujoco.mjtObj.mjOBJ_SITE, robot.imu_site, "imu_site")
+        self.base = _named(model, mujoco.mjtObj.mjOBJ_BODY, robot.base_body, "base_body")
+        root = model.body_jntadr[self.base]
+        if root < 0 or model.jnt_type[root] != mujoco.mjtJoint.mjJNT_FREE:
+            raise DeployError(f"base body {robot.base_body!r} has no free joint (base_body); {_SCENE_HINT}")
+        self.root_qpos, self.root_dof = int(model.jnt_qposadr[root]), int(model.jnt_dofadr[root])
+        self._set_dynamics(floor_friction, mass_scale, payload)
+        if robot.init_keyframe:
+            self.key = _named(model, mujoco.mjtObj.mjOBJ_KEY, robot.init_keyframe, "init_keyframe")
+        else:
+            self.key = 0 if model.nkey else -1
+        # the sensor roles the controller reads, those that measure tracking, and the orientation (falls)
+        self.commands = list(robot.commands)
+        measure_roles = [MEASURED[c][0] for c in self.commands]
+        wanted = [r for r in ctrl.required_inputs if r not in ("joint_pos", "joint_vel")] + measure_roles
+        if "orientation" in robot.sensors:
+            wanted.append("orientation")
+        self._roles = {}
+        for role in dict.fromkeys(wanted):
+            if role not in robot.sensors:
+                raise DeployError(f"{self.path.name}: robot metadata sensors has no {role!r} role; re-export the policy")
+            self._roles[role] = _sensor_slice(model, robot.sensors[role], f"sensors.{role}")
+        self._measure = []
+        for c in self.commands:
+            role, k, _ = MEASURED[c]
+            sl = self._roles[role]
+            if sl.stop - sl.start <= k:
+                raise DeployError(f"sensor {robot.sensors[role]!r} (sensors.{role}) has no component {k}; {_SCENE_HINT}")
+            self._measure.append(sl.start + k)
+        self._measure = np.array(self._measure)
+        self.latency = int(robot.action_latency if latency is None else latency)
+        if self.latency < 0:
+            raise DeployError(f"latency must be >= 0 control steps, got {self.latency}")
+        self.push, self.push_interval = float(push), (float(push_interval[0]), float(push_interval[1]))
+        if self.push < 0 or not 0 < self.push_interval[0] <= self.push_interval[1]:
+            raise DeployError(f"push must be >= 0 m/s and push_interval 0 < lo <= hi s, got {push}, {push_interval}")
+        self.rng = np.random.default_rng(seed)
+        self.init_yaw = float(init_yaw)
+        self._pending: deque = deque()
+        self._until_push = 0
+        self.pushes = 0
+
+    def _set_dynamics(self, floor_friction: float | None, mass_scale: float, payload: float) -> None:
+        """Other dynamics than the model file's (robustness checks; training randomizes the same fields)."""
+        m = self.model
+        if floor_friction is not None:
+            if not floor_friction > 0:
+                raise DeployError(f"floor friction must be > 0, got {floor_friction}")
+            floor = _named(m, mujoco.mjtObj.mjOBJ_GEOM, self.robot.floor_geom, "floor_geom")
+            m.geom_friction[floor, 0] = floor_friction
+        if not mass_scale > 0 or m.body_mass[self.base] * mass_scale + payload <= 0:
+            raise DeployError(f"mass_scale must be > 0 and leave the base a positive mass, got {mass_scale}, "
+                              f"payload {payload}")
+        robot_bodies = m.body_rootid == m.body_rootid[self.base]
+        m.body_mass[robot_bodies] *= mass_scale
+        m.body_mass[self.base] += payload
+
+    # -------------------------------------------------------------- state
+    def reset(self) -> None:
+        """The ``init_keyframe`` turned by a random yaw, the controller reset, no pending targets;
+        ends with ``mj_forward`` so the sensors match the state (as after every :meth:`step`)."""
+        if self.key >= 0:
+            mujoco.mj_resetDataKeyframe(self.model, self.data, self.key)
+        else:
+            mujoco.mj_resetData(self.model, self.data)
+        self.data.time = 0.0
+        yaw = self.rng.uniform(-self.init_yaw, self.init_yaw)
+        quat = self.data.qpos[self.root_qpos + 3:self.root_qpos + 7]
+        mujoco.mju_mulQuat(quat, np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]), quat.copy())
+        self.data.ctrl[:] = 0.0
+        self.controller.reset()
+        self._pending = deque(self.controller.default_pose.copy() for _ in range(self.latency))
+        self._until_push = self._push_steps()
+        mujoco.mj_forward(self.model, self.data)
+
+    def _push_steps(self) -> int:
+        return round(self.rng.uniform(*self.push_interval) / self.control_dt) if self.push > 0 else 0
+
+    def measurements(self) -> dict[str, np.ndarray]:
+        """What the robot's driver would hand the controller: each sensor role's reading, ``joint_pos``
+        and ``joint_vel`` (float64 copies; the sensors are current after :meth:`reset` / :meth:`step`)."""
+        d = self.data
+        out = {role: d.sensordata[sl].copy() for role, sl in self._roles.items()}
+        out["joint_pos"], out["joint_vel"] = d.qpos[self.qadr].copy(), d.qvel[self.dadr].copy()
+        return out
+
+    def base_height(self) -> float:
+        return float(self.data.xpos[self.base, 2])
+
+    def measured(self) -> np.ndarray:
+        """What tracks each command (``MEASURED``), from the current sensors, float64 ``[len(commands)]``."""
+        return self.data.sensordata[self._measure].copy()
+
+    def fallen(self) -> bool:
+        """The robot's fall condition (``rules.fallen``): tilt from the orientation sensor (else the base
+        body's frame) and the base height."""
+        if "orientation" in self._roles:
+            gravity = rules.projected_gravity(self.data.sensordata[self._roles["orientation"]])
+        else:
+            gravity = -self.data.xmat[self.base, 6:9]
+        fall = self.robot.fall
+        return bool(rules.fallen(gravity, fall.max_tilt_cos, self.base_height(), fall.min_base_height))
+
+    # --------------------------------------------------------------- step
+    def step(self, command) -> np.ndarray:
+        """One control step: the controller's targets from the current measurements (applied
+        ``latency`` steps later), then ``decimation`` physics steps of PD torques (``controller.torques``
+        from the current encoders, then ``mj_step2``, ``mj_step1``: training's order, so the sensors
+        describe the new state). Returns the controller's clipped action ``[J]``."""
+        ctrl = self.controller
+        self._pending.append(ctrl.step(self.measurements(), np.asarray(command, dtype=np.float64)))
+        target = self._pending.popleft()
+        if self.push > 0:
+            self._until_push -= 1
+            if self._until_push <= 0:  # a kick of the base velocity, as training's push
+                angle, kick = self.rng.uniform(0, 2 * math.pi), self.rng.uniform(0, self.push)
+                self.data.qvel[self.root_dof:self.root_dof + 2] += kick * np.array([math.cos(angle), math.sin(angle)])
+                mujoco.mj_forward(self.model, self.data)
+                self.pushes += 1
+                self._until_push = self._push_steps()
+        m, d, qa, da = self.model, self.data, self.qadr, self.dadr
+        for _ in range(self.decimation):
+            d.ctrl[self.act_idx] = ctrl.torques(d.qpos[qa], d.qvel[da], target)
+            mujoco.mj_step2(m, d)
+            mujoco.mj_step1(m, d)
+        return ctrl.last_action
+
+    def _camera_distance(self) -> float:
+        """3.5x the robot's radius (its geoms around the base's subtree centre of mass, now)."""
+        m = self.model
+        geoms = np.flatnonzero(m.body_rootid[m.geom_bodyid] == m.body_rootid[self.base])
+        if not geoms.size:
+            return 1.5
+        com = self.data.subtree_com[self.base]
+        radius = np.max(np.linalg.norm(self.data.geom_xpos[geoms] - com, axis=1) + m.geom_rbound[geoms])
+        return max(3.5 * float(radius), 1.0)
+
+    # ---------------------------------------------------------------- run
+    def run(self, schedule, video: str | Path | None = None, frame_every: int = 1, skip_s: float = SKIP_S,
+            size: tuple[int, int] = (640, 480), on_frame=None) -> dict[str, Any]:
+        """Follow ``schedule`` [(duration_s, *command), ...] (command in ``commands`` order); on a fall,
+        count it, reset, go on.
+
+        Achieved values are noise-free sensor readings (``MEASURED``: e.g. vx, vy from the
+        ``local_linvel`` role, yaw rate from ``gyro`` z), averaged over each segment after skipping its
+        first ``skip_s`` s and ``skip_s`` s after each fall reset. Returns ``{"segments": [{"duration_s",
+        "<c>_cmd", "<c>" for each command c, "falls", "min_height", "samples"}], "summary": {...},
+        "commands"}``; a segment with no sample after the skip has ``nan`` means. ``video``: MP4 at
+        ``1 / (control_dt * frame_every)`` fps. ``on_frame(frame, info) -> frame``: optional, called on
+        each video frame (uint8 [H, W, 3]) before it is written; ``info`` holds ``step``, ``time_s``,
+        ``segment`` (index), ``segments``, ``commands`` (names), ``command``, ``velocity`` (measured,
+        same order) and ``falls``.
+
+        Raises:
+            ScheduleError: a malformed schedule. DeployError: video cannot be rendered.
+        """
+        k_cmd = len(self.commands)
+        try:
+            schedule = [tuple(float(v) for v in seg) for seg in schedule]
+        except (TypeError, ValueError):
+            schedule = []
+        if not schedule or any(len(s) != 1 + k_cmd or not s[0] > 0 for s in schedule):
+            raise ScheduleError(f"schedule must be a non-empty list of (duration_s > 0, {', '.join(self.commands)})")
+        writer = renderer = None
+        if video is not None:
+            import imageio.v2 as imageio
+
+            self.model.vis.quality.offsamples = 0  # no multisampling and no shadows: ~50 ms/frame instead
+            try:  # of 0.5 s in software GL
+                renderer = mujoco.Renderer(self.model, height=size[1], width=size[0])
+            except Exception as e:  # GL backends raise assorted types
+                raise DeployError(f"cannot render offscreen ({str(e).splitlines()[0][:120]}); set MUJOCO_GL=egl "
+                                  "(or osmesa) before starting, or drop --video") from None
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+            cam = mujoco.MjvCamera()
+            cam.type, cam.trackbodyid = mujoco.mjtCamera.mjCAMERA_TRACKING, self.base
+            cam.elevation, cam.azimuth = -20.0, 120.0
+            writer = imageio.get_writer(str(video), fps=1.0 / (self.control_dt * frame_every))
+        t0, rows, k, fallen_before = time.perf_counter(), [], 0, 0
+        self.pushes = 0
+        self.reset()
+        if writer is not None:
+            cam.distance = self._camera_distance()
+        skip, since_reset = round(skip_s / self.control_dt), 0  # in control steps
+        try:
+            for seg, (duration, *command) in enumerate(schedule):
+                samples, falls, min_h = [], 0, math.inf
+                for i in range(round(duration / self.control_dt)):
+                    if self.fallen():
+                        falls += 1
+                        self.reset()
+                        since_reset = 0
+                    if i >= skip and since_reset >= skip:
+                        samples.append(self.measured())
+                    min_h = min(min_h, self.base_height())
+                    if writer is not None and k % frame_every == 0:
+                        renderer.update_scene(self.data, camera=cam)
+                        frame = renderer.render()
+                        if on_frame is not None:
+                            frame = on_frame(frame, {"step": k, "time_s": k * self.control_dt, "segment": seg,
+                                                     "segments": len(schedule), "commands": self.commands,
+                                                     "command": tuple(command),
+                                                     "velocity": tuple(float(v) for v in self.measured()),
+                                                     "falls": fallen_before + falls})
+                        writer.append_data(frame)
+                    self.step(command)
+                    since_reset += 1
+                    k += 1
+                mean = np.mean(samples, axis=0) if samples else np.full(k_cmd, np.nan)
+                row: dict[str, Any] = {"duration_s": duration}
+                for c, want, got in zip(self.commands, command, mean, strict=True):
+                    row[f"{c}_cmd"], row[c] = want, float(got)
+                row.update(falls=falls, min_height=min_h, samples=len(samples))
+                rows.append(row)
+                fallen_before += falls
+        finally:
+            if writer is not None:
+                writer.close()
+                renderer.close()
+        summary = {}
+        for c in self.commands:
+            err = [abs(r[c] - r[f"{c}_cmd"]) for r in rows if r["samples"]]
+            summary[f"mean_abs_{c}_err"] = float(np.mean(err)) if err else math.nan
+        summary.update(falls=sum(r["falls"] for r in rows), pushes=self.pushes, wall_s=time.perf_counter() - t0,
+                       sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency)
+        return {"policy": str(self.path), "robot_name": self.robot.name,
+                "commands": list(self.commands), "segments": rows, "summary": summary}
+
+
+def run(policy_path: str | Path, schedule=None, seed: int = 0, video: str | Path | None = None,
+        model_xml: str | Path | None = None, latency: int | None = None, push: float = 0.0,
+        floor_friction: float | None = None, mass_scale: float = 1.0, payload: float = 0.0,
+        **kwargs) -> dict[str, Any]:
+    """Build a :class:`MujocoHarness` (meshes only when ``video``) and run ``schedule`` (default
+    :func:`schedules.default_schedule` of the policy's commands); ``kwargs`` go to :meth:`MujocoHarness.run`."""
+    harness = MujocoHarness(policy_path, model_xml=model_xml, meshes=video is not None, seed=seed, latency=latency,
+                            push=push, floor_friction=floor_friction, mass_scale=mass_scale, payload=payload)
+    plan = schedule if schedule is not None else default_schedule(harness.commands)
+    return harness.run(plan, video=video, **kwargs)
+
+
+ERRORS = (DeployError, ScheduleError, ControllerError)
+"""Every error a bad input raises in the harness (each with a one-line message)."""

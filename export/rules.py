@@ -1,0 +1,183 @@
+"""Every rule the robot computer runs, written once for numpy (this kit) and torch (training).
+
+Training (``robo_ppo/tasks/``, batched torch tensors ``[N, ...]``) and the
+deployment kit (``robot_controller.py``, one robot, numpy ``[...]``) import
+these functions; neither has a copy. Each function takes arrays with any
+leading batch shape and works on the last axis; it computes in the caller's
+array library and dtype (torch float32 in training, numpy float64 on the
+robot), chosen by :func:`array_namespace`. Only numpy is imported here.
+
+The rules:
+
+* observation terms (:data:`OBSERVATIONS`) and how a layout of them becomes
+  the policy input (:func:`observation`): ``scale * value`` per entry, in order;
+* projected gravity (:func:`projected_gravity`) and the gait clock
+  (:func:`gait_phase`, :func:`gait_clock`);
+* the action mapping (:func:`clip_action`, :func:`joint_targets`);
+* the PD law (:func:`pd_torques`; :func:`pd_actuator` gives the MuJoCo
+  actuator parameters that compute the same law inside the physics step);
+* the fall condition (:func:`fallen`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Array = Any
+"""A numpy array or a torch tensor."""
+
+
+def array_namespace(*arrays: Array):
+    """The array library of ``arrays``: ``torch`` if any is a torch tensor, else ``numpy``
+    (torch is never imported here: a tensor means the caller imported it)."""
+    for a in arrays:
+        if type(a).__module__.split(".")[0] == "torch":
+            return sys.modules["torch"]
+    return np
+
+
+def _concat(xs: Sequence[Array]) -> Array:
+    xp = array_namespace(*xs)
+    return np.concatenate(xs, -1) if xp is np else xp.cat(list(xs), -1)
+
+
+# ---------------------------------------------------------------- orientation
+def projected_gravity(quat: Array) -> Array:
+    """Unit gravity direction in the body frame, ``R^T [0, 0, -1] = -R[2, :]``, from a (w, x, y, z)
+    orientation quaternion ``[..., 4]`` (normalized first); returns ``[..., 3]``.
+
+    ``R`` is the body-to-world rotation of the quaternion (e.g. Shuster 1993, eq. 97, third row)."""
+    xp = array_namespace(quat)
+    norm = np.linalg.norm(quat, axis=-1, keepdims=True) if xp is np else quat.norm(dim=-1, keepdim=True)
+    q = quat / norm
+    w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
+    return -xp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
+
+
+# ------------------------------------------------------------------ gait clock
+def gait_phase(time_s: Array, frequency_hz: Array, phase_offsets: Array, start_cycles: Array = 0.0) -> Array:
+    """Each foot's gait phase (rad, in ``[-pi, pi)``): ``2 pi wrap(start + offset_f + f t)``, ``wrap``
+    taking cycles to ``[-0.5, 0.5)``; ``t`` the time since reset (s), ``f`` the frequency (Hz),
+    offsets and start in cycles. Arguments broadcast (training: ``[N, 1]`` times against ``[1, F]``
+    offsets; the robot: a scalar time and ``[F]`` offsets). 0 is mid-swing, -pi touch-down (after
+    MuJoCo Playground's Berkeley Humanoid gait, Zakka et al. 2025)."""
+    xp = array_namespace(time_s, frequency_hz, phase_offsets, start_cycles)
+    cycles = start_cycles + phase_offsets + frequency_hz * time_s
+    return 2 * math.pi * (xp.remainder(cycles + 0.5, 1.0) - 0.5)
+
+
+def gait_clock(phase: Array) -> Array:
+    """The gait clock as the policy sees it: ``[cos(phase_f) for f] + [sin(phase_f) for f]``,
+    ``[..., F] -> [..., 2F]``."""
+    xp = array_namespace(phase)
+    return _concat([xp.cos(phase), xp.sin(phase)])
+
+
+# ----------------------------------------------------------------- observation
+OBSERVATIONS: dict[str, Callable[[Mapping[str, Array], Mapping[str, Any]], Array]] = {
+    # a named sensor role of the robot, e.g. the gyro (rad/s) or the velocity estimate (m/s)
+    "sensor": lambda inputs, entry: inputs[entry["sensor"]],
+    # unit gravity in the IMU frame, from its orientation quaternion
+    "projected_gravity": lambda inputs, entry: projected_gravity(inputs[entry.get("sensor") or "orientation"]),
+    # encoder angles minus the default pose (rad)
+    "joint_pos_rel": lambda inputs, entry: inputs["joint_pos"] - inputs["default_pose"],
+    # encoder velocities (rad/s)
+    "joint_vel": lambda inputs, entry: inputs["joint_vel"],
+    # the previous policy action (clipped)
+    "last_action": lambda inputs, entry: inputs["last_action"],
+    # the command (vx, vy m/s, yaw rate rad/s)
+    "command": lambda inputs, entry: inputs["command"],
+    # cos, sin of each foot's gait phase
+    "gait_phase": lambda inputs, entry: gait_clock(inputs["gait_phase"]),
+}
+"""Observation term ``fn`` -> ``value(inputs, entry) -> [..., size]``: every term a robot can compute
+itself (its sensors, encoders, own actions, command and clock). ``inputs`` maps names to arrays:
+sensor roles (``gyro``, ``local_linvel``, ``orientation``, ...), ``joint_pos`` and ``joint_vel``
+(encoders, action order), ``last_action``, ``command``, ``gait_phase`` and the constant
+``default_pose``; ``entry`` is the term's layout entry (``sensor``: the role it reads)."""
+
+INPUTS: dict[str, Callable[[Mapping[str, Any]], tuple[str, ...]]] = {
+    "sensor": lambda entry: (entry["sensor"],),
+    "projected_gravity": lambda entry: (entry.get("sensor") or "orientation",),
+    "joint_pos_rel": lambda entry: ("joint_pos",),
+    "joint_vel": lambda entry: ("joint_vel",),
+    "last_action": lambda entry: (),
+    "command": lambda entry: (),
+    "gait_phase": lambda entry: (),
+}
+"""Term ``fn`` -> the measured inputs it reads (what a robot's driver must supply for it)."""
+
+
+def observation_values(inputs: Mapping[str, Array], layout: Sequence[Mapping[str, Any]]) -> list[Array]:
+    """Each layout entry's raw value ``OBSERVATIONS[entry["fn"]](inputs, entry)``, in layout order."""
+    return [OBSERVATIONS[entry["fn"]](inputs, entry) for entry in layout]
+
+
+def assemble(values: Sequence[Array], layout: Sequence[Mapping[str, Any]]) -> Array:
+    """The policy input: ``concat(scale_i * value_i)`` over the layout, ``[..., obs_dim]``."""
+    return _concat([entry.get("scale", 1.0) * v for entry, v in zip(layout, values, strict=True)])
+
+
+def observation(inputs: Mapping[str, Array], layout: Sequence[Mapping[str, Any]]) -> Array:
+    """``assemble(observation_values(inputs, layout), layout)``: the observation of a robot-side layout
+    (``obs_layout`` of the metadata; training adds noise between the two steps)."""
+    return assemble(observation_values(inputs, layout), layout)
+
+
+# ------------------------------------------------------------------- actions
+def clip_action(action: Array, low: float = -1.0, high: float = 1.0) -> Array:
+    """The policy output clipped to the action range (``action_clip``)."""
+    xp = array_namespace(action)
+    return xp.clip(action, low, high)
+
+
+def joint_targets(action: Array, default_pose: Array, action_scale: float) -> Array:
+    """Joint position targets ``q* = default_pose + action_scale * a`` (rad) of a clipped action
+    ``[..., J]``; the PD law clamps them to the target range (:func:`pd_torques`)."""
+    return default_pose + action_scale * action
+
+
+# -------------------------------------------------------------------- PD law
+def pd_torques(target: Array, q: Array, qd: Array, kp: Array, kd: Array, torque_limits: Array,
+               target_low: Array | None = None, target_high: Array | None = None) -> Array:
+    """Joint torques (N m) ``clip(kp (clip(q*, lo, hi) - q) - kd qd, -limit, limit)``, ``[..., J]``;
+    run at the servo (physics) rate while ``q*`` changes at the control rate. ``kp`` N m/rad, ``kd``
+    N m s/rad, ``torque_limits`` N m; ``target_low/high`` (rad) the target range (None: unlimited).
+
+    In training MuJoCo computes this law inside each physics step: the actuator of
+    :func:`pd_actuator` (``ctrl`` = ``q*``, clamped to ``ctrlrange``; force ``kp ctrl - kp q - kd qd``;
+    clamped to ``forcerange``), as the MuJoCo documentation defines affine actuators."""
+    xp = array_namespace(target, q, qd)
+    if target_low is not None:
+        target = xp.clip(target, target_low, target_high)
+    return xp.clip(kp * (target - q) - kd * qd, -torque_limits, torque_limits)
+
+
+def pd_actuator(kp: float, kd: float, torque_limit: float, nprm: int = 10) -> dict[str, Any]:
+    """The MuJoCo affine actuator that computes :func:`pd_torques` for one joint: ``gainprm``,
+    ``biasprm`` (``force = kp ctrl - kp q - kd qd``) and ``forcerange`` (``+-torque_limit``)."""
+    gain, bias = np.zeros(nprm), np.zeros(nprm)
+    gain[0], bias[1], bias[2] = kp, -kp, -kd
+    return {"gainprm": gain, "biasprm": bias, "forcerange": [-torque_limit, torque_limit]}
+
+
+# --------------------------------------------------------------------- fall
+def fallen(gravity: Array, max_tilt_cos: float, base_height: Array | None = None,
+           min_base_height: float = 0.0) -> Array:
+    """True where the robot has fallen: its up axis's z component (``-gravity_z`` of
+    :func:`projected_gravity`) below ``max_tilt_cos``, or (when ``min_base_height > 0`` and the height
+    is known) the base below ``min_base_height`` m. ``gravity [..., 3]`` -> bool ``[...]``."""
+    out = -gravity[..., 2] < max_tilt_cos
+    if min_base_height > 0 and base_height is not None:
+        out = out | (base_height < min_base_height)
+    return out
+
+
+__all__ = ["OBSERVATIONS", "INPUTS", "array_namespace", "projected_gravity", "gait_phase", "gait_clock",
+           "observation_values", "assemble", "observation", "clip_action", "joint_targets", "pd_torques",
+           "pd_actuator", "fallen"]

@@ -1,0 +1,71 @@
+"""Command schedules for the MuJoCo harness: lists of segments ``(duration_s, *command)``.
+
+A schedule is ``default`` (forward, turn, sidestep, backward, stop), ``random``
+(uniform commands inside the policy's ``command_ranges``) or an explicit list
+of ``[seconds, *command]`` in the policy's command order. numpy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ScheduleError", "default_schedule", "random_schedule", "parse_schedule"]
+
+_DEFAULT_SEGMENTS = ({"vx": 1.0}, {"vx": 0.5, "yaw_rate": 1.0}, {"vy": 0.5}, {"vx": -0.5}, {})
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be run; the message (one line) says what a schedule must be."""
+
+
+def default_schedule(commands: Sequence[str] = ("vx", "vy", "yaw_rate"), seconds: float = 5.0) -> list[tuple[float, ...]]:
+    """Segments ``(duration_s, *command)`` in ``commands`` order: forward, turn, sidestep, backward, stop."""
+    return [(float(seconds), *(float(seg.get(c, 0.0)) for c in commands)) for seg in _DEFAULT_SEGMENTS]
+
+
+def random_schedule(n_segments: int = 20, seconds: float = 5.0, seed: int = 0,
+                    ranges: Mapping[str, Sequence[float]] | None = None, p_zero: float = 0.1,
+                    commands: Sequence[str] | None = None) -> list[tuple[float, ...]]:
+    """``n_segments`` segments of uniform commands inside ``ranges`` (name -> [lo, hi]), in ``commands``
+    order (default: the order of ``ranges``); each is the zero command with probability ``p_zero``.
+
+    Raises:
+        ScheduleError: no ranges, a command without a range, or ``n_segments < 1`` / ``seconds <= 0``."""
+    if not ranges:
+        raise ScheduleError("a random schedule needs the policy's command_ranges; re-export the policy")
+    if n_segments < 1 or not seconds > 0:
+        raise ScheduleError(f"a random schedule needs segments >= 1 and seconds > 0, got {n_segments} and {seconds}")
+    commands = list(commands or ranges)
+    missing = [c for c in commands if c not in ranges]
+    if missing:
+        raise ScheduleError(f"command_ranges has no range for {missing}; re-export the policy")
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_segments):
+        cmd = [float(rng.uniform(*ranges[c])) for c in commands]
+        out.append((float(seconds), *([0.0] * len(commands) if rng.random() < p_zero else cmd)))
+    return out
+
+
+def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, Sequence[float]] | None = None,
+                   segments: int = 20, seconds: float = 5.0, seed: int = 0) -> list[tuple[float, ...]]:
+    """``"default"``, ``"random"`` (``segments`` x ``seconds``, ``seed``) or a list of
+    ``[seconds > 0, *command]`` -> a list of segment tuples.
+
+    Raises:
+        ScheduleError: anything else (one line naming the expected form)."""
+    if isinstance(schedule, str) and schedule == "default":
+        return default_schedule(commands)
+    if isinstance(schedule, str) and schedule == "random":
+        return random_schedule(segments, seconds, seed, ranges, commands=commands)
+    try:
+        out = [tuple(float(v) for v in seg) for seg in schedule]
+    except (TypeError, ValueError):
+        out = []
+    if not out or any(len(seg) != 1 + len(commands) or not seg[0] > 0 for seg in out):
+        raise ScheduleError(f"schedule must be default, random or a non-empty list of (seconds > 0, "
+                            f"{', '.join(commands)}), got {schedule!r}")
+    return out
