@@ -25,13 +25,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["OnnxController", "ControllerError", "MetadataError", "read_metadata", "SUPPORTED_FORMAT"]
+__all__ = ["OnnxController", "ControllerError", "MetadataError", "read_metadata", "decode_metadata",
+           "encode_metadata_value", "SUPPORTED_FORMAT", "STRING_KEYS"]
 
 SUPPORTED_FORMAT = "robo_ppo.policy/1"
 """Metadata ``format`` this controller understands."""
-_STRING_KEYS = {"format", "action_type", "task_id", "task_name", "engine", "engine_task_id",
+STRING_KEYS = {"format", "action_type", "task_id", "task_name", "engine", "engine_task_id",
                 "robo_ppo_version", "config_sha256", "source_checkpoint", "exporter"}
-_REQUIRED = ("obs_dim", "act_dim", "action_type", "action_low", "action_high", "task_id", "control_dt")
+"""Metadata keys stored verbatim; every other value is JSON text."""
+REQUIRED_KEYS = ("obs_dim", "act_dim", "action_type", "action_low", "action_high", "task_id", "control_dt")
+"""Keys every robo_ppo policy file has (``robo_ppo/export.py: METADATA_KEYS`` documents them all)."""
 
 
 class ControllerError(Exception):
@@ -42,14 +45,24 @@ class MetadataError(ControllerError):
     """The file is not a robo_ppo policy, or its metadata contradicts the graph or ``expect``."""
 
 
-def _decode(props: dict[str, str], source: str) -> dict[str, Any]:
+def encode_metadata_value(key: str, value: Any) -> str:
+    """A metadata value as stored in the ONNX file: string keys verbatim, everything else as JSON text."""
+    return str(value) if key in STRING_KEYS else json.dumps(value)
+
+
+def decode_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
+    """The inverse of :func:`encode_metadata_value` over a whole ``metadata_props`` map.
+
+    Raises:
+        MetadataError: not a robo_ppo policy file (format), invalid JSON, or a required key missing.
+    """
     if props.get("format") != SUPPORTED_FORMAT:
         raise MetadataError(
-            f"{source}: metadata format {props.get('format')!r} is not {SUPPORTED_FORMAT!r}; this file was "
-            "not written by robo-ppo-export (or by a newer version): export the policy with robo-ppo-export")
+            f"{source} is not a robo_ppo policy file (metadata format {props.get('format')!r}, expected "
+            f"{SUPPORTED_FORMAT!r}); export it with robo-ppo-export (a newer format needs a newer kit)")
     meta: dict[str, Any] = {}
     for key, value in props.items():
-        if key in _STRING_KEYS:
+        if key in STRING_KEYS:
             meta[key] = value
             continue
         try:
@@ -57,7 +70,7 @@ def _decode(props: dict[str, str], source: str) -> dict[str, Any]:
         except json.JSONDecodeError:
             raise MetadataError(f"{source}: metadata {key}={value[:60]!r} is not valid JSON; re-export "
                                 "the policy") from None
-    missing = [k for k in _REQUIRED if k not in meta]
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise MetadataError(f"{source}: metadata lacks {missing}; re-export the policy with robo-ppo-export")
     return meta
@@ -74,7 +87,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"{p} does not exist; pass the policy.onnx written by robo-ppo-export")
     session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-    return _decode(dict(session.get_modelmeta().custom_metadata_map), p.name)
+    return decode_metadata(dict(session.get_modelmeta().custom_metadata_map), p.name)
 
 
 class OnnxController:
@@ -117,7 +130,7 @@ class OnnxController:
             raise MetadataError(f"{p.name}: onnxruntime cannot load the file ({str(e).splitlines()[0][:200]}); "
                                 "re-export the policy, or update onnxruntime (opset 18 needs >= 1.14)") from None
         self.path = p
-        self.metadata = _decode(dict(self._session.get_modelmeta().custom_metadata_map), p.name)
+        self.metadata = decode_metadata(dict(self._session.get_modelmeta().custom_metadata_map), p.name)
         m = self.metadata
         self.obs_dim = int(m["obs_dim"])
         self.act_dim = int(m["act_dim"])

@@ -66,6 +66,6 @@ def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, 
     except (TypeError, ValueError):
         out = []
     if not out or any(len(seg) != 1 + len(commands) or not seg[0] > 0 for seg in out):
-        raise ScheduleError(f"schedule must be default, random or a non-empty list of (seconds > 0, "
-                            f"{', '.join(commands)}), got {schedule!r}")
+        raise ScheduleError(f"schedule must be default, random or a non-empty list of [seconds > 0, "
+                            f"{', '.join(commands)}], got {schedule!r}")
     return out

@@ -53,12 +53,15 @@ import onnx
 import torch
 from omegaconf import MISSING
 
+from robo_ppo.deploy_kit.onnx_controller import SUPPORTED_FORMAT, MetadataError, encode_metadata_value
+from robo_ppo.deploy_kit.onnx_controller import decode_metadata as _decode_kit
 from robo_ppo.errors import CheckpointError, ConfigError, ExportError, report_errors
 
 OPSET = 18
 """ONNX default-domain opset of the exported graph (the dynamo exporter's native opset)."""
-METADATA_FORMAT = "robo_ppo.policy/1"
-"""Value of the ``format`` metadata key; bump when the graph contract changes."""
+METADATA_FORMAT = SUPPORTED_FORMAT
+"""Value of the ``format`` metadata key (the kit's ``SUPPORTED_FORMAT``); bump both when the graph contract
+changes."""
 PARITY_TOLERANCE = 1e-5
 """Largest accepted max abs difference between onnxruntime and torch."""
 PARITY_SAMPLES = 10_000
@@ -92,8 +95,7 @@ METADATA_KEYS: dict[str, str] = {
     "robot": "json dict or null: robot-side facts of a robot task (joint order, home pose, action "
              "scale, kp/kd, torque limits, control and sim dt, observation layout, command ranges)",
 }
-_STRING_KEYS = {"format", "action_type", "task_id", "task_name", "engine", "engine_task_id",
-                "robo_ppo_version", "config_sha256", "source_checkpoint", "exporter"}
+
 
 log = logging.getLogger("robo_ppo.export")
 
@@ -252,36 +254,16 @@ def _version() -> str:
     return __version__
 
 
-def encode_metadata_value(key: str, value: Any) -> str:
-    """String keys verbatim, everything else as JSON text."""
-    return str(value) if key in _STRING_KEYS else json.dumps(value)
-
-
 def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """Inverse of ``encode_metadata_value`` for a whole ``metadata_props`` map.
+    """The deploy kit's ``decode_metadata`` of a whole ``metadata_props`` map.
 
     Raises:
         CheckpointError: the map is not robo_ppo policy metadata.
     """
-    if props.get("format") != METADATA_FORMAT:
-        found = props.get("format")
-        raise CheckpointError(
-            f"not a robo_ppo policy file (metadata format {found!r}, expected {METADATA_FORMAT!r}); "
-            "export it with robo-ppo-export from a robo_ppo checkpoint")
-    out: dict[str, Any] = {}
-    for k, v in props.items():
-        if k in _STRING_KEYS:
-            out[k] = v
-            continue
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            raise CheckpointError(f"policy metadata {k}={v[:80]!r} is not valid JSON; re-export the "
-                                  "policy with robo-ppo-export") from None
-    missing = [k for k in ("obs_dim", "act_dim", "action_type", "task_id") if k not in out]
-    if missing:
-        raise CheckpointError(f"policy metadata lacks {missing}; re-export the policy with robo-ppo-export")
-    return out
+    try:
+        return _decode_kit(props, "the file")
+    except MetadataError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

