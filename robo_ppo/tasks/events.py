@@ -1,0 +1,228 @@
+"""The vocabulary of event terms: what happens to an environment at a reset and around each step.
+
+A task config lists its events by name, each ``{fn, params}`` (``env.task_params.events``), and the
+task runs them in that order (the manager style of Isaac Lab and mjlab). Resets, domain
+randomization, the velocity command and pushes are events; a new kind is one ``EventFunction`` here
+with its parameter schema. Hooks, each optional:
+
+* ``init(task, params)``: create the per-environment state the event owns, on the task;
+* ``reset(task, state, mask, params)``: at every reset of the rows in ``mask`` (bool ``[N]``). An event
+  draws its random numbers for every row, whether or not it resets, so the random stream does not
+  depend on which rows reset; ``state`` (``ResetState``) holds the ``qpos`` / ``qvel`` the task will
+  write, for events that set the initial state;
+* ``pre_step(task, params)``: every control step after the joint targets are set, before physics;
+* ``post_step(task, params)``: every control step after the rewards.
+
+Draws come from the task's generator (``task.gen``) through ``task.uniform`` / ``task.exp_steps``.
+Definitions follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+COMMANDS = ("vx", "vy", "yaw_rate")
+"""Velocity command components, in observation order (m/s, m/s, rad/s)."""
+
+
+@dataclass
+class ResetState:
+    """The initial state a reset writes (rows outside the mask are ignored by the physics)."""
+
+    qpos: torch.Tensor   # [N, nq]
+    qvel: torch.Tensor   # [N, nv]
+
+
+# ------------------------------------------------------------------ params
+@dataclass
+class RootStateParams:
+    xy: float = 0.5
+    """Initial base position offset U(-x, x) per horizontal axis (m); yaw is always U(-pi, pi)."""
+    base_velocity: float = 0.5
+    """Initial base linear and angular velocity U(-v, v) per component (m/s, rad/s)."""
+
+
+@dataclass
+class ModelRandomizationParams:
+    """Model parameters drawn per environment at every reset."""
+
+    enable: bool = True
+    floor_friction: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    frictionloss_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    armature_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    com_offset: float = 0.0
+    """Base centre-of-mass shift U(-x, x) per axis (m)."""
+    link_mass_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    payload: float = 0.0
+    """Base mass offset U(-x, x) (kg)."""
+    joint_offset: float = 0.0
+    """Encoder calibration error U(-x, x) (rad): the robot reads q + offset."""
+    kp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    kd_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+
+
+@dataclass
+class VelocityCommandParams:
+    ranges: list[list[float]] = field(default_factory=lambda: [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
+    """``[lo, hi]`` of vx, vy (m/s) and yaw rate (rad/s)."""
+    keep_prob: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """At a resample, a component that changes is a new draw with this probability, else 0."""
+    change_prob: float = 0.5
+    """At a resample, the probability that each component changes."""
+    resample_mean_s: float = 5.0
+    """Mean of the exponential time between resamples (s)."""
+
+
+@dataclass
+class PushParams:
+    enable: bool = True
+    """False: no kicks (the timer still draws, so the random stream is the same either way)."""
+    max_velocity: float = 1.0
+    """Horizontal base velocity kick U(0, x) (m/s) in a random direction."""
+    interval_s: list[float] = field(default_factory=lambda: [5.0, 10.0])
+
+
+# ------------------------------------------------------------------ events
+def _reset_root_state(t, state: ResetState, mask, p: RootStateParams) -> None:
+    """The init keyframe shifted by U(-xy, xy) m in x/y, turned by a yaw U(-pi, pi), with base
+    velocity U(-v, v) per component."""
+    r0, d0 = t.robot.root_qpos, t.robot.root_dof
+    state.qpos[:, r0:r0 + 2] += t.uniform(-p.xy, p.xy, 2)
+    yaw = t.uniform(-math.pi, math.pi)
+    zero = torch.zeros_like(yaw)
+    state.qpos[:, r0 + 3:r0 + 7] = torch.stack([torch.cos(yaw / 2), zero, zero, torch.sin(yaw / 2)], 1)
+    state.qvel[:, d0:d0 + 6] = t.uniform(-p.base_velocity, p.base_velocity, 6)
+
+
+_MODEL_FIELDS = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", "dof_armature",
+                 "actuator_gainprm", "actuator_biasprm")
+
+
+def _init_model(t, p: ModelRandomizationParams) -> None:
+    t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
+
+
+def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) -> None:
+    """Floor friction, joint friction loss and armature (scales), base centre of mass and payload, link
+    masses (scales), kp/kd (scales) and encoder offsets; written with ``physics.set_model``. Sets
+    ``task.joint_offset`` and ``task.dr_summary`` (friction, payload, com [3], kp and kd scales)."""
+    nom, rb = t.nominal_model, t.robot
+    N, J, dev = t.n, rb.njoints, t.device
+    rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
+    fields = {k: rep(v) for k, v in nom.items()}
+    if p.enable:
+        friction = t.uniform(*p.floor_friction)
+        com = t.uniform(-p.com_offset, p.com_offset, 3)
+        payload = t.uniform(-p.payload, p.payload)
+        kp_s, kd_s = t.uniform(*p.kp_scale), t.uniform(*p.kd_scale)
+        mass_s = t.uniform(*p.link_mass_scale, nom["body_mass"].shape[0])
+        fl_s, arm_s = t.uniform(*p.frictionloss_scale, J), t.uniform(*p.armature_scale, J)
+        offset = t.uniform(-p.joint_offset, p.joint_offset, J)
+    else:
+        friction = fields["geom_friction"][:, rb.floor_geom, 0].clone()
+        com, payload, offset = torch.zeros(N, 3, device=dev), torch.zeros(N, device=dev), torch.zeros(N, J, device=dev)
+        kp_s = kd_s = torch.ones(N, device=dev)
+        mass_s, fl_s, arm_s = torch.ones_like(fields["body_mass"]), torch.ones(N, J, device=dev), torch.ones(N, J, device=dev)
+    dof, act, base = t.dof_adr, t.act_ids, rb.base_body
+    kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
+    kd = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev) * kd_s[:, None]
+    fields["geom_friction"][:, rb.floor_geom, 0] = friction
+    fields["dof_frictionloss"][:, dof] *= fl_s
+    fields["dof_armature"][:, dof] *= arm_s
+    fields["body_ipos"][:, base] += com
+    fields["body_mass"] *= mass_s
+    fields["body_mass"][:, base] += payload
+    fields["actuator_gainprm"][:, act, 0] = kp    # the PD law's actuator (rules.pd_actuator)
+    fields["actuator_biasprm"][:, act, 1] = -kp
+    fields["actuator_biasprm"][:, act, 2] = -kd
+    t.physics.set_model(mask, fields)
+    m = mask[:, None]
+    t.joint_offset = torch.where(m, offset, t.joint_offset)
+    summary = torch.cat([friction[:, None], payload[:, None], com, kp_s[:, None], kd_s[:, None]], 1)
+    t.dr_summary = torch.where(m, summary, t.dr_summary)
+
+
+def _init_command(t, p: VelocityCommandParams) -> None:
+    t.command = torch.zeros(t.n, len(COMMANDS), device=t.device)
+    t.steps_until_cmd = torch.zeros(t.n, dtype=torch.long, device=t.device)
+    t.cmd_lo = torch.as_tensor([r[0] for r in p.ranges], dtype=torch.float32, device=t.device)
+    t.cmd_hi = torch.as_tensor([r[1] for r in p.ranges], dtype=torch.float32, device=t.device)
+
+
+def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None:
+    """A fresh U(lo, hi) command and an exponential time (mean ``resample_mean_s``) to its resample."""
+    command = t.uniform(t.cmd_lo, t.cmd_hi, 3)
+    until = t.exp_steps(p.resample_mean_s)
+    t.command = torch.where(mask[:, None], command, t.command)
+    t.steps_until_cmd = torch.where(mask, until, t.steps_until_cmd)
+
+
+def _resample_command(t, p: VelocityCommandParams) -> None:
+    """Where the resample time is due, Playground's scheme: each component changes with ``change_prob``;
+    a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0."""
+    due = t.steps_until_cmd <= 0
+    draw = t.uniform(t.cmd_lo, t.cmd_hi, 3)
+    keep = torch.rand(t.n, 3, generator=t.gen, device=t.device) < torch.as_tensor(p.keep_prob, device=t.device)
+    change = torch.rand(t.n, 3, generator=t.gen, device=t.device) < p.change_prob
+    resampled = torch.where(change, draw * keep, t.command)
+    until = t.exp_steps(p.resample_mean_s)
+    t.command = torch.where(due[:, None], resampled, t.command)
+    t.steps_until_cmd = torch.where(due, until, t.steps_until_cmd - 1)
+
+
+def _push_steps(t, p: PushParams) -> torch.Tensor:
+    lo, hi = p.interval_s
+    return torch.round(t.uniform(lo, hi) / t.dt).long()
+
+
+def _init_push(t, p: PushParams) -> None:
+    t.steps_until_push = torch.zeros(t.n, dtype=torch.long, device=t.device)
+
+
+def _reset_push(t, state: ResetState, mask, p: PushParams) -> None:
+    t.steps_until_push = torch.where(mask, _push_steps(t, p), t.steps_until_push)
+
+
+def _push(t, p: PushParams) -> None:
+    """Where the push timer is due: a horizontal base velocity kick U(0, max_velocity) in a random
+    direction, then a new timer U(interval_s)."""
+    if not p.enable:
+        return
+    rb, ph = t.robot, t.physics
+    push = t.steps_until_push <= 0
+    angle = t.uniform(0.0, 2 * math.pi)
+    kick = t.uniform(0.0, p.max_velocity) * push
+    qvel = ph.qvel.clone()
+    qvel[:, rb.root_dof] += kick * torch.cos(angle)
+    qvel[:, rb.root_dof + 1] += kick * torch.sin(angle)
+    ph.set_state(push, ph.qpos, qvel, t.ctrl)
+    t.steps_until_push = torch.where(push, _push_steps(t, p), t.steps_until_push - 1)
+
+
+@dataclass(frozen=True)
+class EventFunction:
+    params: type
+    """Dataclass schema of the event's ``params``."""
+    init: Optional[Callable[[Any, Any], None]] = None
+    reset: Optional[Callable[[Any, ResetState, torch.Tensor, Any], None]] = None
+    pre_step: Optional[Callable[[Any, Any], None]] = None
+    post_step: Optional[Callable[[Any, Any], None]] = None
+
+
+EVENT_FUNCTIONS: dict[str, EventFunction] = {
+    "reset_root_state": EventFunction(RootStateParams, reset=_reset_root_state),
+    "randomize_model": EventFunction(ModelRandomizationParams, init=_init_model, reset=_randomize_model),
+    "velocity_command": EventFunction(VelocityCommandParams, init=_init_command, reset=_reset_command,
+                                      post_step=_resample_command),
+    "push_base": EventFunction(PushParams, init=_init_push, reset=_reset_push, pre_step=_push),
+}
+"""Event ``fn`` -> its hooks and parameter schema (see the module docstring)."""
+
+
+__all__ = ["EVENT_FUNCTIONS", "EventFunction", "ResetState", "COMMANDS", "RootStateParams",
+           "ModelRandomizationParams", "VelocityCommandParams", "PushParams"]
