@@ -94,7 +94,7 @@ class RobotController:
         self.action_clip = (float(robot.action_clip[0]), float(robot.action_clip[1]))
         needed = {"joint_pos", "joint_vel"}
         for entry in robot.obs_layout:
-            needed.update(rules.INPUTS[entry["fn"]](entry))
+            needed.update(rules.OBSERVATIONS[entry["fn"]].reads(entry))
         self.required_inputs = sorted(needed)
         self._gait = robot.gait
         self._offsets = np.asarray(robot.gait.phase_offsets, dtype=np.float64) if robot.gait else None
@@ -127,7 +127,7 @@ class RobotController:
             if np.shape(value) != (entry["size"],):
                 raise ControllerError(f"observation term {entry['name']!r} has shape {np.shape(value)}, the policy "
                                       f"expects ({entry['size']},): check the input it reads "
-                                      f"({rules.INPUTS[entry['fn']](entry) or entry['fn']})")
+                                      f"({rules.OBSERVATIONS[entry['fn']].reads(entry) or entry['fn']})")
         return rules.assemble(values, self.robot.obs_layout).astype(np.float32)
 
     def step(self, measurements: Mapping[str, Any], command: Sequence[float]) -> np.ndarray:

@@ -9,7 +9,7 @@ robot), chosen by :func:`array_namespace`. Only numpy is imported here.
 
 The rules:
 
-* observation terms (:data:`OBSERVATIONS`) and how a layout of them becomes
+* observation terms (:data:`OBSERVATIONS`: each value and the inputs it reads) and how a layout of them becomes
   the policy input (:func:`observation`): ``scale * value`` per entry, in order;
 * projected gravity (:func:`projected_gravity`) and the gait clock
   (:func:`gait_phase`, :func:`gait_clock`);
@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,43 +80,51 @@ def gait_clock(phase: Array) -> Array:
 
 
 # ----------------------------------------------------------------- observation
-OBSERVATIONS: dict[str, Callable[[Mapping[str, Array], Mapping[str, Any]], Array]] = {
-    # a named sensor role of the robot, e.g. the gyro (rad/s) or the velocity estimate (m/s)
-    "sensor": lambda inputs, entry: inputs[entry["sensor"]],
-    # unit gravity in the IMU frame, from its orientation quaternion
-    "projected_gravity": lambda inputs, entry: projected_gravity(inputs[entry.get("sensor") or "orientation"]),
-    # encoder angles minus the default pose (rad)
-    "joint_pos_rel": lambda inputs, entry: inputs["joint_pos"] - inputs["default_pose"],
-    # encoder velocities (rad/s)
-    "joint_vel": lambda inputs, entry: inputs["joint_vel"],
-    # the previous policy action (clipped)
-    "last_action": lambda inputs, entry: inputs["last_action"],
-    # the command (vx, vy m/s, yaw rate rad/s)
-    "command": lambda inputs, entry: inputs["command"],
-    # cos, sin of each foot's gait phase
-    "gait_phase": lambda inputs, entry: gait_clock(inputs["gait_phase"]),
-}
-"""Observation term ``fn`` -> ``value(inputs, entry) -> [..., size]``: every term a robot can compute
-itself (its sensors, encoders, own actions, command and clock). ``inputs`` maps names to arrays:
-sensor roles (``gyro``, ``local_linvel``, ``orientation``, ...), ``joint_pos`` and ``joint_vel``
-(encoders, action order), ``last_action``, ``command``, ``gait_phase`` and the constant
-``default_pose``; ``entry`` is the term's layout entry (``sensor``: the role it reads)."""
+@dataclass(frozen=True)
+class ObsTerm:
+    """A robot-side observation term: its value and the measured inputs it reads."""
 
-INPUTS: dict[str, Callable[[Mapping[str, Any]], tuple[str, ...]]] = {
-    "sensor": lambda entry: (entry["sensor"],),
-    "projected_gravity": lambda entry: (entry.get("sensor") or "orientation",),
-    "joint_pos_rel": lambda entry: ("joint_pos",),
-    "joint_vel": lambda entry: ("joint_vel",),
-    "last_action": lambda entry: (),
-    "command": lambda entry: (),
-    "gait_phase": lambda entry: (),
+    value: Callable[[Mapping[str, Array], Mapping[str, Any]], Array]
+    """``(inputs, entry) -> [..., size]``."""
+    reads: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda entry: ()
+    """``entry -> names``: the measured inputs (sensor roles, ``joint_pos``, ``joint_vel``) a robot's
+    driver must supply for the term; the controller keeps ``last_action``, ``command`` and the clock."""
+    sensor: str | None = None
+    """The sensor role the term reads when its entry names none (``entry["sensor"]``)."""
+
+
+def _sensor_term(transform: Callable[[Array], Array] = lambda x: x, default: str | None = None) -> ObsTerm:
+    """A term of one sensor role: ``transform(inputs[entry["sensor"] or default])``."""
+    return ObsTerm(lambda inputs, e: transform(inputs[e.get("sensor") or default]),
+                   lambda e: (e.get("sensor") or default,), default)
+
+
+OBSERVATIONS: dict[str, ObsTerm] = {
+    # a named sensor role of the robot, e.g. the gyro (rad/s) or the velocity estimate (m/s)
+    "sensor": _sensor_term(),
+    # unit gravity in the IMU frame, from its orientation quaternion (role "orientation" by default)
+    "projected_gravity": _sensor_term(projected_gravity, "orientation"),
+    # encoder angles minus the default pose (rad)
+    "joint_pos_rel": ObsTerm(lambda inputs, e: inputs["joint_pos"] - inputs["default_pose"], lambda e: ("joint_pos",)),
+    # encoder velocities (rad/s)
+    "joint_vel": ObsTerm(lambda inputs, e: inputs["joint_vel"], lambda e: ("joint_vel",)),
+    # the previous policy action (clipped)
+    "last_action": ObsTerm(lambda inputs, e: inputs["last_action"]),
+    # the command (vx, vy m/s, yaw rate rad/s)
+    "command": ObsTerm(lambda inputs, e: inputs["command"]),
+    # cos, sin of each foot's gait phase
+    "gait_phase": ObsTerm(lambda inputs, e: gait_clock(inputs["gait_phase"])),
 }
-"""Term ``fn`` -> the measured inputs it reads (what a robot's driver must supply for it)."""
+"""Observation term ``fn`` -> ``ObsTerm``: every term a robot can compute itself (its sensors, encoders,
+own actions, command and clock), each defined here once. ``inputs`` maps names to arrays: sensor roles
+(``gyro``, ``local_linvel``, ``orientation``, ...), ``joint_pos`` and ``joint_vel`` (encoders, action
+order), ``last_action``, ``command``, ``gait_phase`` and the constant ``default_pose``; ``entry`` is the
+term's layout entry (``sensor``: the role it reads). A term's size is its value's last axis."""
 
 
 def observation_values(inputs: Mapping[str, Array], layout: Sequence[Mapping[str, Any]]) -> list[Array]:
     """Each layout entry's raw value ``OBSERVATIONS[entry["fn"]](inputs, entry)``, in layout order."""
-    return [OBSERVATIONS[entry["fn"]](inputs, entry) for entry in layout]
+    return [OBSERVATIONS[entry["fn"]].value(inputs, entry) for entry in layout]
 
 
 def assemble(values: Sequence[Array], layout: Sequence[Mapping[str, Any]]) -> Array:
@@ -178,6 +187,6 @@ def fallen(gravity: Array, max_tilt_cos: float, base_height: Array | None = None
     return out
 
 
-__all__ = ["OBSERVATIONS", "INPUTS", "array_namespace", "projected_gravity", "gait_phase", "gait_clock",
+__all__ = ["OBSERVATIONS", "ObsTerm", "array_namespace", "projected_gravity", "gait_phase", "gait_clock",
            "observation_values", "assemble", "observation", "clip_action", "joint_targets", "pd_torques",
            "pd_actuator", "fallen"]

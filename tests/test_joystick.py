@@ -25,10 +25,11 @@ from robo_ppo.errors import ConfigError  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
 from robo_ppo.robots.description import parse_robot  # noqa: E402
 from robo_ppo.robots.model import RobotModel  # noqa: E402
+from robo_ppo.tasks.events import EVENT_FUNCTIONS  # noqa: E402
 from robo_ppo.tasks.terms import REWARD_FUNCTIONS, StepState  # noqa: E402
 
-NOMINAL = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
-           "env.task_params.reset_base_velocity=0", "env.task_params.reset_xy=0"]
+NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
+           "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0"]
 GO1 = OmegaConf.load(Path(config_dir()) / "robot" / "go1.yaml")
 EXPECT = robot_expectations("go1")
 OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 48, 94
@@ -115,7 +116,7 @@ def test_layouts_and_metadata_come_from_the_declarations(nominal):
 
 def test_randomization_in_range_and_fresh_per_env_and_reset():
     env, cfg = make_env(16)
-    r, rb = cfg.env.task_params.randomization, env.robot
+    r, rb = cfg.env.task_params.events.randomize.params, env.robot
     nom, dof, act = rb.model, rb.dof_adr, rb.act_ids
     offsets = []
     for seed in (1, 2):
@@ -225,16 +226,19 @@ def test_reward_term_signs_on_constructed_states(nominal):
 
 def test_commands_resample_within_ranges():
     env, cfg = make_env(4000, *NOMINAL)
-    task, c = env.task, cfg.env.task_params.commands
+    task = env.task
+    c = task.command_params
     cmd = torch.tensor([1.0, -0.5, 0.3]).repeat(4000, 1)
-    new = task._resample(cmd).numpy()
+    task.command, task.steps_until_cmd = cmd.clone(), torch.zeros(4000, dtype=torch.long)   # every env due
+    EVENT_FUNCTIONS["velocity_command"].post_step(task, c)
+    new = task.command.numpy()
     lo, hi = np.array(c.ranges).T
     assert ((new >= lo - 1e-6) & (new <= hi + 1e-6)).all()
     unchanged, zeros = (new == cmd.numpy()).mean(0), (new == 0).mean(0)
     assert np.all((unchanged > 0.45) & (unchanged < 0.55))            # change_prob 0.5
     # a changed component is zero with probability 1 - keep_prob
     np.testing.assert_allclose(zeros, 0.5 * (1 - np.array(c.keep_prob)), atol=0.03)
-    steps = task._exp_steps(c.resample_mean_s).float().mean().item()
+    steps = task.exp_steps(c.resample_mean_s).float().mean().item()
     assert abs(steps * task.dt - c.resample_mean_s) < 0.3               # exponential, mean 5 s
     env.close()
 
@@ -242,8 +246,8 @@ def test_commands_resample_within_ranges():
 def test_push_and_action_latency():
     """Optional velocity kicks and one control step of action latency."""
     on_time, _ = make_env(1, *NOMINAL)
-    late, _ = make_env(1, *NOMINAL, "env.task_params.action_latency=1", "env.task_params.push.enable=true",
-                       "env.task_params.push.interval_s=[0.02,0.02]")
+    late, _ = make_env(1, *NOMINAL, "env.task_params.action_latency=1", "env.task_params.events.push.params.enable=true",
+                       "env.task_params.events.push.params.interval_s=[0.02,0.02]")
     q0, offset = torch.as_tensor(late.robot.default_pose, dtype=torch.float32), 0.5
     for env in (on_time, late):
         env.reset(seed=6)

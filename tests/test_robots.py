@@ -26,7 +26,7 @@ mujoco = pytest.importorskip("mujoco")
 
 from conftest import EXPECTATIONS, make_cfg, robot_env_name, robot_expectations  # noqa: E402
 from conftest import ROBOTS as ROBOT_NAMES  # noqa: E402
-from kit_helpers import deploy_and_training_observations, load_kit, robot_env  # noqa: E402
+from kit_helpers import deploy_and_training_observations, load_kit, robot_env, write_robot_policy  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
@@ -35,8 +35,8 @@ from robo_ppo.robots.model import RobotModel  # noqa: E402
 from robo_ppo.tasks.terms import REWARD_FUNCTIONS, StepState, swing_height  # noqa: E402
 
 CONF = Path(config_dir())
-NOMINAL = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
-           "env.task_params.reset_base_velocity=0", "env.task_params.reset_xy=0", "backend.num_threads=1"]
+NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
+           "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0", "backend.num_threads=1"]
 
 
 def robot_yaml(name: str):
@@ -165,7 +165,7 @@ def test_layouts_and_metadata_come_from_the_declarations(name, nominal):
     assert meta["kp"] == pytest.approx(np.broadcast_to(plain(robot.kp), J).tolist())
     assert meta["kd"] == pytest.approx(np.broadcast_to(plain(robot.kd), J).tolist())
     np.testing.assert_allclose(meta["default_pose"], env.robot.init_qpos[env.robot.qpos_adr])   # home keyframe
-    assert meta["command_ranges"] == dict(zip(["vx", "vy", "yaw_rate"], plain(params.commands.ranges),
+    assert meta["command_ranges"] == dict(zip(["vx", "vy", "yaw_rate"], plain(params.events.command.params.ranges),
                                               strict=True))
     assert list(env.reward_terms) == [k for k, v in params.reward_scales.items() if v]
     assert meta["fall"] == plain(robot.fall)
@@ -182,7 +182,7 @@ def test_layouts_and_metadata_come_from_the_declarations(name, nominal):
 @pytest.mark.parametrize("name", ROBOTS)
 def test_randomization_in_the_configured_ranges(name):
     env = make_env(name, 8)
-    r, rb = env_cfg(name).task_params.randomization, env.robot
+    r, rb = env_cfg(name).task_params.events.randomize.params, env.robot
     env.reset(seed=1)
     nom, models, dof, act, base = rb.model, env.physics.models, rb.dof_adr, rb.act_ids, rb.base_body
     tol = 1e-4
@@ -232,7 +232,7 @@ def test_per_joint_noise(name):
     terms = [t for t in env_cfg(name).task_params.obs if OmegaConf.is_list(t.get("noise"))]
     if not terms:
         pytest.skip(f"{name} declares no per-element noise")
-    env = make_env(name, 256, "env.task_params.randomization.enable=false")
+    env = make_env(name, 256, "env.task_params.events.randomize.params.enable=false")
     env.reset(seed=0)
     layout = env.task.obs_layout
     names = [n for n, _ in layout]
@@ -350,21 +350,21 @@ def _deploy_env_overrides(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ROBOTS)
-def test_train_and_deploy_observations_are_equal(name):
+def test_train_and_deploy_observations_are_equal(name, tmp_path):
     """As tests/test_deploy.py for the Go1: the deploy loop's observation of training states (reached with
     random actions: walking, falling, auto-resets) equals the task's noise-free one; the gait clock's
-    time is the deploy model's ``data.time`` (the time since its reset)."""
-    kit = load_kit("deploy")
+    time is the controller's ``time_s`` (the time since its reset)."""
     env = robot_env(4, *_deploy_env_overrides(name), env=robot_env_name(name))
     env.reset(seed=0)
-    robot = env.metadata()["robot"]
-    model, _ = kit.load_model(robot)
+    meta = env.metadata()
+    robot = meta["robot"]
+    harness = load_kit("harness").MujocoHarness(
+        write_robot_policy(tmp_path / "policy.onnx", robot, task_id=meta["env_id"], engine=meta["engine"]))
     for s in robot.get("extra_sensors", []):
-        assert mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, s["name"]) >= 0
-    observer = kit.Observer(model, robot)
-    assert observer.size == env.observation_space.shape[0]
+        assert mujoco.mj_name2id(harness.model, mujoco.mjtObj.mjOBJ_SENSOR, s["name"]) >= 0
+    assert harness.robot.obs_dim == env.observation_space.shape[0]
     diffs = [np.abs(got - want).max()
-             for got, want in deploy_and_training_observations(env, model, observer, steps=24)]
+             for got, want in deploy_and_training_observations(env, harness, steps=24)]
     env.close()
     print(f"{name}: train/deploy observation max |diff| over {len(diffs)} states: {max(diffs):.3g}")
     assert len(diffs) == 32 and max(diffs) < 1e-5, max(diffs)
@@ -394,7 +394,7 @@ def test_train_export_deploy_and_replay(name, tmp_path, capsys):
     meta = read_metadata(onnx_path)
     assert meta["robot"]["name"] == name and meta["act_dim"] == 12
     assert meta["obs_dim"] == sum(e["size"] for e in meta["robot"]["obs_layout"])
-    result = load_kit("deploy").run(onnx_path, [(1.0, 0.3, 0.0, 0.0)], seed=0)
+    result = load_kit("harness").run(onnx_path, [(1.0, 0.3, 0.0, 0.0)], seed=0)
     assert result["summary"]["sim_s"] == pytest.approx(1.0) and result["robot_name"] == name
     register_replay_config()
     out = tmp_path / "replay.json"

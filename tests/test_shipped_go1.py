@@ -39,7 +39,7 @@ def test_metadata_matches_the_task_declarations(shipped):
 def test_it_walks_forward_and_turns_in_the_deploy_loop(shipped):
     """Learned behaviour, in the plain-MuJoCo deploy loop: 0.8 m/s forward, then a 1.2 rad/s turn in
     place (measured 0.77 m/s and 0.78 rad/s: it undershoots turns in place; docs/go1.md)."""
-    result = load_kit("deploy").run(shipped, schedule=[(3.0, 0.8, 0.0, 0.0), (3.0, 0.0, 0.0, 1.2)], seed=0)
+    result = load_kit("harness").run(shipped, schedule=[(3.0, 0.8, 0.0, 0.0), (3.0, 0.0, 0.0, 1.2)], seed=0)
     forward, turn = result["segments"]
     assert forward["falls"] == 0 and turn["falls"] == 0
     assert abs(forward["vx"] - 0.8) < 0.15 and abs(forward["vy"]) < 0.15

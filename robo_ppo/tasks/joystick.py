@@ -43,7 +43,7 @@ from robo_ppo.errors import ConfigError
 from robo_ppo.robots.model import RobotModel
 from robo_ppo.robots.physics import Physics
 from robo_ppo.tasks.events import COMMANDS, EVENT_FUNCTIONS, ResetState
-from robo_ppo.tasks.terms import OBS_FUNCTIONS, REWARD_FUNCTIONS, TERMINATION_FUNCTIONS, StepState
+from robo_ppo.tasks.terms import PRIVILEGED_OBS, REWARD_FUNCTIONS, TERMINATION_FUNCTIONS, StepState
 
 
 # ------------------------------------------------------------------ params
@@ -54,7 +54,8 @@ class ObsTerm:
     name: str = MISSING
     """Unique name in the layout (metadata, logs)."""
     fn: Optional[str] = None
-    """Function in ``tasks/terms.py: OBS_FUNCTIONS``; null: same as ``name``."""
+    """The term: ``export/rules.py: OBSERVATIONS`` (robot-side) or ``tasks/terms.py: PRIVILEGED_OBS``;
+    null: same as ``name``."""
     sensor: Optional[str] = None
     """Sensor role (``robot.sensors``) for ``fn: sensor``."""
     noise: Any = 0.0
@@ -181,12 +182,14 @@ def parse_params(params: Any) -> JoystickParams:
         names = [t.name for t in getattr(p, group)]
         for t in getattr(p, group):
             fn = t.fn or t.name
-            if fn not in OBS_FUNCTIONS:
+            if fn not in rules.OBSERVATIONS and fn not in PRIVILEGED_OBS:
                 raise ConfigError(f"env.task_params.{group}: term {t.name!r} uses unknown function {fn!r}; "
-                                  f"known: {sorted(OBS_FUNCTIONS)}")
-            if group == "obs" and not OBS_FUNCTIONS[fn].deploy:
+                                  f"known: {sorted(rules.OBSERVATIONS) + sorted(PRIVILEGED_OBS)}")
+            if group == "obs" and fn not in rules.OBSERVATIONS:
                 raise ConfigError(f"env.task_params.obs: {t.name!r} ({fn}) is privileged (a robot cannot "
                                   "measure it); move it to privileged_obs")
+            if fn == "sensor" and not t.sensor:
+                raise ConfigError(f"env.task_params.{group}: {t.name!r} (fn: sensor) needs sensor: <role>")
         if len(set(names)) != len(names):
             raise ConfigError(f"env.task_params.{group} names a term twice: {names}")
     unknown = sorted(set(p.reward_scales) - set(REWARD_FUNCTIONS))
@@ -249,26 +252,6 @@ class Joystick:
         self.act_ids = tensor(robot.act_ids, torch.long)
         self.reward_terms = tuple(k for k, v in p.reward_scales.items() if v != 0.0)
         self._scales = tensor([p.reward_scales[k] for k in self.reward_terms])
-        # declarations -> layouts (sizes ask the robot, so a missing sensor fails here)
-        self._obs = [(t, OBS_FUNCTIONS[t.fn or t.name]) for t in p.obs]
-        self._priv = [(t, OBS_FUNCTIONS[t.fn or t.name]) for t in p.privileged_obs]
-        self.obs_layout = [(t.name, f.size(robot, t)) for t, f in self._obs]
-        self.critic_obs_layout = self.obs_layout + [(t.name, f.size(robot, t)) for t, f in self._priv]
-        self.obs_size = sum(s for _, s in self.obs_layout)
-        self.critic_obs_size = sum(s for _, s in self.critic_obs_layout) if self._priv else 0
-        self._noise = [self._term_noise(t, size) for (t, _), (_, size) in zip(self._obs, self.obs_layout, strict=True)]
-        # layouts as the deploy kit reads them: entries {name, fn, start, size, scale[, sensor]}
-        entries, start = [], 0
-        for t, (_, size) in zip(p.obs + p.privileged_obs, self.critic_obs_layout, strict=True):
-            fn = t.fn or t.name
-            entry = {"name": t.name, "fn": fn, "start": start, "size": size, "scale": t.scale}
-            if fn in ("sensor", "projected_gravity"):
-                entry["sensor"] = t.sensor or "orientation"
-            entries.append(entry)
-            start += size
-        self.layout = entries[:len(p.obs)]
-        """The actor's observation layout (``rules.OBSERVATIONS`` terms; the metadata's ``obs_layout``)."""
-        self._priv_entries = entries[len(p.obs):]
         # without a gait the clock still runs (phase 0 per foot), so every term is defined on every robot
         self.gait_offsets = tensor(p.gait.phase_offsets if p.gait.enable else [0.0] * F, torch.float64)
         if p.gait.enable and len(p.gait.phase_offsets) != F:
@@ -289,7 +272,35 @@ class Joystick:
             if fn.init is not None:
                 fn.init(self, params)
         self._refresh()
+        self._layouts()
         self._check_terms()
+
+    def _layouts(self) -> None:
+        """Observation layouts from the declarations: entries ``{name, fn, start, size, scale[, sensor]}``
+        (the deploy kit's form), each term's size measured by evaluating it once (a sensor role the
+        robot lacks fails here, naming it)."""
+        p, inputs, start = self.p, self.inputs(), 0
+        entries = []
+        for t in p.obs + p.privileged_obs:
+            fn = t.fn or t.name
+            sensor = t.sensor or getattr(rules.OBSERVATIONS.get(fn), "sensor", None)   # the role it reads
+            entry = {"name": t.name, "fn": fn, "scale": t.scale, **({"sensor": sensor} if sensor else {})}
+            size = int(self._value(entry, inputs).shape[-1])
+            entries.append({**entry, "start": start, "size": size})
+            start += size
+        self.layout = entries[:len(p.obs)]
+        """The actor's observation layout (``rules.OBSERVATIONS`` terms; the metadata's ``obs_layout``)."""
+        self._priv_entries = entries[len(p.obs):]
+        self.obs_layout = [(e["name"], e["size"]) for e in self.layout]
+        self.critic_obs_layout = [(e["name"], e["size"]) for e in entries]
+        self.obs_size = sum(e["size"] for e in self.layout)
+        self.critic_obs_size = start if self._priv_entries else 0
+        self._noise = [self._term_noise(t, e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
+
+    def _value(self, entry: dict[str, Any], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """An observation term's unscaled value: the kit's rule for a robot-side term, else privileged."""
+        term = rules.OBSERVATIONS.get(entry["fn"])
+        return term.value(inputs, entry) if term is not None else PRIVILEGED_OBS[entry["fn"]](self, entry)
 
     def _check_terms(self) -> None:
         """Evaluate every observation, reward and termination term once, so a sensor role or per-foot
@@ -422,17 +433,16 @@ class Joystick:
         actor, clean = [], []
         inputs = self.inputs()
         values = rules.observation_values(inputs, self.layout)
-        for (t, _), noise, value in zip(self._obs, self._noise, values, strict=True):
+        for t, noise, value in zip(self.p.obs, self._noise, values, strict=True):
             clean.append(t.scale * value)
             if level and (not isinstance(noise, float) or noise):
                 value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
                     noise * level)
             actor.append(t.scale * value)
         obs = torch.cat(actor, 1)
-        if not self._priv:
+        if not self._priv_entries:
             return obs, None
-        priv = [t.scale * (f.value(self, t) if f.value is not None else rules.OBSERVATIONS[e["fn"]](inputs, e))
-                for (t, f), e in zip(self._priv, self._priv_entries, strict=True)]
+        priv = [e["scale"] * self._value(e, inputs) for e in self._priv_entries]
         critic = torch.cat(clean + priv, 1)
         return obs, critic
 

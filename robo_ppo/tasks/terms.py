@@ -1,82 +1,50 @@
-"""The vocabulary of observation and reward terms: one named function each.
+"""The vocabulary of training-side terms: privileged observations, rewards, terminations.
 
-A task config lists terms by name; everything else (observation layouts,
-noise, per-term reward logging, the ONNX metadata) is derived from these
-declarations. A new kind of term is one function here; an actor observation
-term also needs its numpy twin, by the same name, in the deploy loop
-(``export/deploy.py: OBS_FUNCTIONS``), which a test holds equal.
+A task config lists terms by name; layouts, per-term reward logging and the
+ONNX metadata are derived from the declarations. A new kind of term is one
+function in one place: a robot-side observation term (what a real robot can
+compute, allowed in the actor's observation) in the deploy kit's
+``export/rules.py: OBSERVATIONS``, which training and the robot share; a
+privileged observation (critic only) in ``PRIVILEGED_OBS``; a reward in
+``REWARD_FUNCTIONS``; a termination in ``TERMINATION_FUNCTIONS``; an event
+(reset, randomization, command, push) in ``tasks/events.py``.
 
-Observation functions take ``(task, term)`` and return float32 ``[N, size]``;
-``OBS_FUNCTIONS[name]`` gives the size, the value and what the term reads (the
-``source`` in the metadata). ``deploy=True`` marks what a real robot can
-compute (sensors, encoders, its own actions and commands): only those may be
-in the actor's observation; the others are privileged (critic only).
-
-Reward functions take ``(task, s)`` with ``s`` the step's ``StepState`` and
-return float32 ``[N]`` unscaled; the task multiplies by the configured scale
-and ``dt``. Definitions follow MuJoCo Playground's Go1 joystick
-(Zakka et al. 2025), written anew in torch; ``posture`` is Playground's Spot
-joystick's, ``gait_phase`` and ``feet_phase`` its Berkeley Humanoid joystick's.
+Reward and termination functions take ``(task, s)`` with ``s`` the step's
+``StepState`` (quantities computed on first use) and return float32 (bool)
+``[N]``; the task multiplies rewards by the configured scale and ``dt``.
+Definitions follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025),
+written anew in torch; ``posture`` is Playground's Spot joystick's,
+``gait_phase`` and ``feet_phase`` its Berkeley Humanoid joystick's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from robo_ppo.deploy_kit import rules
 
-
 # ------------------------------------------------------------- observation
-@dataclass(frozen=True)
-class ObsFunction:
-    size: Callable[[Any, Any], int]
-    """``(robot_model, term) -> int``."""
-    value: Optional[Callable[[Any, Any], torch.Tensor]] = None
-    """Privileged terms: ``(task, term) -> float32 [N, size]``. None: a robot-side term, whose value is
-    the deployment kit's rule of the same name (``rules.OBSERVATIONS``), shared with the robot."""
-
-    @property
-    def deploy(self) -> bool:
-        """Computable on the robot (allowed in the actor's observation)."""
-        return self.value is None
-
-
-def _sensor_size(robot, term) -> int:
-    s = robot.sensor(term.sensor)
-    return s.stop - s.start
-
-
-_joints = lambda r, term: r.njoints  # noqa: E731
-
-OBS_FUNCTIONS: dict[str, ObsFunction] = {
-    # ---- what the robot measures (actor and critic): values from export/rules.py
-    "sensor": ObsFunction(_sensor_size),                                  # a sensor role, e.g. the gyro
-    "projected_gravity": ObsFunction(lambda r, term: 3),                  # unit gravity in the IMU frame
-    "joint_pos_rel": ObsFunction(_joints),                                # encoders minus the default pose
-    "joint_vel": ObsFunction(_joints),                                    # encoder velocities
-    "last_action": ObsFunction(_joints),                                  # the previous (clipped) action
-    "command": ObsFunction(lambda r, term: 3),                            # vx, vy (m/s), yaw rate (rad/s)
-    "gait_phase": ObsFunction(lambda r, term: 2 * len(r.feet_sites)),     # cos, sin of each foot's phase
-    # ---- privileged: only the critic sees these
-    "joint_torque": ObsFunction(                 # actuator force of each joint (N m)
-        _joints, lambda t, term: t.sd[:, t.robot.force_adr]),
-    "foot_contact": ObsFunction(                 # 1 where the foot touches the floor
-        lambda r, term: len(r.feet_sites), lambda t, term: t.last_contact.float()),
-    "foot_linvel": ObsFunction(                  # feet velocities in the world frame (m/s)
-        lambda r, term: 3 * len(r.feet_sites), lambda t, term: t.sd[:, t.robot.foot_sensor("linvel")].flatten(1)),
-    "feet_air_time": ObsFunction(                # seconds since each foot left the floor
-        lambda r, term: len(r.feet_sites), lambda t, term: t.air_time),
-    "base_height": ObsFunction(                  # base body height (m)
-        lambda r, term: 1, lambda t, term: t.qpos[:, t.robot.root_qpos + 2:t.robot.root_qpos + 3]),
-    "randomization": ObsFunction(                # floor friction, payload, com offset [3], kp and kd scales
-        lambda r, term: 7, lambda t, term: t.dr_summary),
+PRIVILEGED_OBS: dict[str, Callable[[Any, Any], torch.Tensor]] = {
+    # actuator force of each joint (N m)
+    "joint_torque": lambda t, term: t.sd[:, t.robot.force_adr],
+    # 1 where the foot touches the floor
+    "foot_contact": lambda t, term: t.last_contact.float(),
+    # feet velocities in the world frame (m/s)
+    "foot_linvel": lambda t, term: t.sd[:, t.robot.foot_sensor("linvel")].flatten(1),
+    # seconds since each foot left the floor
+    "feet_air_time": lambda t, term: t.air_time,
+    # base body height (m)
+    "base_height": lambda t, term: t.qpos[:, t.robot.root_qpos + 2:t.robot.root_qpos + 3],
+    # floor friction, payload, com offset [3], kp and kd scales (the randomize_model event's draws)
+    "randomization": lambda t, term: t.dr_summary,
 }
-assert {k for k, f in OBS_FUNCTIONS.items() if f.deploy} == set(rules.OBSERVATIONS), "robot-side terms: export/rules.py"
+"""Privileged observation term -> ``(task, term) -> float32 [N, size]``: what only a simulator knows,
+for the critic. The robot-side terms (allowed in the actor's observation) are the deploy kit's
+``rules.OBSERVATIONS``, shared with the robot; a term's size is its value's last axis."""
 
 
 # ------------------------------------------------------------------ reward
@@ -231,4 +199,4 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
 }
 
 
-__all__ = ["OBS_FUNCTIONS", "REWARD_FUNCTIONS", "TERMINATION_FUNCTIONS", "ObsFunction", "StepState", "swing_height"]
+__all__ = ["PRIVILEGED_OBS", "REWARD_FUNCTIONS", "TERMINATION_FUNCTIONS", "StepState", "swing_height"]
