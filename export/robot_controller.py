@@ -122,7 +122,14 @@ class RobotController:
             inputs[key] = np.asarray(measurements[key], dtype=np.float64)
         if self._gait is not None:
             inputs["gait_phase"] = rules.gait_phase(self.time_s, self._gait.frequency_hz, self._offsets)
-        values = rules.observation_values(inputs, self.robot.obs_layout)
+        values = []
+        for entry in self.robot.obs_layout:
+            term = rules.OBSERVATIONS[entry["fn"]]
+            try:
+                values.append(term.value(inputs, entry))
+            except (ValueError, IndexError) as e:  # an input of the wrong shape
+                raise ControllerError(f"observation term {entry['name']!r} cannot use its input "
+                                      f"{term.reads(entry) or entry['fn']}: {str(e).splitlines()[0]}") from None
         for entry, value in zip(self.robot.obs_layout, values, strict=True):
             if np.shape(value) != (entry["size"],):
                 raise ControllerError(f"observation term {entry['name']!r} has shape {np.shape(value)}, the policy "

@@ -52,7 +52,12 @@ def projected_gravity(quat: Array) -> Array:
     """Unit gravity direction in the body frame, ``R^T [0, 0, -1] = -R[2, :]``, from a (w, x, y, z)
     orientation quaternion ``[..., 4]`` (normalized first); returns ``[..., 3]``.
 
-    ``R`` is the body-to-world rotation of the quaternion (e.g. Shuster 1993, eq. 97, third row)."""
+    ``R`` is the body-to-world rotation of the quaternion (e.g. Shuster 1993, eq. 97, third row).
+
+    Raises:
+        ValueError: the last axis is not 4."""
+    if quat.shape[-1] != 4:
+        raise ValueError(f"an orientation is a (w, x, y, z) quaternion [..., 4], got shape {tuple(quat.shape)}")
     xp = array_namespace(quat)
     norm = np.linalg.norm(quat, axis=-1, keepdims=True) if xp is np else quat.norm(dim=-1, keepdim=True)
     q = quat / norm

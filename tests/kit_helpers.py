@@ -1,11 +1,11 @@
-"""Shared test helpers for the deployment kit in export/ (a folder of files, not a package)."""
+"""Shared test helpers for the deployment kit in export/ (installed as ``robo_ppo.deploy_kit``; each module
+also runs from a plain copy of the folder)."""
 
 from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
-import json
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +14,19 @@ KIT = Path(__file__).resolve().parents[1] / "export"
 
 
 def load_kit(name: str):
-    """``export/<name>.py`` loaded as a module from its path."""
-    spec = importlib.util.spec_from_file_location(name, KIT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The kit's module ``export/<name>.py`` as installed: ``robo_ppo.deploy_kit.<name>``."""
+    return importlib.import_module(f"robo_ppo.deploy_kit.{name}")
 
 
 ROBOT_ENV = "go1_joystick"
 """The robot task the deploy tests build their metadata from (a real RobotVecEnv's)."""
-QUIET_ROBOT = ["env.task_params.noise_level=0", "env.task_params.randomization.enable=false",
-               "backend.num_threads=1"]
+QUIET_ROBOT = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
+               "engine.num_threads=1"]
 """Overrides of a noise-free, unrandomized robot env (no encoder offsets) on one thread."""
 
 
 def robot_env(num_envs: int = 1, *overrides: str, seed: int = 0, env: str = ROBOT_ENV):
-    """A ``RobotVecEnv`` (backend mujoco) of ``env=<env>`` with :data:`QUIET_ROBOT` and ``overrides``."""
+    """A ``RobotVecEnv`` (engine mujoco) of ``env=<env>`` with :data:`QUIET_ROBOT` and ``overrides``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -40,8 +37,8 @@ def robot_env(num_envs: int = 1, *overrides: str, seed: int = 0, env: str = ROBO
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-        cfg = compose("train", overrides=[f"env={env}", "backend=mujoco", *QUIET_ROBOT, *overrides])
-    return make_vec_env(cfg.env, cfg.backend, num_envs, seed=seed)
+        cfg = compose("train", overrides=[f"env={env}", "engine=mujoco", *QUIET_ROBOT, *overrides])
+    return make_vec_env(cfg.env, cfg.engine, num_envs, seed=seed)
 
 
 @functools.cache
@@ -54,15 +51,17 @@ def robot_metadata(*overrides: str) -> dict:
         env.close()
 
 
-def deploy_and_training_observations(env, model, observer, steps: int, every: int = 3):
+def deploy_and_training_observations(env, harness, steps: int, every: int = 3):
     """Yield ``(deploy obs, training obs)`` per env every ``every`` of ``steps`` random-action steps of
-    ``env`` (a ``RobotVecEnv``, torch seed 0): each env's state (with the solver's warm start and the
-    gait clock's time) is copied into an ``MjData`` of the deploy loop's ``model``, ``mj_forward``, and
-    read by ``observer``; the training side is the task's noise-free observation."""
+    ``env`` (a ``RobotVecEnv``, torch seed 0). Each env's state (with the solver's warm start) is copied
+    into ``harness.data`` (a ``harness.MujocoHarness``, its own motor scene), ``mj_forward``; the
+    controller gets the env's last action and the gait clock's time (``steps * dt`` since its reset)
+    and observes what the harness's driver reads (``harness.measurements()``) with the env's command.
+    The training side is the task's noise-free observation."""
     import mujoco
     import torch
 
-    data = mujoco.MjData(model)
+    data, model, ctrl = harness.data, harness.model, harness.controller
     gen = torch.Generator().manual_seed(0)
     act_dim = env.action_space.shape[0]
     for step in range(steps):
@@ -73,16 +72,18 @@ def deploy_and_training_observations(env, model, observer, steps: int, every: in
         for i in range(env.num_envs):
             src = env.physics.datas[i]
             data.qpos[:], data.qvel[:], data.qacc_warmstart[:] = src.qpos, src.qvel, src.qacc_warmstart
-            data.time = int(env.task.steps[i]) * env.task.dt
             mujoco.mj_forward(model, data)
-            yield observer(data, env.task.last_act[i].numpy(), env.task.command[i].numpy()), want[i]
+            ctrl.last_action = env.task.last_act[i].numpy().copy()
+            ctrl.time_s = int(env.task.steps[i]) * env.task.dt
+            yield ctrl.observe(harness.measurements(), env.task.command[i].numpy()), want[i]
 
 
 def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int | None = None,
                        act_dim: int | None = None, engine: str | None = None,
                        task_id: str = "Go1JoystickFlatTerrain") -> Path:
     """A constant ONNX policy, obs ``[batch, obs_dim]`` -> actions ``obs @ 0 + bias``, with
-    robo_ppo's metadata encoding (strings verbatim, the rest JSON) and ``robot`` when given.
+    robo_ppo's metadata encoding (the kit's ``encode_metadata_value``: strings verbatim, the rest JSON)
+    and ``robot`` when given.
     ``obs_dim``/``act_dim`` default to the robot's (its obs_layout, its joints), else 48 and 12."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -107,8 +108,9 @@ def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int |
         meta["engine"] = engine
     if robot is not None:
         meta["robot"] = robot
+    encode = load_kit("onnx_controller").encode_metadata_value  # the kit's one encoding
     for key, value in meta.items():
         prop = model.metadata_props.add()
-        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+        prop.key, prop.value = key, encode(key, value)
     onnx.save(model, str(path))
     return path

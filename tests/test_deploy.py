@@ -1,5 +1,7 @@
-"""export/deploy.py, the one deploy loop of every robot: observations equal training's, physics in
-training's order, start-up errors from the metadata, latency, the schedule runner and its CLI.
+"""The deployment kit's MuJoCo harness (export/harness.py) and CLI (export/deploy.py), for every robot one
+loop: the controller's observations equal training's, one control step lands where the training engine
+does, start-up errors from the metadata, latency, the schedule runner and its table, pushes, the CLI,
+video, and the kit copied alone.
 
 Dummy policies carry the ``robot`` metadata of a real ``RobotVecEnv`` (tests/kit_helpers.py)."""
 
@@ -29,11 +31,12 @@ from kit_helpers import (  # noqa: E402
     write_robot_policy,
 )
 
-
-@pytest.fixture(scope="module")
-def kit():
-    """export/deploy.py loaded as a module."""
-    return load_kit("deploy")
+harness_mod = load_kit("harness")
+deploy = load_kit("deploy")
+rules = load_kit("rules")
+report = load_kit("report")
+schedules = load_kit("schedules")
+MujocoHarness = harness_mod.MujocoHarness
 
 
 @pytest.fixture(scope="module")
@@ -65,59 +68,76 @@ def env():
 
 
 def copy_state(src: mujoco.MjData, dst: mujoco.MjData, model: mujoco.MjModel) -> None:
-    """A training env's state (and the solver's warm start) into the deploy loop's data, then mj_forward."""
+    """A training env's state (and the solver's warm start) into the harness's data, then mj_forward."""
     dst.qpos[:], dst.qvel[:], dst.qacc_warmstart[:] = src.qpos, src.qvel, src.qacc_warmstart
     mujoco.mj_forward(model, dst)
 
 
+def _span(robot, fn):
+    """The slice of the actor observation that the ``obs_layout`` entry computed by ``fn`` fills."""
+    (entry,) = [e for e in robot["obs_layout"] if e["fn"] == fn]
+    return slice(entry["start"], entry["start"] + entry["size"])
+
+
 # ---------------------------------------------------------------- training twins
-def test_obs_functions_twin_the_training_terms(kit):
-    from robo_ppo.tasks.terms import OBS_FUNCTIONS
+def test_training_terms_are_the_kit_rules(robot):
+    """Training's robot-side observation terms are the kit's rules (one definition, shared); its privileged
+    terms are training's own, and the actor's layout uses robot-side terms only."""
+    from robo_ppo.tasks.terms import PRIVILEGED_OBS
 
-    assert set(kit.OBS_FUNCTIONS) == {k for k, f in OBS_FUNCTIONS.items() if f.deploy}
+    assert not set(PRIVILEGED_OBS) & set(rules.OBSERVATIONS)
+    assert all(isinstance(t, rules.ObsTerm) for t in rules.OBSERVATIONS.values())
+    assert {e["fn"] for e in robot["obs_layout"]} <= set(rules.OBSERVATIONS)
 
 
-def test_train_and_deploy_observations_are_equal(kit, env, robot):
-    """Random actions put the training envs into assorted states (walking, falling, reset); the deploy
-    loop's observation of each state, from its own motor model, equals the task's noise-free one."""
+def test_train_and_deploy_observations_are_equal(env, robot, zero_policy):
+    """Random actions put the training envs into assorted states (walking, falling, reset); the robot-side
+    controller's observation of each state, read from the harness's own motor scene, equals the task's
+    noise-free one."""
     assert robot["action_latency"] == 0
-    model, _ = kit.load_model(robot)
-    observer = kit.Observer(model, robot)
-    assert observer.size == env.observation_space.shape[0]
-    diffs, states = [], 0
-    for got, want in deploy_and_training_observations(env, model, observer, steps=30):
+    harness = MujocoHarness(zero_policy)
+    assert harness.controller.policy.obs_dim == env.observation_space.shape[0]
+    diffs = []
+    for got, want in deploy_and_training_observations(env, harness, steps=30):
         assert got.dtype == np.float32 and got.shape == want.shape
         diffs.append(np.abs(got - want).max())
-        states += 1
-    print(f"train/deploy observation max |diff| over {states} states: {max(diffs):.3g}")
-    assert max(diffs) < 1e-5
+    print(f"train/deploy observation max |diff| over {len(diffs)} states: {max(diffs):.3g}")
+    assert len(diffs) == 40 and max(diffs) < 1e-5
 
 
-def test_deploy_step_matches_the_training_engine(kit, env, zero_policy):
-    """From the same state, one control step of the deploy loop (PD torques on motors, mj_step2 + mj_step1
-    per sim step) lands where the training engine (position actuators + joint damping) does, unless the
-    PD torque saturates: the robot clips kp (q* - q) - kd qd as a whole, training clips the kp term only."""
-    runner = kit.Runner(zero_policy)
-    pd_torques, saturated = runner.pd.torques, []
+def test_harness_step_matches_the_training_engine(env, zero_policy):
+    """From the same state, one control step of the harness (the controller's PD torques on motors,
+    mj_step2 + mj_step1 per sim step) lands where the training engine (MuJoCo PD actuators) does, also
+    when the PD torque saturates: both clip the whole ``kp (q* - q) - kd qd`` (rules.pd_torques), so the
+    old saturation exemption is gone (the data: saturated steps differ by ~1e-7, as the others)."""
+    harness = MujocoHarness(zero_policy)
+    ctrl = harness.controller
+    pd_torques, saturated = ctrl.torques, []
 
-    def torques(target, q, qd):
-        raw = runner.pd.kp * (target - q) - runner.pd.kd * qd
-        saturated[-1] |= bool(np.any(np.abs(raw) > runner.pd.limits))
-        return pd_torques(target, q, qd)
+    def torques(q, qd, target=None):
+        raw = ctrl.kp * (np.clip(target, ctrl.target_low, ctrl.target_high) - q) - ctrl.kd * qd
+        saturated[-1] |= bool(np.any(np.abs(raw) > ctrl.torque_limits))
+        return pd_torques(q, qd, target)
 
-    runner.pd.torques = torques
+    ctrl.torques = torques
     gen = torch.Generator().manual_seed(1)
-    diffs = []
-    for _ in range(10):
-        copy_state(env.physics.datas[0], runner.data, runner.model)
-        action = 0.3 * (2 * torch.rand(env.num_envs, 12, generator=gen) - 1)
+    diffs, sat_diffs = [], []
+    for k in range(12):
+        copy_state(env.physics.datas[0], harness.data, harness.model)
+        amplitude = 1.0 if k % 2 else 0.3  # full-range actions saturate some joints' torques
+        action = amplitude * (2 * torch.rand(env.num_envs, 12, generator=gen) - 1)
+        chosen = action[0].numpy()
+        ctrl.policy = lambda obs, a=chosen: a  # the controller runs this action
         _, terminated, truncated, _ = env.step(action)[1:]
         saturated.append(False)
-        runner.apply(action[0].numpy())
-        np.testing.assert_array_equal(runner.applied, action[0].numpy())
-        if not (terminated[0] | truncated[0] or saturated[-1]):  # an auto-reset has no comparable successor
-            diffs.append(np.abs(runner.data.qpos - env.physics.datas[0].qpos).max())
-    assert len(diffs) >= 5 and max(diffs) < 1e-6, (diffs, saturated)
+        np.testing.assert_array_equal(harness.step((0.0, 0.0, 0.0)), rules.clip_action(action[0].numpy()))
+        if not (terminated[0] | truncated[0]):  # an auto-reset has no comparable successor
+            diff = np.abs(harness.data.qpos - env.physics.datas[0].qpos).max()
+            (sat_diffs if saturated[-1] else diffs).append(diff)
+    print(f"qpos max |diff|: unsaturated {max(diffs):.3g} ({len(diffs)}), saturated {max(sat_diffs):.3g} "
+          f"({len(sat_diffs)})")
+    assert len(diffs) >= 5 and max(diffs) < 1e-6, diffs
+    assert len(sat_diffs) >= 1 and max(sat_diffs) < 1e-6, sat_diffs
 
 
 # ---------------------------------------------------------------- start-up errors
@@ -139,85 +159,142 @@ def _edit(robot, what):
         r["model"]["package"] = "no_such_package_xyz"
     elif what == "command":
         r["commands"] = ["vx", "vy", "no_such_command"]
+        r["command_ranges"]["no_such_command"] = [-1.0, 1.0]
+    elif what == "command_range":
+        r["commands"] = ["vx", "vy", "no_such_command"]
     elif what == "keyframe":
         r["init_keyframe"] = "no_such_key"
+    elif what == "unknown_key":
+        r["no_such_key"] = 1
+    elif what == "missing_key":
+        del r["kp"]
+    elif what == "per_joint":
+        r["kd"] = r["kd"][:5]
+    elif what == "contract":
+        r["contract"] = 99
     return r
 
 
 @pytest.mark.parametrize("what, message", [
-    ("sensor", "the model has no sensor 'no_such_gyro' (obs_layout entry 'gyro')"),
-    ("fn", "obs_layout entry 'gravity' uses the observation function 'no_such_fn', unknown"),
-    ("joint", "the model has no joint 'no_such_joint' (joint_names)"),
+    ("sensor", "obs_layout entry 'gyro' reads sensor role 'no_such_gyro', which robot metadata 'sensors' lacks"),
+    ("fn", "observation term 'no_such_fn' is unknown to this kit"),
+    ("joint", "has no joint 'no_such_joint'"),
     ("imu", "the model has no site 'no_such_site' (imu_site)"),
     ("base", "the model has no body 'no_such_body' (base_body)"),
     ("role", "the model has no sensor 'no_such_velocimeter' (sensors.local_linvel)"),
-    ("package", "the model package 'no_such_package_xyz' of robot 'go1' is not installed"),
-    ("command", "command 'no_such_command' is unknown to this deploy loop"),
+    ("package", "the model package 'no_such_package_xyz' is not installed"),
+    ("command", "command 'no_such_command' is unknown to this harness"),
+    ("command_range", "command_ranges has no range for ['no_such_command']"),
     ("keyframe", "the model has no key 'no_such_key' (init_keyframe)"),
+    ("unknown_key", "robot metadata has unknown keys ['no_such_key']"),
+    ("missing_key", "robot metadata lacks ['kp']"),
+    ("per_joint", "robot metadata kd does not have one entry per joint (12)"),
+    ("contract", "needs robot contract version 99"),
 ])
-def test_bad_metadata_fails_at_start_with_one_line(kit, robot, meta, tmp_path, capsys, what, message):
+def test_bad_metadata_fails_at_start_with_one_line(robot, meta, tmp_path, capsys, what, message):
     path = policy(tmp_path / f"{what}.onnx", _edit(robot, what), meta)
-    with pytest.raises(kit.DeployError, match=re.escape(message)):
-        kit.Runner(path)
-    assert kit.main([str(path)]) == 2
+    with pytest.raises(harness_mod.ERRORS, match=re.escape(message)) as info:
+        MujocoHarness(path)
+    assert "\n" not in str(info.value)
+    assert deploy.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
 
 
-def test_bad_policies_exit_2(kit, robot, meta, zero_policy, tmp_path, capsys):
+def test_bad_options_fail_at_start(zero_policy):
+    for kwargs, message in [({"latency": -1}, "latency must be >= 0"), ({"push": -1.0}, "push must be >= 0"),
+                            ({"floor_friction": 0.0}, "floor friction must be > 0"),
+                            ({"mass_scale": 0.0}, "mass_scale must be > 0")]:
+        with pytest.raises(harness_mod.DeployError, match=re.escape(message)):
+            MujocoHarness(zero_policy, **kwargs)
+
+
+def test_bad_policies_exit_2(robot, meta, zero_policy, tmp_path, capsys):
     proc = subprocess.run([sys.executable, str(KIT / "deploy.py"), str(tmp_path / "missing.onnx")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr
-    cases = [(write_robot_policy(tmp_path / "norobot.onnx", None), "no 'robot' metadata"),
-             (policy(tmp_path / "obs40.onnx", robot, meta, obs_dim=40), "needs obs_dim 48")]
+    obs_dim = len(meta["observation_names"])
+    cases = [(write_robot_policy(tmp_path / "norobot.onnx", None), "has no 'robot' metadata"),
+             (policy(tmp_path / "short.onnx", robot, meta, obs_dim=obs_dim - 8), f"needs obs_dim {obs_dim}")]
     for path, message in cases:
-        assert kit.main([str(path)]) == 2
+        assert deploy.main([str(path)]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
-    assert kit.main([str(zero_policy), "--model", str(tmp_path / "x.xml")]) == 2
-    assert "x.xml does not exist" in capsys.readouterr().err
+    assert deploy.main([str(zero_policy), "--model", str(tmp_path / "x.xml")]) == 2
+    err = capsys.readouterr().err
+    assert "x.xml does not exist" in err and len(err.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------- latency
-def test_latency_is_honoured(kit, robot, meta, tmp_path):
+def _record_targets(harness):
+    """Wrap ``harness.controller.torques`` to record the joint target of each physics step."""
+    ctrl, seen = harness.controller, []
+    pd = ctrl.torques
+
+    def torques(q, qd, target=None):
+        seen.append(np.array(target, copy=True))
+        return pd(q, qd, target)
+
+    ctrl.torques = torques
+    return seen
+
+
+def test_latency_is_honoured(robot, meta, tmp_path):
+    """A policy with a constant bias: without latency the first step applies the bias's targets; with
+    latency 1 it applies the default pose, then the bias's (the observation's last_action is the newest)."""
     bias = np.linspace(-0.6, 0.6, 12).astype(np.float32)
     path = policy(tmp_path / "bias.onnx", robot, meta, bias=bias)
-    now = kit.Runner(path)  # the metadata's action_latency: 0
+    q0 = np.asarray(robot["default_pose"])
+    want = rules.joint_targets(bias, q0, robot["action_scale"])
+    decimation = round(robot["control_dt"] / robot["sim_dt"])
+    now = MujocoHarness(path)  # the metadata's action_latency: 0
+    assert now.latency == 0
     now.reset()
-    now.step((0.0, 0.0, 0.0))
-    np.testing.assert_array_equal(now.applied, bias)
-    late = kit.Runner(path, latency=1)  # the override
+    seen = _record_targets(now)
+    np.testing.assert_array_equal(now.step((0.0, 0.0, 0.0)), bias)
+    assert len(seen) == decimation
+    np.testing.assert_allclose(seen, np.broadcast_to(want, (decimation, 12)), atol=1e-12)
+    late = MujocoHarness(path, latency=1)  # the override
     late.reset()
+    assert len(late._pending) == 1
+    np.testing.assert_array_equal(late._pending[0], q0)
+    seen = _record_targets(late)
     late.step((0.0, 0.0, 0.0))
-    np.testing.assert_array_equal(late.applied, 0.0)          # the first step applies the zero action
-    np.testing.assert_array_equal(late.last_action, bias)     # the observation's last_action is the newest
-    late.step((0.0, 0.0, 0.0))
-    np.testing.assert_array_equal(late.applied, bias)         # then the previous step's
+    np.testing.assert_array_equal(seen, np.broadcast_to(q0, (decimation, 12)))  # the default-pose target
+    np.testing.assert_array_equal(late.controller.last_action, bias)  # the observation's last_action: newest
+    np.testing.assert_allclose(late.controller.target, want, atol=1e-12)  # the controller's output waits
     # the torques differ from the first sim step on: latency reaches the physics
     assert np.abs(late.data.qpos - now.data.qpos).max() > 1e-3
+    late.step((0.0, 0.0, 0.0))
+    np.testing.assert_allclose(seen[decimation:], np.broadcast_to(want, (decimation, 12)), atol=1e-12)  # then bias
     lagged = policy(tmp_path / "lagged.onnx", dict(robot, action_latency=1), meta, bias=bias)
-    assert kit.Runner(lagged).latency == 1 and kit.Runner(lagged, latency=0).latency == 0
+    assert MujocoHarness(lagged).latency == 1 and MujocoHarness(lagged, latency=0).latency == 0
 
 
-# ---------------------------------------------------------------- runner
-def test_actions_reach_the_named_joints(kit, robot, meta, tmp_path):
+# ---------------------------------------------------------------- harness
+def test_actions_reach_the_named_joints(robot, meta, tmp_path):
     """A constant action drives each joint of joint_names to q0 + action_scale * a (no gravity: no sag)."""
     bias = np.linspace(-0.6, 0.6, 12)
-    runner = kit.Runner(policy(tmp_path / "bias.onnx", robot, meta, bias=bias))
-    runner.model.opt.gravity[:] = 0.0
-    runner.reset()
+    harness = MujocoHarness(policy(tmp_path / "bias.onnx", robot, meta, bias=bias))
+    harness.model.opt.gravity[:] = 0.0
+    harness.reset()
     for _ in range(50):
-        action = runner.step((0.0, 0.0, 0.0))
+        action = harness.step((0.0, 0.0, 0.0))
     np.testing.assert_allclose(action, bias, atol=1e-6)
-    obs = runner.observer(runner.data, runner.last_action, np.zeros(3))
-    np.testing.assert_allclose(obs[9:21], robot["action_scale"] * bias, atol=0.03)
-    np.testing.assert_allclose(obs[33:45], bias, atol=1e-6)
+    want = np.asarray(robot["default_pose"]) + robot["action_scale"] * bias
+    by_name = np.array([harness.data.joint(name).qpos[0] for name in robot["joint_names"]])
+    np.testing.assert_allclose(by_name, want, atol=0.03)
+    measured = harness.measurements()
+    np.testing.assert_array_equal(measured["joint_pos"], by_name)
+    obs = harness.controller.observe(measured, np.zeros(3))
+    np.testing.assert_allclose(obs[_span(robot, "joint_pos_rel")], robot["action_scale"] * bias, atol=0.03)
+    np.testing.assert_allclose(obs[_span(robot, "last_action")], bias, atol=1e-6)
 
 
-def test_schedule_table(kit, zero_policy):
+def test_schedule_table(zero_policy):
     schedule = [(1.5, 0.5, 0.0, 0.0), (1.5, 0.0, -0.3, 0.8)]
-    result = kit.run(zero_policy, schedule, seed=1)
+    result = harness_mod.run(zero_policy, schedule, seed=1)
     rows = result["segments"]
     assert result["commands"] == ["vx", "vy", "yaw_rate"]
     assert [(r["duration_s"], r["vx_cmd"], r["vy_cmd"], r["yaw_rate_cmd"]) for r in rows] == schedule
@@ -225,68 +302,83 @@ def test_schedule_table(kit, zero_policy):
     assert all(abs(r[c]) < 0.05 for r in rows for c in ("vx", "vy", "yaw_rate"))  # zero action: stands
     s = result["summary"]
     assert s["mean_abs_vx_err"] == pytest.approx(np.mean([abs(r["vx"] - r["vx_cmd"]) for r in rows]))
-    assert s["falls"] == 0 and s["sim_s"] == pytest.approx(3.0) and s["wall_s"] > 0
-    table = kit.format_table(result).splitlines()
+    assert s["falls"] == 0 and s["sim_s"] == pytest.approx(3.0) and s["wall_s"] > 0 and s["latency"] == 0
+    table = report.format_table(result).splitlines()
     assert "skipping the first 1.0 s" in table[0] and len(table) == 5
     assert table[1].split() == ["seg", "dur_s", "|", "vx_cmd", "vx", "|", "vy_cmd", "vy", "|", "yaw_rate_cmd",
                                 "yaw_rate", "|", "falls"]
     assert table[3].split()[:4] == ["1", "1.5", "|", "0.00"] and "0.80" in table[3]
     assert table[4].startswith("mean |err|: vx ") and "falls 0" in table[4]
-    with pytest.raises(kit.DeployError, match="schedule must be"):
-        kit.run(zero_policy, [(1.0, 0.5)])
+    with pytest.raises(schedules.ScheduleError, match="schedule must be"):
+        harness_mod.run(zero_policy, [(1.0, 0.5)])
+    assert schedules.ScheduleError in harness_mod.ERRORS
 
 
-def test_fall_is_counted_and_reset(kit, zero_policy):
-    runner = kit.Runner(zero_policy)
-    home_reset, calls = runner.reset, []
+def test_fall_is_counted_and_reset(zero_policy):
+    harness = MujocoHarness(zero_policy)
+    home_reset, calls = harness.reset, []
 
     def reset_upside_down_once():
         home_reset()
         if not calls:
-            runner.data.qpos[3:7] = [0, 1, 0, 0]
-            mujoco.mj_forward(runner.model, runner.data)
+            harness.data.qpos[harness.root_qpos + 3:harness.root_qpos + 7] = [0, 1, 0, 0]
+            mujoco.mj_forward(harness.model, harness.data)
+            assert harness.fallen()
         calls.append(1)
 
-    runner.reset = reset_upside_down_once
-    result = runner.run([(0.5, 0, 0, 0), (1.5, 0.2, 0, 0)], skip_s=0.2)
+    harness.reset = reset_upside_down_once
+    result = harness.run([(0.5, 0, 0, 0), (1.5, 0.2, 0, 0)], skip_s=0.2)
     assert [r["falls"] for r in result["segments"]] == [1, 0] and len(calls) == 2
     assert [r["samples"] for r in result["segments"]] == [15, 65]  # 0.2 s skipped after the reset at t=0
-    assert result["summary"]["falls"] == 1 and not runner.fallen()
+    assert result["summary"]["falls"] == 1 and not harness.fallen()
 
 
-def test_pushes(kit, zero_policy):
-    runner = kit.Runner(zero_policy, push=0.5, push_interval=(0.2, 0.3), seed=2)
-    result = runner.run([(1.0, 0.0, 0.0, 0.0)], skip_s=0.0)
-    assert 3 <= result["summary"]["pushes"] <= 5 and "pushes" in kit.format_table(result)
+def test_pushes(zero_policy):
+    harness = MujocoHarness(zero_policy, push=0.5, push_interval=(0.2, 0.3), seed=2)
+    result = harness.run([(1.0, 0.0, 0.0, 0.0)], skip_s=0.0)
+    assert 3 <= result["summary"]["pushes"] <= 5 and "pushes" in report.format_table(result)
     assert np.nanmax(np.abs([result["segments"][0][c] for c in ("vx", "vy")])) > 0.01
+    assert harness.measured().shape == (3,)
 
 
-def test_schedules(kit, robot):
-    assert kit.default_schedule(robot["commands"]) == [(5.0, 1.0, 0, 0), (5.0, 0.5, 0, 1.0), (5.0, 0, 0.5, 0),
-                                                       (5.0, -0.5, 0, 0), (5.0, 0, 0, 0)]
-    ranges = robot["command_ranges"]
-    sched = kit.random_schedule(200, 2.0, seed=5, ranges=ranges, commands=robot["commands"])
+def test_schedules(robot):
+    commands, ranges = robot["commands"], robot["command_ranges"]
+    assert schedules.default_schedule(commands) == [(5.0, 1.0, 0, 0), (5.0, 0.5, 0, 1.0), (5.0, 0, 0.5, 0),
+                                                    (5.0, -0.5, 0, 0), (5.0, 0, 0, 0)]
+    sched = schedules.random_schedule(200, 2.0, seed=5, ranges=ranges, commands=commands)
     assert len(sched) == 200 and all(s[0] == 2.0 for s in sched)
     cmds = np.array([s[1:] for s in sched])
-    for k, key in enumerate(robot["commands"]):
+    for k, key in enumerate(commands):
         lo, hi = ranges[key]
         assert cmds[:, k].min() >= lo and cmds[:, k].max() <= hi
     assert 5 <= int(np.sum(np.all(cmds == 0, axis=1))) <= 40
-    assert sched == kit.random_schedule(200, 2.0, seed=5, ranges=ranges)
+    assert sched == schedules.random_schedule(200, 2.0, seed=5, ranges=ranges)
+    assert schedules.parse_schedule("default", commands) == schedules.default_schedule(commands)
+    assert schedules.parse_schedule("random", commands, ranges, segments=3, seconds=1.0, seed=5) == \
+        schedules.random_schedule(3, 1.0, seed=5, ranges=ranges, commands=commands)
+    assert schedules.parse_schedule([[1, 0.5, 0, 0]], commands) == [(1.0, 0.5, 0.0, 0.0)]
+    for bad in ("sideways", [], [[1, 0.5]], [[0, 0, 0, 0]], 7):
+        with pytest.raises(schedules.ScheduleError, match="schedule must be"):
+            schedules.parse_schedule(bad, commands, ranges)
+    with pytest.raises(schedules.ScheduleError, match="command_ranges"):
+        schedules.random_schedule(2, 1.0, ranges=None)
+    with pytest.raises(schedules.ScheduleError, match="no range for"):
+        schedules.random_schedule(2, 1.0, ranges={"vx": [0, 1]}, commands=commands)
 
 
 # ---------------------------------------------------------------- CLI
-def test_cli_table_and_json(kit, zero_policy, tmp_path, capsys):
+def test_cli_table_and_json(zero_policy, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert kit.main([str(zero_policy), "--schedule", "random", "--segments", "2", "--seconds", "1.2",
-                     "--latency", "1", "--json", str(out)]) == 0
+    assert deploy.main([str(zero_policy), "--schedule", "random", "--segments", "2", "--seconds", "1.2",
+                        "--latency", "1", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "mean |err|" in printed and len(printed.strip().splitlines()) == 5
     data = json.loads(out.read_text())
     assert len(data["segments"]) == 2 and data["summary"]["falls"] == 0 and data["summary"]["latency"] == 1
+    assert data["robot_name"] == robot_metadata()["robot"]["name"]
 
 
-def test_video(kit, zero_policy, tmp_path):
+def test_video(zero_policy, tmp_path):
     imageio = pytest.importorskip("imageio.v2")
     path, seen = tmp_path / "robot.mp4", []
 
@@ -294,7 +386,7 @@ def test_video(kit, zero_policy, tmp_path):
         seen.append(info)
         return frame
 
-    result = kit.run(zero_policy, [(0.3, 0.5, 0.0, 0.0)], video=path, on_frame=on_frame)
+    result = harness_mod.run(zero_policy, [(0.3, 0.5, 0.0, 0.0)], video=path, on_frame=on_frame)
     assert result["segments"][0]["falls"] == 0 and path.stat().st_size > 1000
     frames = list(imageio.get_reader(str(path)).iter_data())  # (len() of an ffmpeg reader is inf)
     assert len(frames) == 15 and frames[0].shape == (480, 640, 3) and frames[-1].std() > 1.0
@@ -302,9 +394,28 @@ def test_video(kit, zero_policy, tmp_path):
     assert seen[0]["command"] == (0.5, 0, 0) and seen[-1]["step"] == 14
 
 
+def test_robot_loop_example_matches_the_cli(capsys):
+    """export/robot_loop_example.py (a robot's own loop around RobotController, MuJoCo as the hardware)
+    prints the figures deploy.py prints for the same policy, schedule and seed (the shipped policy)."""
+    shipped = KIT.parent / "policies" / "go1_joystick" / "policy.onnx"
+    example = load_kit("robot_loop_example")
+    args = ["--segments", "1", "--seconds", "1.5", "--seed", "3"]
+    assert example.main([str(shipped), *args]) == 0
+    looped = capsys.readouterr().out.splitlines()
+    assert deploy.main([str(shipped), "--schedule", "random", *args]) == 0
+    cli = capsys.readouterr().out.splitlines()
+    assert looped[0] == "required inputs: ['gyro', 'joint_pos', 'joint_vel', 'local_linvel', 'orientation']"
+    wall = re.compile(r" in [0-9.]+ s wall$")
+    assert [wall.sub("", line) for line in looped[1:]] == [wall.sub("", line) for line in cli]
+    assert len(cli) == 4 and "falls 0" in cli[-1]
+
+
+# ---------------------------------------------------------------- the kit alone
 def test_kit_copy_runs_without_torch(zero_policy, tmp_path):
-    """deploy.py + onnx_controller.py copied into an empty folder run with torch, robo_ppo and onnx blocked."""
-    for name in ("deploy.py", "onnx_controller.py"):
+    """Every export/*.py copied into an empty folder runs the CLI with torch, robo_ppo and onnx blocked."""
+    names = sorted(p.name for p in KIT.glob("*.py"))
+    assert {"deploy.py", "harness.py", "rules.py", "robot_controller.py", "scene.py"} <= set(names)
+    for name in names:
         shutil.copy(KIT / name, tmp_path / name)
     shutil.copy(zero_policy, tmp_path / "policy.onnx")
     script = textwrap.dedent("""
@@ -317,21 +428,28 @@ def test_kit_copy_runs_without_torch(zero_policy, tmp_path):
         import deploy
         code = deploy.main(["policy.onnx", "--schedule", "random", "--segments", "1", "--seconds", "1.1"])
         leaked = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "robo_ppo", "onnx"})
-        print("LEAKED", leaked)
+        print("LEAKED", leaked, "FROM", deploy.__file__)
         sys.exit(code)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "LEAKED []" in proc.stdout and "mean |err|" in proc.stdout
+    assert f"FROM {tmp_path / 'deploy.py'}" in proc.stdout
 
 
-def test_no_robot_names_in_the_loop():
-    """The loop reads every name from the metadata: no robot, sensor, site, body or file name in the code."""
-    source = (KIT / "deploy.py").read_text().lower()
+def test_no_robot_names_in_the_kit():
+    """The kit reads every name from the metadata: no robot, sensor, site, body, geom, joint, keyframe or
+    file name in any of its .py files."""
     desc = robot_metadata()["robot"]
-    names = {desc["name"], desc["base_body"], desc["imu_site"], *desc["joint_names"], *desc["sensors"].values(),
-             desc["model"]["package"], desc["model"]["path"].rsplit("/", 1)[-1], desc["init_keyframe"]}
-    names -= set(desc["sensors"]) & set(desc["sensors"].values())  # a sensor named like its role: check below
-    found = sorted(n for n in names if f'"{n.lower()}"' in source or f"'{n.lower()}'" in source)
+    names = {desc["name"], desc["base_body"], desc["imu_site"], desc["floor_geom"], *desc["joint_names"],
+             *desc["sensors"].values(), desc["model"]["package"], desc["model"]["path"].rsplit("/", 1)[-1],
+             desc["init_keyframe"]}
+    names -= set(desc["sensors"]) & set(desc["sensors"].values())  # a sensor named like its role (a kit word)
+    files = sorted(KIT.glob("*.py"))
+    assert len(files) >= 10
+    found = []
+    for path in files:
+        source = path.read_text().lower()
+        found += [f"{path.name}: {n}" for n in sorted(names) if f'"{n.lower()}"' in source or f"'{n.lower()}'" in source]
     assert found == []

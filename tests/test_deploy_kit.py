@@ -102,7 +102,7 @@ def test_metadata_mismatch_and_tampering(kit, policies, tmp_path):
     props["format"].value = "something/9"
     foreign = tmp_path / "foreign.onnx"
     onnx.save(model, str(foreign))
-    with pytest.raises(kit.MetadataError, match="not written by robo-ppo-export"):
+    with pytest.raises(kit.MetadataError, match="is not a robo_ppo policy file .metadata format 'something/9'"):
         kit.OnnxController(foreign)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"\x00not a model")
