@@ -142,7 +142,7 @@ def measure_train(args, n: int) -> dict[str, Any]:
     from robo_ppo.runner.trainer import Trainer
 
     overrides = [*([f"preset={args.preset}"] if args.preset != "none" else []), f"env={args.env}",
-                 f"backend.pipeline={args.pipeline}",
+                 f"engine.pipeline={args.pipeline}",
                  f"algo.num_envs={n}", f"device={args.device}",
                  *([f"algo.num_steps={args.num_steps}"] if args.num_steps else []),
                  f"env.max_episode_steps={args.episode_length}", "total_timesteps=1000000000",

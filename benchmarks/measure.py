@@ -107,16 +107,16 @@ def raw_engine(engine: str, task_id: str, num_envs: int, num_threads: int = 0, r
             "num_threads": threads, "sps": _summary(sps), "peak_rss_mib": peak_rss_mib()}
 
 
-def adapter_engine(backend: str, env_name: str, num_envs: int, overrides: list[str] = (),
+def adapter_engine(engine: str, env_name: str, num_envs: int, overrides: list[str] = (),
                    repeats: int = 5, seconds: float = 1.5) -> dict[str, Any]:
     """Random-action stepping through robo_ppo's VecEnv (torch tensors in and out)."""
     import torch
 
     from robo_ppo.envs import make_vec_env
 
-    cfg = compose_config([f"env={env_name}", f"backend={backend}", *overrides])
+    cfg = compose_config([f"env={env_name}", f"engine={engine}", *overrides])
     torch.set_num_threads(1)
-    env = make_vec_env(cfg.env, cfg.backend, num_envs, seed=0)
+    env = make_vec_env(cfg.env, cfg.engine, num_envs, seed=0)
     env.reset(seed=0)
     gen = torch.Generator().manual_seed(0)
     acts = torch.rand(16, num_envs, env.action_space.shape[0], generator=gen) * 2 - 1
@@ -128,7 +128,7 @@ def adapter_engine(backend: str, env_name: str, num_envs: int, overrides: list[s
 
     sps = _timed_repeats(step, num_envs, repeats, seconds)
     env.close()
-    return {"kind": "adapter", "engine": backend, "task": env.env_id, "num_envs": num_envs,
+    return {"kind": "adapter", "engine": engine, "task": env.env_id, "num_envs": num_envs,
             "sps": _summary(sps), "peak_rss_mib": peak_rss_mib()}
 
 
@@ -171,14 +171,14 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
     cfg = compose_config([*BENCH_OVERRIDES, *overrides])   # the caller's overrides win (e.g. device=cuda)
     raw_blocks: list[float] = []
     raw_step = None
-    if raw_baseline and cfg.backend.name == "envpool":
+    if raw_baseline and cfg.engine.name == "envpool":
         import envpool
 
         from robo_ppo.envs.envpool_env import default_num_threads
 
         n = int(cfg.algo.num_envs)
         raw_pool = envpool.make_gymnasium(cfg.env.envpool_id, num_envs=n, batch_size=n, seed=12345,
-                                          num_threads=int(cfg.backend.num_threads) or default_num_threads(n))
+                                          num_threads=int(cfg.engine.num_threads) or default_num_threads(n))
         raw_pool.reset()
         space = raw_pool.action_space
         raw_actions = np.random.default_rng(0).uniform(space.low, space.high, size=(16, n, *space.shape))
@@ -247,8 +247,8 @@ def robo_ppo_train(overrides: list[str], iterations: int = 5, warmup: int = 1,
         extra["rollout_over_raw"] = float(statistics.median(
             batch / rollout_s[i] / raw_blocks[i] for i in timed))
     return {"kind": "train", "impl": "robo_ppo", "task": cfg.env.id,
-            "engine": cfg.backend.name, "compute": trainer.compute,
-            "engine_task": cfg.env.envpool_id if cfg.backend.name == "envpool" else cfg.env.id,
+            "engine": cfg.engine.name, "compute": trainer.compute,
+            "engine_task": cfg.env.envpool_id if cfg.engine.name == "envpool" else cfg.env.id,
             "num_envs": a.num_envs, "num_steps": a.num_steps, "update_epochs": a.update_epochs,
             "num_minibatches": a.num_minibatches, "torch_threads": cfg.torch_threads,
             "overrides": list(overrides), "iterations_timed": len(e2e),

@@ -2,7 +2,7 @@
 
     python -m benchmarks.returns                                   # 5 tasks x seeds 1,2,3, each task's preset
     python -m benchmarks.returns --tasks hopper,walker2d --seeds 1,2 --root /tmp/runs
-    python -m benchmarks.returns --preset fast --steps 3000000 backend.num_threads=1
+    python -m benchmarks.returns --preset fast --steps 3000000 engine.num_threads=1
     python -m benchmarks.returns --runs /tmp/runs/hopper /tmp/runs/fast --update-readme
     python -m benchmarks.returns --runs DIR --threshold halfcheetah=3000,5000 --ttr-source train
 
@@ -61,7 +61,7 @@ README_INTRO = ("Returns over seeds at a fixed step budget (final deterministic 
 QUIET = ["progress=false", "tensorboard=false"]
 """Added to every run the tool starts (no progress bar in a subprocess, no event files)."""
 PLUMBING = ("seed", "env", "hydra", "progress", "tensorboard", "export_onnx", "torch_threads",
-            "backend.num_threads", "total_timesteps", "eval_interval", "checkpoint_interval",
+            "engine.num_threads", "total_timesteps", "eval_interval", "checkpoint_interval",
             "keep_checkpoints", "device", "debug")
 """Override keys that do not define the configuration (left out of its label): the seed, the task
 and step budget (own columns), where and how the run logs, and thread counts (they change speed,
@@ -153,14 +153,27 @@ def _load_yaml(path: Path) -> Any:
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
-    """Short hash of what a run learns with: the resolved ``env``, ``algo`` and ``backend.name``
+    """Short hash of what a run learns with: the resolved ``env``, ``algo`` and ``engine.name``
     and the step budget (not the seed, threads, logging or paths). Two runs with the same label
     but different task files (a preset edited between them) get different hashes."""
     import hashlib
 
-    key = {"env": cfg.get("env"), "algo": cfg.get("algo"), "backend": (cfg.get("backend") or {}).get("name"),
+    key = {"env": cfg.get("env"), "algo": cfg.get("algo"), "engine": (cfg.get("engine") or {}).get("name"),
            "total_timesteps": cfg.get("total_timesteps")}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def upgrade_override(override: str) -> str:
+    """A saved command-line override in today's key names: a run saved before a config key
+    rename (``robo_ppo.config.RENAMED_KEYS``) recorded e.g. ``backend.num_threads=1``, which
+    becomes ``engine.num_threads=1``, so its label and grouping match a new run's."""
+    from robo_ppo.config import RENAMED_KEYS
+
+    body = override.lstrip("+~")
+    prefix = override[:len(override) - len(body)]
+    key, sep, value = body.partition("=")
+    head, dot, rest = key.partition(".")
+    return prefix + RENAMED_KEYS.get(head, head) + dot + rest + sep + value
 
 
 def config_label(task: str, overrides: list[str]) -> str:
@@ -184,16 +197,18 @@ def read_run(run_dir: Path | str, thresholds: Optional[dict[str, list[float]]] =
     ``metrics.csv`` (time to each return in ``thresholds[task]``, default the task's goal) and
     ``returns_job.json`` (process wall time, when this tool started the run).
     """
+    from robo_ppo.config import upgrade_saved_config
+
     run_dir = Path(run_dir)
-    cfg = _load_yaml(run_dir / "config.yaml")
+    cfg = upgrade_saved_config(_load_yaml(run_dir / "config.yaml"))  # a run saved before a key rename
     task = cfg["env"]["name"]
     overrides_path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in _load_yaml(overrides_path)] if overrides_path.is_file() else []
+    overrides = [upgrade_override(str(o)) for o in _load_yaml(overrides_path)] if overrides_path.is_file() else []
     run: dict[str, Any] = {
         "dir": str(run_dir), "task": task, "env_id": cfg["env"]["id"], "seed": int(cfg["seed"]),
         "config_hash": config_hash(cfg),
         "total_timesteps": int(cfg["total_timesteps"]), "label": config_label(task, overrides),
-        "overrides": overrides, "backend": cfg["backend"]["name"],
+        "overrides": overrides, "engine": cfg["engine"]["name"],
         "num_envs": int(cfg["algo"]["num_envs"]), "finished": False,
     }
     summary_path = run_dir / "summary.json"

@@ -98,8 +98,8 @@ def task_cuda(num_envs: int, steps: int = 200) -> dict[str, Any]:
 
     from robo_ppo.envs import make_vec_env
 
-    cfg = measure.compose_config(["env=go1_joystick", "backend=mjwarp"])
-    env = make_vec_env(cfg.env, cfg.backend, num_envs, device="cuda", seed=0)
+    cfg = measure.compose_config(["env=go1_joystick", "engine=mjwarp"])
+    env = make_vec_env(cfg.env, cfg.engine, num_envs, device="cuda", seed=0)
     env.reset(seed=0)
     acts = torch.rand(16, num_envs, env.action_space.shape[0], device="cuda") * 2 - 1
     out = []
@@ -140,10 +140,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.skip_cpu:
             add(raw_rollout(n, args.threads))
             add(physics_mujoco(n, args.threads))
-            add({**measure.adapter_engine("mujoco", "go1_joystick", n, [f"backend.num_threads={args.threads}"]),
+            add({**measure.adapter_engine("mujoco", "go1_joystick", n, [f"engine.num_threads={args.threads}"]),
                  "kind": "task_mujoco"})
             add({**measure.robo_ppo_train(["env=go1_joystick", f"algo.num_envs={n}",
-                                           f"backend.num_threads={args.threads}"], iterations=args.train_iters),
+                                           f"engine.num_threads={args.threads}"], iterations=args.train_iters),
                  "kind": "train_mujoco"})
         if args.device.startswith("cuda"):
             add(task_cuda(n))

@@ -88,7 +88,7 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
                 jobs.append(("raw", "raw_engine", dict(engine="gymnasium", task_id=f"{TASKS[task]}-v5",
                                                        num_envs=n, repeats=reps, seconds=secs)))
             jobs.append(("raw", "adapter_engine", dict(
-                backend="envpool", env_name=task, num_envs=64, repeats=reps, seconds=secs,
+                engine="envpool", env_name=task, num_envs=64, repeats=reps, seconds=secs,
                 overrides=[f"env.envpool_id={_envpool_id(task, args.envpool_version)}"])))
     if "throughput" in sections:
         for task in tasks:

@@ -37,7 +37,7 @@ PRESETS = {"gymnasium": ["preset=cleanrl"], "envpool": ["preset=throughput"], "b
 def run_one(engine: str, ranks: int, torchrun: bool, args, out: Path) -> dict:
     run_dir = out / f"{engine}_{ranks}rank{'_torchrun' if torchrun else ''}"
     preset = PRESETS[engine] if args.preset is None else (
-        [f"backend={engine}"] if args.preset == "task" else [f"preset={args.preset}", f"backend={engine}"])
+        [f"engine={engine}"] if args.preset == "task" else [f"preset={args.preset}", f"engine={engine}"])
     overrides = [f"env={args.env}", *preset, f"total_timesteps={args.steps}", f"seed={args.seed}",
                  f"device={args.device}", "progress=false", "tensorboard=false", "export_onnx=false",
                  f"hydra.run.dir={run_dir}"]

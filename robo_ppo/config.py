@@ -9,7 +9,7 @@ Where each knob lives:
 * ``env``      which task (``conf/env/<task>.yaml``; those files also carry
                the per-task PPO preset, which is why they are ``_global_``)
 * ``algo``     PPO: rollout size, losses, schedules, network, normalization
-* ``backend``  which simulator engine steps the task (``conf/backend/``)
+* ``engine``   which simulator engine steps the task (``conf/engine/``)
 * top level    run-level settings: seed, budget, device, logging, resume
 """
 
@@ -55,8 +55,8 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for ``gymnasium.make``."""
     task: Optional[str] = None
-    """A robo_ppo robot task (``robo_ppo/tasks/``, e.g. ``joystick``), stepped by ``backend=mujoco``
-    or ``backend=mjwarp``; ``null`` for gymnasium/EnvPool/Brax tasks."""
+    """A robo_ppo robot task (``robo_ppo/tasks/``, e.g. ``joystick``), stepped by ``engine=mujoco``
+    or ``engine=mjwarp``; ``null`` for gymnasium/EnvPool/Brax tasks."""
     task_params: dict[str, Any] = field(default_factory=dict)
     """The task's parameters (validated by the task's own schema, e.g. ``JoystickParams``)."""
     robot: Optional[Any] = None
@@ -65,7 +65,7 @@ class EnvConfig:
 
 
 @dataclass
-class BackendConfig:
+class EngineConfig:
     name: str = "gymnasium"
     """Simulator engine: ``gymnasium`` (CPU), ``envpool`` (CPU, C++ threads), ``brax`` (JAX), and for
     robot tasks ``mujoco`` (native MuJoCo, CPU threads) or ``mjwarp`` (MuJoCo Warp, GPU)."""
@@ -180,7 +180,7 @@ class WandbConfig:
 class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: PPOConfig = field(default_factory=PPOConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     seed: int = 1
     """Seeds torch, the environments and evaluation."""
     total_timesteps: int = 1_000_000
@@ -219,6 +219,31 @@ class TrainConfig:
     """Write and verify policy.onnx at the end of training."""
     debug: bool = False
     """Show full tracebacks for user errors."""
+
+
+RENAMED_KEYS = {"backend": "engine"}
+"""Top-level config keys renamed since runs were first saved: old name -> today's name."""
+
+
+def upgrade_saved_config(config: Any) -> Any:
+    """A run's saved config (a checkpoint's ``config``, a run directory's ``config.yaml``,
+    as a plain dict) with today's key names; changed in place and returned.
+
+    Runs saved before the simulator-engine group was named ``engine`` store it under
+    ``backend`` (``backend: {name: mujoco, num_threads: 0}``). Resume, export and replay read
+    ``config["engine"]``, so an old run keeps working only if the key is renamed on loading:
+    this is the one place that does it (``runner.checkpoint.read_checkpoint`` calls it for
+    every checkpoint). Key order is kept; a config that already has the new key, or is not a
+    dict, is returned unchanged.
+    """
+    if not isinstance(config, dict):
+        return config
+    renames = {old: new for old, new in RENAMED_KEYS.items() if old in config and new not in config}
+    if renames:
+        items = [(renames.get(k, k), v) for k, v in config.items()]
+        config.clear()
+        config.update(items)
+    return config
 
 
 def register_configs() -> None:

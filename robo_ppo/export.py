@@ -228,7 +228,7 @@ def build_metadata(state: dict[str, Any], policy, include_value: bool) -> dict[s
         "action_high": high,
         "task_id": env_cfg.get("id", env_meta.get("env_id", "")),
         "task_name": env_cfg.get("name", ""),
-        "engine": env_meta.get("engine", cfg.get("backend", {}).get("name", "")),
+        "engine": env_meta.get("engine", cfg.get("engine", {}).get("name", "")),
         "engine_task_id": env_meta.get("env_id", env_cfg.get("id", "")),
         "control_dt": float(env_meta.get("control_dt", 0.0)),
         "observation_names": obs_names,

@@ -26,11 +26,11 @@ from robo_ppo.hydra_utils import run_app
 from robo_ppo.runner.distributed import DistContext, env_rank, init_distributed, shutdown_distributed
 
 log = logging.getLogger("robo_ppo")
-GROUPS = {"env": "name", "algo": "loss", "backend": "name"}
+GROUPS = {"env": "name", "algo": "loss", "engine": "name"}
 """Config groups, and the key that tells which choice of the group a run used."""
 FIXED_ON_RESUME = ("algo.num_envs", "algo.actor_hidden_sizes", "algo.critic_hidden_sizes", "env.id",
                    "env.name", "env.envpool_id", "env.brax_id", "env.task", "env.task_params", "env.kwargs",
-                   "backend.name", "backend.pipeline")
+                   "engine.name", "engine.pipeline")
 """Keys a resumed run cannot change: the checkpoint's tensors, simulator
 snapshot and reward-scaler state are shaped by them (a key or any key under it)."""
 
@@ -113,8 +113,8 @@ def check_config(cfg: DictConfig) -> None:
     need(cfg.eval_episodes >= 1, f"eval_episodes must be >= 1, got {cfg.eval_episodes}")
     need(cfg.checkpoint_interval >= 1, f"checkpoint_interval must be >= 1 (iterations), got {cfg.checkpoint_interval}")
     need(cfg.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 = keep all), got {cfg.keep_checkpoints}")
-    need(cfg.backend.num_threads >= 0, f"backend.num_threads must be >= 0 (0 = one per core), "
-                                       f"got {cfg.backend.num_threads}")
+    need(cfg.engine.num_threads >= 0, f"engine.num_threads must be >= 0 (0 = one per core), "
+                                      f"got {cfg.engine.num_threads}")
     w = cfg.wandb
     need(w.mode in (None, "online", "offline", "disabled"),
          f"wandb.mode must be online, offline, disabled or null (wandb's default), got {w.mode!r}")
@@ -142,7 +142,7 @@ def prepare_resume_state(state: dict) -> dict:
     discounted returns of the reward scaler with them, so no episode carries
     returns of another."""
     if state.get("env_state") is None:
-        engine = (state.get("env_meta") or {}).get("engine") or state["config"]["backend"]["name"]
+        engine = (state.get("env_meta") or {}).get("engine") or state["config"]["engine"]["name"]
         log.info("the checkpoint holds no snapshot of the %s engine: its envs restart from fresh "
                  "episodes (the seed's first ones), with the episode accumulators reset", engine)
         for part in [state, *state.get("other_ranks", [])]:  # rank 0's, then a data-parallel run's others

@@ -143,7 +143,7 @@ def test_nan_loss_stops_run(tmp_path, cfg_factory, monkeypatch, compute):
     (["checkpoint_interval=0"], "checkpoint_interval must be >= 1"),
     (["checkpoint_interval=-5"], "checkpoint_interval must be >= 1"),
     (["keep_checkpoints=-1"], "keep_checkpoints must be >= 0"),
-    (["backend.num_threads=-2"], "backend.num_threads must be >= 0"),
+    (["engine.num_threads=-2"], "engine.num_threads must be >= 0"),
     (["wandb.mode=cloud"], "wandb.mode must be online, offline, disabled or null"),
     (["wandb.project= "], "wandb.project must be a non-empty W&B project name"),
     # algo
@@ -213,18 +213,18 @@ def _env_cfg(**kw):
     return OmegaConf.create(base)
 
 
-@pytest.mark.parametrize("env,backend,needle", [
-    ({}, {"name": "mjx"}, r"backend.name must be one of \('gymnasium', 'envpool', 'brax', 'mujoco', 'mjwarp'\), got 'mjx'"),
-    ({"brax_id": "ant"}, {"name": "brax", "pipeline": "foo"}, "backend.pipeline must be one of"),
+@pytest.mark.parametrize("env,engine,needle", [
+    ({}, {"name": "mjx"}, r"engine.name must be one of \('gymnasium', 'envpool', 'brax', 'mujoco', 'mjwarp'\), got 'mjx'"),
+    ({"brax_id": "ant"}, {"name": "brax", "pipeline": "foo"}, "engine.pipeline must be one of"),
     ({"max_episode_steps": 0}, {"name": "gymnasium"}, "env.max_episode_steps must be >= 1"),
     ({"max_episode_steps": -5}, {"name": "envpool"}, "env.max_episode_steps must be >= 1"),
     ({"kwargs": {"no_such_option": 1}}, {"name": "gymnasium"}, "check env.kwargs"),
     ({"id": "NoSuchTask-v9"}, {"name": "gymnasium"}, "gymnasium has no task 'NoSuchTask-v9'"),
     ({"id": "no_such_pkg:Robot-v0"}, {"name": "gymnasium"}, "cannot import module 'no_such_pkg'"),
 ])
-def test_engine_and_task_values_name_the_fix(env, backend, needle):
+def test_engine_and_task_values_name_the_fix(env, engine, needle):
     with pytest.raises(ConfigError, match=needle):
-        make_vec_env(_env_cfg(**env), OmegaConf.create(backend), 2)
+        make_vec_env(_env_cfg(**env), OmegaConf.create(engine), 2)
 
 
 def test_compute_enum():
@@ -335,7 +335,7 @@ def test_resume_refuses_keys_the_checkpoint_is_shaped_by(bad_files, cfg_factory)
                        ("algo.actor_hidden_sizes=[8]", "cannot change algo.actor_hidden_sizes"),
                        ("env.id=Hopper-v5", "cannot change env.id"),
                        ("+env.kwargs.reset_noise_scale=0.5", "cannot change env.kwargs"),
-                       ("backend.name=envpool", "cannot change backend.name"),
+                       ("engine.name=envpool", "cannot change engine.name"),
                        ("algo.learning_rate=abc", "override 'algo.learning_rate=abc' does not fit"),
                        ("algo.no_such_key=1", "override 'algo.no_such_key=1' does not fit")]:
         with pytest.raises(ConfigError, match=needle):

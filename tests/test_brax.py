@@ -54,9 +54,9 @@ def jax_cache(tmp_path_factory):
 def envs(jax_cache) -> dict[str, BraxVecEnv]:
     made = {}
     for task, pipeline in TASKS.items():
-        cfg = make_cfg(f"env={task}", "backend=brax", f"backend.pipeline={pipeline}",
+        cfg = make_cfg(f"env={task}", "engine=brax", f"engine.pipeline={pipeline}",
                        f"env.max_episode_steps={LIMIT}")
-        made[task] = make_vec_env(cfg.env, cfg.backend, N, device="cpu", seed=0)
+        made[task] = make_vec_env(cfg.env, cfg.engine, N, device="cpu", seed=0)
     yield made
     for env in made.values():
         env.close()
@@ -68,15 +68,15 @@ def random_actions(env: BraxVecEnv, gen: torch.Generator, scale: float = 1.0) ->
 
 # ----------------------------------------------------------- no compiles
 def test_task_without_brax_version_names_the_fix():
-    cfg = make_cfg("env=cartpole", "backend=brax")
+    cfg = make_cfg("env=cartpole", "engine=brax")
     with pytest.raises(ConfigError, match="brax_id"):
-        make_vec_env(cfg.env, cfg.backend, 2)
+        make_vec_env(cfg.env, cfg.engine, 2)
 
 
 def test_unknown_pipeline_and_task_raise_config_error():
-    cfg = make_cfg("env=ant", "backend=brax", "backend.pipeline=physx")
-    with pytest.raises(ConfigError, match="backend.pipeline"):
-        make_vec_env(cfg.env, cfg.backend, 2)
+    cfg = make_cfg("env=ant", "engine=brax", "engine.pipeline=physx")
+    with pytest.raises(ConfigError, match="engine.pipeline"):
+        make_vec_env(cfg.env, cfg.engine, 2)
 
 
 def test_unknown_brax_task_lists_the_known_ones():
@@ -87,15 +87,15 @@ def test_unknown_brax_task_lists_the_known_ones():
 
 def test_missing_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "brax.envs", None)   # `import brax.envs` now fails
-    cfg = make_cfg("env=ant", "backend=brax")
+    cfg = make_cfg("env=ant", "engine=brax")
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[brax\]'"):
-        make_brax_vec_env(cfg.env, cfg.backend, 2)
+        make_brax_vec_env(cfg.env, cfg.engine, 2)
 
 
 @pytest.mark.parametrize("preset, num_envs, device", [("brax_gpu", 4096, "auto"), ("brax_cpu", 128, "cpu")])
 def test_presets_select_brax_with_one_override(preset, num_envs, device):
     cfg = make_cfg(f"preset={preset}", "env=halfcheetah")
-    assert cfg.backend.name == "brax" and cfg.backend.pipeline == "mjx"
+    assert cfg.engine.name == "brax" and cfg.engine.pipeline == "mjx"
     assert cfg.device == device
     # the preset replaces the task's single-env gymnasium preset ...
     assert cfg.algo.num_envs == num_envs and cfg.algo.learning_rate == 3e-4
@@ -265,7 +265,7 @@ def test_trains_end_to_end_in_process(envs, tmp_path):
     from robo_ppo.train import run
 
     # num_envs and eval_episodes = N reuse the module's ant compile
-    cfg = make_cfg("env=ant", "backend=brax", f"algo.num_envs={N}", "algo.num_steps=8",
+    cfg = make_cfg("env=ant", "engine=brax", f"algo.num_envs={N}", "algo.num_steps=8",
                    "algo.num_minibatches=2", "total_timesteps=96", "env.max_episode_steps=10",
                    "eval_interval=0", f"eval_episodes={N}", "device=cpu")
     summary = run(cfg, tmp_path)
@@ -279,7 +279,7 @@ def test_trains_end_to_end_in_process(envs, tmp_path):
 
 @pytest.mark.slow
 def test_cli_trains_a_few_iterations(envs, jax_cache, tmp_path):
-    cmd = [sys.executable, "-m", "robo_ppo.train", "env=ant", "backend=brax", f"algo.num_envs={N}",
+    cmd = [sys.executable, "-m", "robo_ppo.train", "env=ant", "engine=brax", f"algo.num_envs={N}",
            "algo.num_steps=16", "algo.num_minibatches=4", "total_timesteps=128",
            "env.max_episode_steps=20", "eval_interval=0", f"eval_episodes={N}", "progress=false",
            "export_onnx=false", "tensorboard=false", f"hydra.run.dir={tmp_path}"]

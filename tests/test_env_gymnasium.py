@@ -202,7 +202,7 @@ def test_engines_are_a_registry_of_lazy_factories(monkeypatch):
         assert module.startswith("robo_ppo.envs.") and attr.startswith("make_")
     made = []
     fake = types.ModuleType("fake_engine_mod")
-    fake.make = lambda env_cfg, backend_cfg, num_envs, **kw: made.append((env_cfg.id, num_envs, kw)) or "env"
+    fake.make = lambda env_cfg, engine_cfg, num_envs, **kw: made.append((env_cfg.id, num_envs, kw)) or "env"
     monkeypatch.setitem(sys.modules, "fake_engine_mod", fake)
     monkeypatch.setitem(envs.ENGINES, "fake", "fake_engine_mod:make")
     cfg = OmegaConf.create({"id": "X-v0", "max_episode_steps": None, "kwargs": {}})

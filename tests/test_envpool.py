@@ -19,7 +19,7 @@ from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.envs.envpool_env import EnvPoolVecEnv  # noqa: E402
 from robo_ppo.errors import ConfigError  # noqa: E402
 
-BACKEND = OmegaConf.create({"name": "envpool", "num_threads": 0})
+ENGINE = OmegaConf.create({"name": "envpool", "num_threads": 0})
 
 
 def env_cfg(**kw):
@@ -30,7 +30,7 @@ def env_cfg(**kw):
 
 
 def test_contract_shapes_dtypes_and_same_step_autoreset():
-    env = make_vec_env(env_cfg(max_episode_steps=5), BACKEND, 3, seed=3)
+    env = make_vec_env(env_cfg(max_episode_steps=5), ENGINE, 3, seed=3)
     assert isinstance(env, EnvPoolVecEnv) and env.engine == "envpool"
     assert env.obs_dim == 17 and env.action_space.shape == (6,)
     assert env.control_dt == pytest.approx(0.05)
@@ -145,18 +145,18 @@ def test_observation_layouts_by_version(task, obs_dim):
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="backend=gymnasium"):
-        make_vec_env(env_cfg(envpool_id=None), BACKEND, 2)
+    with pytest.raises(ConfigError, match="engine=gymnasium"):
+        make_vec_env(env_cfg(envpool_id=None), ENGINE, 2)
     with pytest.raises(ConfigError, match="EnvPool has no task"):
-        make_vec_env(env_cfg(envpool_id="HalfCheetah-v99"), BACKEND, 2)
+        make_vec_env(env_cfg(envpool_id="HalfCheetah-v99"), ENGINE, 2)
     with pytest.raises(ConfigError, match="include_cfrc_ext_in_observation"):
         make_vec_env(env_cfg(id="Ant-v5", envpool_id="Ant-v5",
-                             kwargs={"include_cfrc_ext_in_observation": False}), BACKEND, 2)
+                             kwargs={"include_cfrc_ext_in_observation": False}), ENGINE, 2)
 
 
 def test_version_mismatch_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="robo_ppo.envs.envpool_env"):
-        env = make_vec_env(env_cfg(envpool_id="HalfCheetah-v4"), BACKEND, 1)
+        env = make_vec_env(env_cfg(envpool_id="HalfCheetah-v4"), ENGINE, 1)
     env.close()
     assert "HalfCheetah-v4" in caplog.text
 
@@ -185,7 +185,7 @@ def test_trainer_runs_on_envpool_and_checkpoints(tmp_path, cfg_factory):
                       "algo.num_envs=4", "algo.num_steps=16", "algo.num_minibatches=2",
                       "algo.update_epochs=1", "total_timesteps=128", "eval_interval=0",
                       "eval_episodes=2", "env.max_episode_steps=20", "device=cpu")
-    assert cfg.backend.name == "envpool"
+    assert cfg.engine.name == "envpool"
     trainer = Trainer(cfg, tmp_path)
     summary = trainer.train()
     trainer.close()
@@ -258,7 +258,7 @@ def test_interrupted_and_resumed_envpool_run_matches_uninterrupted(tmp_path, cfg
     from robo_ppo.runner.checkpoint import load_checkpoint
     from robo_ppo.runner.trainer import Trainer
 
-    cfg = cfg_factory("env=hopper", "backend=envpool", "algo.num_envs=4", "algo.num_steps=32",
+    cfg = cfg_factory("env=hopper", "engine=envpool", "algo.num_envs=4", "algo.num_steps=32",
                       "algo.num_minibatches=4", "algo.update_epochs=2", "total_timesteps=512",
                       "eval_interval=0", "eval_episodes=2", "env.max_episode_steps=40", "device=cpu",
                       f"compute={compute}", "checkpoint_interval=100")

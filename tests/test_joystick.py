@@ -37,7 +37,7 @@ OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 48, 94
 
 def make_env(n: int, *overrides: str, seed: int = 0):
     cfg = make_cfg("env=go1_joystick", *overrides)
-    return make_vec_env(cfg.env, cfg.backend, n, seed=seed), cfg
+    return make_vec_env(cfg.env, cfg.engine, n, seed=seed), cfg
 
 
 @pytest.fixture(scope="module")

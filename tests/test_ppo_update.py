@@ -329,7 +329,7 @@ def test_fresh_run_normalizes_its_first_rollout(tmp_path, cfg_factory, compute, 
         # the reset observations and one warm-up rollout of 2 x 128 steps
         assert float(rms.count) == 2 * (1 + 128)
         # the run still starts from the seed's reset states
-        fresh = make_vec_env(cfg.env, cfg.backend, 2, device=torch.device("cpu"), seed=cfg.seed)
+        fresh = make_vec_env(cfg.env, cfg.engine, 2, device=torch.device("cpu"), seed=cfg.seed)
         assert torch.equal(fresh.reset(seed=cfg.seed), tr.next_obs)
         fresh.close()
         assert tr.global_step == 0

@@ -303,7 +303,7 @@ def test_robot_checkpoint_is_exported_then_replayed(runs, robot_meta, tmp_path, 
     state["model"] = build_actor_critic(OmegaConf.create(state["config"]).algo, obs_dim, act_space).state_dict()
     state["spaces"] = {"observation": space_to_dict(obs_space), "action": space_to_dict(act_space)}
     state["config"]["env"]["id"] = robot_meta["env_id"]
-    state["config"]["backend"]["name"] = robot_meta["engine"]
+    state["config"]["engine"]["name"] = robot_meta["engine"]
     state["env_meta"] = {k: robot_meta[k] for k in ("env_id", "engine", "control_dt", "robot")}
     ckpt = tmp_path / "robot_run" / "checkpoints" / "ckpt_0000000001.pt"
     ckpt.parent.mkdir(parents=True)
@@ -315,7 +315,7 @@ def test_robot_checkpoint_is_exported_then_replayed(runs, robot_meta, tmp_path, 
 
     # a Brax run's checkpoint without robot metadata (a gymnasium-like task): still refused
     del state["env_meta"]["robot"]
-    state["config"]["backend"]["name"] = "brax"
+    state["config"]["engine"]["name"] = "brax"
     torch.save(state, ckpt)
     with pytest.raises(ConfigError, match="Brax engine"):
         replay(ckpt, print_table=False)

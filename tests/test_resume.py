@@ -183,3 +183,69 @@ def test_resume_of_a_run_dir_skips_a_truncated_newest_checkpoint(tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert explicit.returncode == 2 and explicit.stderr.count("\n") == 1, explicit.stderr[-2000:]
     assert f"cannot read checkpoint {newest}" in explicit.stderr
+
+
+def _saved_before_the_engine_rename(src: Path, dst: Path, engine: str | None = None) -> Path:
+    """A copy of checkpoint ``src`` as robo_ppo wrote it before the simulator-engine config group was
+    named ``engine``: the group under ``backend`` (same place in the config), and no engine in
+    ``env_meta``, so every reader has to take the engine from the saved config."""
+    state = torch.load(src, weights_only=True)
+    state["config"] = {("backend" if k == "engine" else k): v for k, v in state["config"].items()}
+    if engine is not None:
+        state["config"]["backend"]["name"] = engine
+    (state.get("env_meta") or {}).pop("engine", None)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dst)
+    return dst
+
+
+def test_upgrade_saved_config_renames_backend_to_engine():
+    from robo_ppo.config import upgrade_saved_config
+
+    old = {"env": {"id": "Hopper-v5"}, "algo": {}, "backend": {"name": "envpool", "num_threads": 2}, "seed": 1}
+    assert list(upgrade_saved_config(old)) == ["env", "algo", "engine", "seed"]  # in place, order kept
+    assert old["engine"] == {"name": "envpool", "num_threads": 2}
+    new = {"env": {}, "engine": {"name": "mujoco"}}
+    assert upgrade_saved_config(new) == {"env": {}, "engine": {"name": "mujoco"}}
+    assert upgrade_saved_config(None) is None
+
+
+def test_a_checkpoint_saved_before_the_engine_rename_resumes_exports_and_replays(tmp_path, cfg_factory):
+    """resume=, robo-ppo-export and robo-ppo-replay of a checkpoint whose config says ``backend``
+    (robo_ppo.config.upgrade_saved_config, applied by read_checkpoint)."""
+    from robo_ppo.errors import ConfigError
+    from robo_ppo.export import export_checkpoint, read_metadata
+    from robo_ppo.replay import load_policy
+    from robo_ppo.train import resume_config
+
+    tr = Trainer(cfg_factory("env=inverted_pendulum", "total_timesteps=128", *SMALL), tmp_path / "new")
+    tr.train()
+    tr.close()
+    new = list_checkpoints(tmp_path / "new" / "checkpoints")[-1]
+    old = _saved_before_the_engine_rename(new, tmp_path / "old" / "checkpoints" / new.name)
+    assert "backend" in torch.load(old, weights_only=True)["config"]
+
+    state = load_checkpoint(tmp_path / "old")
+    assert "backend" not in state["config"] and state["config"]["engine"]["name"] == "gymnasium"
+    with pytest.raises(ConfigError, match="cannot change engine when resuming .run used engine=gymnasium"):
+        resume_config(cfg_factory("env=inverted_pendulum", "engine=envpool"), state["config"],
+                      [f"resume={old}", "engine=envpool"])
+
+    cmd = [sys.executable, "-m", "robo_ppo.train", f"resume={tmp_path / 'old'}", "total_timesteps=256",
+           "engine.num_threads=1", "progress=false", "tensorboard=false", "export_onnx=false",
+           f"hydra.run.dir={tmp_path / 'resumed'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = load_checkpoint(tmp_path / "resumed")
+    assert resumed["global_step"] == 256 and resumed["config"]["engine"] == {"name": "gymnasium", "num_threads": 1,
+                                                                             "pipeline": "mjx"}
+    saved_yaml = OmegaConf.load(tmp_path / "resumed" / "config.yaml")
+    assert "backend" not in saved_yaml and saved_yaml.engine.name == "gymnasium"
+
+    onnx_path = export_checkpoint(old, tmp_path / "old.onnx")["path"]
+    assert read_metadata(onnx_path)["engine"] == "gymnasium"  # from the saved config: env_meta has none
+    assert load_policy(old).task["id"] == "InvertedPendulum-v5"
+
+    brax = _saved_before_the_engine_rename(new, tmp_path / "brax" / new.name, engine="brax")
+    with pytest.raises(ConfigError, match="trained on the Brax engine"):
+        load_policy(brax)

@@ -24,7 +24,7 @@ def fake_run(path: Path, task: str = "hopper", seed: int = 1, rows=(), summary_e
     path.mkdir(parents=True)
     env_id = R.ENV_IDS.get(task, "Foo-v5")
     (path / "config.yaml").write_text(
-        f"env:\n  name: {task}\n  id: {env_id}\nalgo:\n  num_envs: 1\nbackend:\n  name: gymnasium\n"
+        f"env:\n  name: {task}\n  id: {env_id}\nalgo:\n  num_envs: 1\nengine:\n  name: gymnasium\n"
         f"seed: {seed}\ntotal_timesteps: {total_timesteps}\n")
     (path / ".hydra").mkdir()
     ovs = overrides if overrides is not None else [f"env={task}", f"seed={seed}", "progress=false",
@@ -62,7 +62,7 @@ ROWS = [  # global_step, wall_time, episodic_return (training), eval_return
 def test_read_run_parses_summary_overrides_and_metrics(tmp_path):
     d = fake_run(tmp_path / "r", task="hopper", seed=2, rows=ROWS, summary_eval=2400.0,
                  overrides=["env=hopper", "seed=2", "preset=fast", "algo.learning_rate=1e-4",
-                            "torch_threads=1", "backend.num_threads=1", "total_timesteps=6000",
+                            "torch_threads=1", "engine.num_threads=1", "total_timesteps=6000",
                             "progress=false", "hydra.run.dir=x"])
     run = R.read_run(d)
     assert run["task"] == "hopper" and run["env_id"] == "Hopper-v5" and run["seed"] == 2
@@ -184,6 +184,26 @@ def test_same_label_different_task_files_are_separate_rows(tmp_path):
     assert [p.name for p in R.find_runs([tmp_path / "a"])] == ["seed2", "seed3"]
 
 
+def test_a_run_saved_before_the_engine_rename_groups_with_new_runs(tmp_path):
+    """A run directory whose config.yaml and overrides say ``backend`` (saved before the engine group had
+    that name) reads like a new run of the same configuration: same label, hash and engine."""
+    ovs = ["env=hopper", "seed={}", "preset=fast", "{}.num_threads=1", "engine=envpool"]
+    new = fake_run(tmp_path / "new", seed=1, rows=ROWS, summary_eval=2400.0,
+                   overrides=[o.format(1) if "seed" in o else o.format("engine") for o in ovs])
+    old = fake_run(tmp_path / "old", seed=2, rows=ROWS, summary_eval=2600.0,
+                   overrides=[o.format(2) if "seed" in o else o.format("backend").replace("engine=", "backend=")
+                              for o in ovs])
+    (old / "config.yaml").write_text((old / "config.yaml").read_text().replace("engine:", "backend:"))
+    assert "backend.num_threads=1" in (old / ".hydra" / "overrides.yaml").read_text()
+    runs = [R.read_run(new), R.read_run(old)]
+    assert [r["label"] for r in runs] == ["env=hopper preset=fast engine=envpool"] * 2
+    assert runs[0]["config_hash"] == runs[1]["config_hash"] and [r["engine"] for r in runs] == ["gymnasium"] * 2
+    assert runs[1]["overrides"][3:] == ["engine.num_threads=1", "engine=envpool"]
+    (row,) = R.aggregate(runs)
+    assert row["seeds"] == [1, 2]
+    assert R.upgrade_override("~backend") == "~engine" and R.upgrade_override("algo.x=backend") == "algo.x=backend"
+
+
 def test_markdown_table_rows(tmp_path):
     rows = R.aggregate(_three_seeds(tmp_path))
     text = R.markdown(rows)
@@ -263,10 +283,10 @@ def test_grid_runs_each_cell_once_and_reuses_finished_runs(tmp_path, monkeypatch
 
     monkeypatch.setattr(R, "run_one", fake_run_one)
     args = ["--tasks", "hopper,ant", "--seeds", "1,2", "--preset", "fast", "--steps", "6000",
-            "--root", str(tmp_path / "grid"), "--out", str(tmp_path / "a.json"), "backend.num_threads=1"]
+            "--root", str(tmp_path / "grid"), "--out", str(tmp_path / "a.json"), "engine.num_threads=1"]
     assert R.main(args) == 0
     assert len(started) == 4
-    assert all("preset=fast" in c and "total_timesteps=6000" in c and "backend.num_threads=1" in c
+    assert all("preset=fast" in c and "total_timesteps=6000" in c and "engine.num_threads=1" in c
                and "progress=false" in c for c in started)
     assert (tmp_path / "grid" / "fast" / "ant" / "seed2" / "summary.json").is_file()
     rows = json.loads((tmp_path / "a.json").read_text())["rows"]
@@ -300,21 +320,21 @@ def test_task_presets_compose_with_their_tuned_values():
         return OmegaConf.to_container(cfg, resolve=True)
 
     hopper = make_cfg("env=hopper")  # CleanRL/Baselines settings
-    assert hopper.env.id == "Hopper-v5" and hopper.backend.name == "gymnasium"
+    assert hopper.env.id == "Hopper-v5" and hopper.engine.name == "gymnasium"
     assert (hopper.algo.num_envs, hopper.algo.num_steps, hopper.algo.num_minibatches) == (1, 2048, 32)
     assert list(hopper.algo.actor_hidden_sizes) == [64, 64] and hopper.algo.activation == "tanh"
     assert plain(hopper) == plain(make_cfg("env=hopper", "preset=cleanrl"))
     walker = make_cfg("env=walker2d")  # measured as env=walker2d preset=cleanrl eval_interval=25
-    assert walker.backend.name == "gymnasium" and walker.eval_interval == 25
+    assert walker.engine.name == "gymnasium" and walker.eval_interval == 25
     assert plain(walker) == plain(make_cfg("env=walker2d", "preset=cleanrl", "eval_interval=25"))
     humanoid = make_cfg("env=humanoid")
-    assert humanoid.backend.name == "gymnasium" and humanoid.algo.num_envs == 4
+    assert humanoid.engine.name == "gymnasium" and humanoid.algo.num_envs == 4
     assert humanoid.algo.init_log_std == -0.5 and humanoid.algo.clip_vloss is False
     ant = make_cfg("env=ant")  # the fast preset's recipe at 1M steps, on EnvPool
-    assert ant.backend.name == "envpool"
+    assert ant.engine.name == "envpool"
     assert OmegaConf.to_container(ant, resolve=True) == OmegaConf.to_container(
         make_cfg("env=ant", "preset=fast", "total_timesteps=1000000"), resolve=True)
-    assert make_cfg("env=ant", "backend=gymnasium").backend.name == "gymnasium"
+    assert make_cfg("env=ant", "engine=gymnasium").engine.name == "gymnasium"
     for task in TASKS:
         cfg = make_cfg(f"env={task}")
         assert cfg.env.id == R.ENV_IDS[task] and cfg.total_timesteps == 1_000_000
@@ -328,7 +348,7 @@ def test_fast_preset_composes_over_every_task(task):
     cfg = make_cfg(f"env={task}", "preset=fast")
     base = make_cfg(f"env={task}")
     assert cfg.env.id == base.env.id == R.ENV_IDS[task]
-    assert cfg.backend.name == "envpool" and cfg.torch_threads == 1
+    assert cfg.engine.name == "envpool" and cfg.torch_threads == 1
     a = cfg.algo
     assert (a.num_envs, a.num_steps, a.num_minibatches, a.update_epochs) == (32, 64, 4, 5)
     assert list(a.actor_hidden_sizes) == [128, 128] and list(a.critic_hidden_sizes) == [128, 128]
@@ -337,14 +357,14 @@ def test_fast_preset_composes_over_every_task(task):
     assert cfg.total_timesteps == 2_000_000
     # the preset is applied after the task file: it replaces the task's tuned values
     assert math.isclose(a.learning_rate, 3e-4)
-    over = make_cfg(f"env={task}", "preset=fast", "backend.num_threads=1", "total_timesteps=1000")
-    assert over.backend.num_threads == 1 and over.total_timesteps == 1000
+    over = make_cfg(f"env={task}", "preset=fast", "engine.num_threads=1", "total_timesteps=1000")
+    assert over.engine.num_threads == 1 and over.total_timesteps == 1000
 
 
 def test_run_command_line():
-    cmd = R.run_command("ant", 3, Path("/x/ant/seed3"), "fast", 2_000_000, ["backend.num_threads=1"])
+    cmd = R.run_command("ant", 3, Path("/x/ant/seed3"), "fast", 2_000_000, ["engine.num_threads=1"])
     assert cmd[1:] == ["-m", "robo_ppo.train", "env=ant", "seed=3", "preset=fast", "total_timesteps=2000000",
-                       "progress=false", "tensorboard=false", "backend.num_threads=1",
+                       "progress=false", "tensorboard=false", "engine.num_threads=1",
                        "hydra.run.dir=/x/ant/seed3"]
     assert R.run_command("ant", 1, Path("/d"), None, None, [])[3:] == [
         "env=ant", "seed=1", "progress=false", "tensorboard=false", "hydra.run.dir=/d"]

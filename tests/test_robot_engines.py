@@ -24,7 +24,7 @@ CONVERGED = ("env.task_params.solver_iterations=50", "env.task_params.solver_ls_
 
 def _pair(n: int, *overrides: str):
     cfg = make_cfg("env=go1_joystick", *overrides)
-    return [make_vec_env(cfg.env, OmegaConf.merge(cfg.backend, {"name": name}), n, seed=3)
+    return [make_vec_env(cfg.env, OmegaConf.merge(cfg.engine, {"name": name}), n, seed=3)
             for name in ("mujoco", "mjwarp")]
 
 
@@ -67,7 +67,7 @@ def test_mjwarp_trains_a_few_iterations_and_exports(tmp_path):
     from robo_ppo.export import export_checkpoint, read_metadata
     from robo_ppo.runner.trainer import Trainer
 
-    cfg = make_cfg("env=go1_joystick", "backend=mjwarp", "device=cpu", "algo.num_envs=8", "algo.num_steps=8",
+    cfg = make_cfg("env=go1_joystick", "engine=mjwarp", "device=cpu", "algo.num_envs=8", "algo.num_steps=8",
                    "algo.num_minibatches=2", "total_timesteps=192", "eval_episodes=2", "env.max_episode_steps=16",
                    "algo.actor_hidden_sizes=[32,32]", "algo.critic_hidden_sizes=[32,32]")
     trainer = Trainer(cfg, tmp_path / "run")

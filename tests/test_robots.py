@@ -36,7 +36,7 @@ from robo_ppo.tasks.terms import REWARD_FUNCTIONS, StepState, swing_height  # no
 
 CONF = Path(config_dir())
 NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
-           "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0", "backend.num_threads=1"]
+           "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0", "engine.num_threads=1"]
 
 
 def robot_yaml(name: str):
@@ -63,8 +63,8 @@ ROBOTS = [_param(n) for n in ROBOT_NAMES]
 
 
 def make_env(name: str, n: int, *overrides: str, seed: int = 0):
-    cfg = make_cfg(f"env={robot_env_name(name)}", "backend.num_threads=1", *overrides)
-    return make_vec_env(cfg.env, cfg.backend, n, seed=seed)
+    cfg = make_cfg(f"env={robot_env_name(name)}", "engine.num_threads=1", *overrides)
+    return make_vec_env(cfg.env, cfg.engine, n, seed=seed)
 
 
 _NOMINAL_ENVS: dict = {}
@@ -381,7 +381,7 @@ def test_train_export_deploy_and_replay(name, tmp_path, capsys):
     from robo_ppo.replay import _task, register_replay_config
     from robo_ppo.runner.trainer import Trainer
 
-    cfg = make_cfg(f"env={robot_env_name(name)}", "backend.num_threads=1", "algo.num_envs=8", "algo.num_steps=8",
+    cfg = make_cfg(f"env={robot_env_name(name)}", "engine.num_threads=1", "algo.num_envs=8", "algo.num_steps=8",
                    "algo.num_minibatches=2", "algo.update_epochs=2", "total_timesteps=128", "eval_episodes=1",
                    "env.max_episode_steps=16", "algo.actor_hidden_sizes=[16,16]",
                    "algo.critic_hidden_sizes=[16,16]")

@@ -28,7 +28,7 @@ def shipped():
 
 def test_metadata_matches_the_task_declarations(shipped):
     cfg = make_cfg("env=go1_joystick")
-    env = make_vec_env(cfg.env, cfg.backend, 1, seed=0)
+    env = make_vec_env(cfg.env, cfg.engine, 1, seed=0)
     meta = read_metadata(shipped)
     assert meta["robot"] == env.metadata()["robot"]
     assert meta["obs_dim"] == env.observation_space.shape[0] and meta["act_dim"] == env.action_space.shape[0]

@@ -1,9 +1,9 @@
 """Simulator engines behind one VecEnv protocol (see ``base.py``).
 
-An engine is an entry in ``ENGINES``: its ``backend.name`` and the
+An engine is an entry in ``ENGINES``: its ``engine.name`` and the
 ``"module:function"`` of its factory, imported only when the engine is used
 (EnvPool and Brax are optional extras). A factory takes
-``(env_cfg, backend_cfg, num_envs, device=..., seed=..., render_mode=...)``
+``(env_cfg, engine_cfg, num_envs, device=..., seed=..., render_mode=...)``
 and returns a ``VecEnv``; it raises ``ConfigError`` for what the user can fix.
 """
 
@@ -25,7 +25,7 @@ ENGINES: dict[str, str] = {
     "mujoco": "robo_ppo.envs.robot_env:make_robot_vec_env",
     "mjwarp": "robo_ppo.envs.robot_env:make_robot_vec_env",
 }
-"""``backend.name`` -> ``"module:factory"`` (lazy: the module is imported on first use)."""
+"""``engine.name`` -> ``"module:factory"`` (lazy: the module is imported on first use)."""
 
 
 def engine_factory(name: str) -> Callable[..., VecEnv]:
@@ -37,20 +37,20 @@ def engine_factory(name: str) -> Callable[..., VecEnv]:
     try:
         target = ENGINES[name]
     except (KeyError, TypeError):
-        raise ConfigError(f"backend.name must be one of {tuple(ENGINES)}, got {name!r}") from None
+        raise ConfigError(f"engine.name must be one of {tuple(ENGINES)}, got {name!r}") from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def make_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+def make_vec_env(env_cfg, engine_cfg, num_envs: int, device: torch.device | str = "cpu",
                  seed: Optional[int] = None, render_mode: Optional[str] = None) -> VecEnv:
-    """Build the VecEnv for ``env_cfg`` on the engine named by ``backend_cfg.name``.
+    """Build the VecEnv for ``env_cfg`` on the engine named by ``engine_cfg.name``.
 
     Raises:
         ConfigError: unknown engine, a task the engine does not provide, or
             the engine's optional dependency is not installed.
     """
-    factory = engine_factory(backend_cfg.name)
+    factory = engine_factory(engine_cfg.name)
     if num_envs < 1:
         raise ConfigError(f"algo.num_envs must be >= 1, got {num_envs}")
     limit = env_cfg.get("max_episode_steps")
@@ -60,7 +60,7 @@ def make_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str
     kwargs = {"device": device, "seed": seed}
     if render_mode is not None:  # only the gymnasium engine renders
         kwargs["render_mode"] = render_mode
-    return factory(env_cfg, backend_cfg, num_envs, **kwargs)
+    return factory(env_cfg, engine_cfg, num_envs, **kwargs)
 
 
 __all__ = ["VecEnv", "make_vec_env", "engine_factory", "ENGINES"]

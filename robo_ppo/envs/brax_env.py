@@ -46,7 +46,7 @@ from robo_ppo.envs.base import StepInfo, VecEnv
 from robo_ppo.errors import ConfigError
 
 PIPELINES = ("mjx", "generalized", "positional", "spring")
-"""Brax physics pipelines (``backend.pipeline``)."""
+"""Brax physics pipelines (``engine.pipeline``)."""
 DEFAULT_EPISODE_LENGTH = 1000
 """Episode length when ``env.max_episode_steps`` is null (Brax's convention)."""
 INSTALL_HINT = "pip install -e '.[brax]'"
@@ -66,7 +66,7 @@ def _import_brax():
         import jax
     except ImportError as e:
         raise ConfigError(
-            f"backend=brax needs JAX and Brax ({e}); install them with {INSTALL_HINT} "
+            f"engine=brax needs JAX and Brax ({e}); install them with {INSTALL_HINT} "
             "(on a CUDA machine add the matching jax CUDA plugin, see docs/brax.md)") from e
     return jax, brax.envs
 
@@ -269,7 +269,7 @@ class BraxVecEnv(VecEnv):
                  episode_length: int = DEFAULT_EPISODE_LENGTH,
                  device: torch.device | str = "cpu", seed: int | None = None):
         if pipeline not in PIPELINES:
-            raise ConfigError(f"backend.pipeline must be one of {PIPELINES}, got {pipeline!r}")
+            raise ConfigError(f"engine.pipeline must be one of {PIPELINES}, got {pipeline!r}")
         if num_envs < 1:
             raise ConfigError(f"algo.num_envs must be >= 1, got {num_envs}")
         if episode_length < 1:
@@ -282,8 +282,8 @@ class BraxVecEnv(VecEnv):
         try:
             self._kernel = _kernel(brax_id, pipeline)
         except (ValueError, NotImplementedError) as e:
-            raise ConfigError(f"brax task {brax_id!r} does not build with backend.pipeline="
-                              f"{pipeline}: {e}; try backend.pipeline=mjx") from e
+            raise ConfigError(f"brax task {brax_id!r} does not build with engine.pipeline="
+                              f"{pipeline}: {e}; try engine.pipeline=mjx") from e
         k = self._kernel
         self.num_envs = int(num_envs)
         self.env_id = brax_id
@@ -432,10 +432,10 @@ class BraxVecEnv(VecEnv):
         self._carry = restored
 
 
-def make_brax_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+def make_brax_vec_env(env_cfg, engine_cfg, num_envs: int, device: torch.device | str = "cpu",
                       seed: int | None = None) -> BraxVecEnv:
     """Build the Brax VecEnv for ``env_cfg`` (uses ``env.brax_id`` and
-    ``env.max_episode_steps``, null -> 1000) on ``backend_cfg.pipeline``.
+    ``env.max_episode_steps``, null -> 1000) on ``engine_cfg.pipeline``.
 
     Raises:
         ConfigError: the task has no Brax version (``env.brax_id: null``), an
@@ -444,15 +444,15 @@ def make_brax_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device 
     steps = env_cfg.get("max_episode_steps")
     episode_length = DEFAULT_EPISODE_LENGTH if steps is None else int(steps)
     if env_cfg.get("task"):
-        raise ConfigError(f"{env_cfg.get('name')!r} is a robo_ppo robot task: run it with backend=mujoco (CPU) "
-                          "or backend=mjwarp (GPU)")
+        raise ConfigError(f"{env_cfg.get('name')!r} is a robo_ppo robot task: run it with engine=mujoco (CPU) "
+                          "or engine=mjwarp (GPU)")
     brax_id = env_cfg.get("brax_id")
     if not brax_id:
         raise ConfigError(
             f"task {env_cfg.get('name')!r} has no Brax version (env.brax_id is null); use "
-            "backend=gymnasium, or pick a Brax task such as env=ant, env=halfcheetah, env=hopper, "
+            "engine=gymnasium, or pick a Brax task such as env=ant, env=halfcheetah, env=hopper, "
             "env=humanoid or env=walker2d")
-    pipeline = backend_cfg.get("pipeline", "mjx")
+    pipeline = engine_cfg.get("pipeline", "mjx")
     return BraxVecEnv(brax_id, num_envs, pipeline=pipeline, episode_length=episode_length,
                       device=device, seed=seed)
 

@@ -83,7 +83,7 @@ def _import_envpool():
     try:
         import envpool
     except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ConfigError(f"backend=envpool needs the envpool package, which is not installed "
+        raise ConfigError(f"engine=envpool needs the envpool package, which is not installed "
                           f"({e}); install it with: {INSTALL_HINT}") from e
     return envpool
 
@@ -132,7 +132,7 @@ class EnvPoolVecEnv(ArrayVecEnv):
                                 if re.match(r"^(Ant|HalfCheetah|Hopper|Humanoid|Walker2d|Swimmer|"
                                             r"Inverted\w*Pendulum)-v\d$", e))
             raise ConfigError(f"EnvPool has no task {task_id!r}; set env.envpool_id to one of "
-                              f"{mujoco_ids} or use backend=gymnasium")
+                              f"{mujoco_ids} or use engine=gymnasium")
         self._envpool = envpool
         self.env_id = task_id
         self.num_envs = int(num_envs)
@@ -352,12 +352,12 @@ class EnvPoolVecEnv(ArrayVecEnv):
         return meta
 
 
-def make_envpool_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+def make_envpool_vec_env(env_cfg, engine_cfg, num_envs: int, device: torch.device | str = "cpu",
                          seed: Optional[int] = None) -> EnvPoolVecEnv:
-    """Build the EnvPool engine for the ``env`` / ``backend`` config groups.
+    """Build the EnvPool engine for the ``env`` / ``engine`` config groups.
 
     Uses ``env.envpool_id``, ``env.max_episode_steps``, ``env.kwargs`` and
-    ``backend.num_threads`` (0 = one per core).
+    ``engine.num_threads`` (0 = one per core).
 
     Raises:
         ConfigError: ``env.envpool_id`` is null (EnvPool lacks the task), the
@@ -366,7 +366,7 @@ def make_envpool_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.devi
     task_id = env_cfg.get("envpool_id")
     if not task_id:
         raise ConfigError(f"env {env_cfg.get('name', env_cfg.get('id'))!r} has no env.envpool_id: "
-                          "EnvPool does not provide this task; use backend=gymnasium (or set "
+                          "EnvPool does not provide this task; use engine=gymnasium (or set "
                           "env.envpool_id to an EnvPool id if it does)")
     _import_envpool()
     gym_version, pool_version = _version(str(env_cfg.get("id", ""))), _version(str(task_id))
@@ -375,6 +375,6 @@ def make_envpool_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.devi
                     "from the gymnasium task (EnvPool 1.2.5 also provides -%s ids)",
                     env_cfg.id, task_id, gym_version)
     return EnvPoolVecEnv(str(task_id), num_envs, device=device, seed=seed,
-                         num_threads=int(backend_cfg.get("num_threads", 0) or 0),
+                         num_threads=int(engine_cfg.get("num_threads", 0) or 0),
                          max_episode_steps=env_cfg.get("max_episode_steps"),
                          make_kwargs=dict(env_cfg.get("kwargs") or {}))

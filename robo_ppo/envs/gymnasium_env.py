@@ -314,10 +314,10 @@ class GymnasiumVecEnv(ArrayVecEnv):
         self._ep_length[:] = state["ep_length"].numpy()
 
 
-def make_gymnasium_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+def make_gymnasium_vec_env(env_cfg, engine_cfg, num_envs: int, device: torch.device | str = "cpu",
                            seed: Optional[int] = None,
                            render_mode: Optional[str] = None) -> GymnasiumVecEnv:
-    """Build the gymnasium engine for the ``env`` / ``backend`` config groups
+    """Build the gymnasium engine for the ``env`` / ``engine`` config groups
     (``env.id``, ``env.max_episode_steps``, ``env.kwargs``). The seed is
     applied by ``reset(seed)``, not here.
 

@@ -1,7 +1,7 @@
 """Robot tasks as a VecEnv: a task (``robo_ppo/tasks/``) on a physics engine, all in torch.
 
-``backend=mujoco``: native MuJoCo on CPU threads (``mujoco_physics.py``), the
-CPU default. ``backend=mjwarp``: MuJoCo Warp (``mjwarp_physics.py``) on the
+``engine=mujoco``: native MuJoCo on CPU threads (``mujoco_physics.py``), the
+CPU default. ``engine=mjwarp``: MuJoCo Warp (``mjwarp_physics.py``) on the
 learner's CUDA device, or on Warp's CPU device (slow; tests). The task, its
 seeds and its random stream are the same on both.
 
@@ -47,7 +47,7 @@ def make_physics(engine: str, model, num_envs: int, device: torch.device, num_th
         ConfigError: ``engine`` is not in ``ROBOT_ENGINES``; MuJoCo Warp is not installed.
     """
     if engine not in ROBOT_ENGINES:
-        raise ConfigError(f"robot tasks run on backend=mujoco or backend=mjwarp, not {engine!r}")
+        raise ConfigError(f"robot tasks run on engine=mujoco or engine=mjwarp, not {engine!r}")
     if engine == "mujoco":
         from robo_ppo.envs.mujoco_physics import MujocoPhysics
 
@@ -55,7 +55,7 @@ def make_physics(engine: str, model, num_envs: int, device: torch.device, num_th
     try:
         from robo_ppo.envs.mjwarp_physics import MjWarpPhysics
     except ImportError as e:
-        raise ConfigError(f"backend=mjwarp needs MuJoCo Warp ({e}): pip install -e '.[mjwarp]'") from None
+        raise ConfigError(f"engine=mjwarp needs MuJoCo Warp ({e}): pip install -e '.[mjwarp]'") from None
     return MjWarpPhysics(model, num_envs, device=device)
 
 
@@ -176,18 +176,18 @@ class RobotVecEnv(VecEnv):
         return meta
 
 
-def make_robot_vec_env(env_cfg, backend_cfg, num_envs: int, device: torch.device | str = "cpu",
+def make_robot_vec_env(env_cfg, engine_cfg, num_envs: int, device: torch.device | str = "cpu",
                        seed: Optional[int] = None) -> RobotVecEnv:
-    """The VecEnv factory of ``backend=mujoco`` and ``backend=mjwarp`` (``robo_ppo.envs.ENGINES``).
+    """The VecEnv factory of ``engine=mujoco`` and ``engine=mjwarp`` (``robo_ppo.envs.ENGINES``).
 
     Raises:
         ConfigError: the env is not a robot task (``env.task`` unset), or as ``RobotVecEnv``.
     """
     if not env_cfg.get("task"):
-        raise ConfigError(f"backend={backend_cfg.name} runs robot tasks (env.task); {env_cfg.get('name')!r} is "
-                          "not one: use backend=gymnasium or envpool, or env=go1_joystick")
-    return RobotVecEnv(env_cfg, backend_cfg.name, num_envs, device=device, seed=seed,
-                       num_threads=int(backend_cfg.get("num_threads", 0) or 0))
+        raise ConfigError(f"engine={engine_cfg.name} runs robot tasks (env.task); {env_cfg.get('name')!r} is "
+                          "not one: use engine=gymnasium or envpool, or env=go1_joystick")
+    return RobotVecEnv(env_cfg, engine_cfg.name, num_envs, device=device, seed=seed,
+                       num_threads=int(engine_cfg.get("num_threads", 0) or 0))
 
 
 __all__ = ["RobotVecEnv", "make_robot_vec_env", "make_physics", "ROBOT_ENGINES"]

@@ -62,7 +62,7 @@ def _checkpoint_policy(path: Path, deterministic: bool, state: dict[str, Any] | 
     from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
 
     state = state if state is not None else load_checkpoint(path)
-    engine = state["config"].get("backend", {}).get("name", "gymnasium")
+    engine = state["config"].get("engine", {}).get("name", "gymnasium")
     if engine == "brax":
         raise ConfigError(
             f"{state['path']} was trained on the Brax engine, whose observations differ from "

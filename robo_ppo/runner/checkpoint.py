@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from robo_ppo.config import upgrade_saved_config
 from robo_ppo.errors import CheckpointError
 from robo_ppo.modules.actor_critic import ActorCritic, build_actor_critic
 
@@ -143,7 +144,9 @@ class _Unreadable(CheckpointError):
 
 def read_checkpoint(p: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load one checkpoint file and verify it is a complete robo_ppo checkpoint
-    of this format version. Returns the state with ``path`` set.
+    of this format version. Returns the state with ``path`` set and its config
+    in today's key names (``robo_ppo.config.upgrade_saved_config``: a run saved
+    before a key rename still resumes, exports and replays).
 
     Raises:
         CheckpointError: unreadable, corrupt or foreign file (its ``reason``
@@ -161,9 +164,9 @@ def read_checkpoint(p: Path, map_location: str | torch.device = "cpu") -> dict[s
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise _Unreadable(f"{p} is not a robo_ppo checkpoint (missing keys); pass a file "
                           "written by robo-ppo-train", "not a robo_ppo checkpoint (missing keys)")
-    config, spaces = state["config"], state["spaces"]
-    if not (isinstance(config, dict) and all(isinstance(config.get(g), dict) for g in ("env", "algo", "backend"))
-            and "id" in config["env"] and "name" in config["backend"]
+    config, spaces = upgrade_saved_config(state["config"]), state["spaces"]  # a run saved before a key rename
+    if not (isinstance(config, dict) and all(isinstance(config.get(g), dict) for g in ("env", "algo", "engine"))
+            and "id" in config["env"] and "name" in config["engine"]
             and isinstance(state["model"], dict)
             and isinstance(spaces, dict) and "observation" in spaces and "action" in spaces):
         raise _Unreadable(f"{p} is not a complete robo_ppo checkpoint (its config, model or spaces "

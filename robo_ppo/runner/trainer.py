@@ -91,14 +91,14 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(msg)
 
 
-def rank_backend_config(backend_cfg: DictConfig, local_world_size: int) -> DictConfig:
+def rank_engine_config(engine_cfg: DictConfig, local_world_size: int) -> DictConfig:
     """The engine config of one of ``local_world_size`` ranks on a node: an
     EnvPool ``num_threads: 0`` (one thread per core) becomes this rank's
     share of the usable cores, so the ranks do not oversubscribe them."""
-    if local_world_size <= 1 or backend_cfg.name != "envpool" or backend_cfg.num_threads != 0:
-        return backend_cfg
+    if local_world_size <= 1 or engine_cfg.name != "envpool" or engine_cfg.num_threads != 0:
+        return engine_cfg
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    out = backend_cfg.copy()
+    out = engine_cfg.copy()
     out.num_threads = max(1, cores // local_world_size)
     return out
 
@@ -141,8 +141,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + rank)
         a = cfg.algo
         self.env_seed = cfg.seed + rank * a.num_envs
-        backend_cfg = rank_backend_config(cfg.backend, self.dist.local_world_size)
-        self.envs = make_vec_env(cfg.env, backend_cfg, a.num_envs, device=self.device, seed=self.env_seed)
+        engine_cfg = rank_engine_config(cfg.engine, self.dist.local_world_size)
+        self.envs = make_vec_env(cfg.env, engine_cfg, a.num_envs, device=self.device, seed=self.env_seed)
         self.eval_envs = None
         self.batch_size = a.num_envs * a.num_steps
         """Env steps of one rank's rollout."""
@@ -387,7 +387,7 @@ class Trainer:
         if self.eval_envs is None or self.eval_envs.num_envs != n:
             if self.eval_envs is not None:
                 self.eval_envs.close()
-            self.eval_envs = make_vec_env(self.cfg.env, self.cfg.backend, n, device=self.device,
+            self.eval_envs = make_vec_env(self.cfg.env, self.cfg.engine, n, device=self.device,
                                           seed=self.cfg.seed + 1_000_003)
         returns, lengths = run_episodes(self.eval_envs, self.policy, seed=self.cfg.seed + 1_000_003)
         return {"mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
