@@ -190,12 +190,16 @@ def _upgrade_v1(robot: dict[str, Any]) -> dict[str, Any]:
         entry = dict(entry)
         if entry.get("fn") == "joint_pos":
             entry["fn"] = "joint_pos_rel"
+            if entry.get("name") == "joint_pos":   # a term named after its function keeps doing so
+                entry["name"] = "joint_pos_rel"
         for key in ("joints", "minus", "commands", "gait"):  # v1 named the metadata keys a term read
             entry.pop(key, None)
         if "sensor" in entry:
             entry["sensor"] = role_of.get(entry["sensor"], entry["sensor"])
         layout.append(entry)
     robot["obs_layout"] = layout
+    robot["critic_obs_layout"] = [dict(e, name="joint_pos_rel") if e.get("name") == "joint_pos" else e
+                                  for e in robot.get("critic_obs_layout") or []]
     robot.pop("action_offset", None)  # v1: always "default_pose"
     robot["contract"] = CONTRACT_VERSION
     return robot
