@@ -71,7 +71,7 @@ def gait_phase(time_s: Array, frequency_hz: Array, phase_offsets: Array, start_c
     taking cycles to ``[-0.5, 0.5)``; ``t`` the time since reset (s), ``f`` the frequency (Hz),
     offsets and start in cycles. Arguments broadcast (training: ``[N, 1]`` times against ``[1, F]``
     offsets; the robot: a scalar time and ``[F]`` offsets). 0 is mid-swing, -pi touch-down (after
-    MuJoCo Playground's Berkeley Humanoid gait, Zakka et al. 2025)."""
+    MuJoCo Playground's biped gait clock, Zakka et al. 2025)."""
     xp = array_namespace(time_s, frequency_hz, phase_offsets, start_cycles)
     cycles = start_cycles + phase_offsets + frequency_hz * time_s
     return 2 * math.pi * (xp.remainder(cycles + 0.5, 1.0) - 0.5)

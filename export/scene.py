@@ -105,7 +105,7 @@ def add_sensors(spec: mujoco.MjSpec, sensors: Sequence[dict[str, Any]]) -> None:
 def strip_visuals(spec: mujoco.MjSpec, meshes: bool = False) -> None:
     """Delete mesh geoms, meshes and textures from ``spec`` (``meshes``: keep them, collision-free,
     for video). Every body of the supported robots declares its inertia, so the dynamics do not
-    change; textures are most of a scene's memory (the Go1's: 11.8 MB per model copy)."""
+    change; textures are most of a scene's memory (11.8 MB per model copy for a Playground quadruped scene)."""
     mesh_geoms = [g for g in spec.geoms if g.type == mujoco.mjtGeom.mjGEOM_MESH]
     if meshes:
         for geom in mesh_geoms:

@@ -88,7 +88,7 @@ class StepState:
         return self._role("upvector")
 
     @cached_property
-    def gravity(self) -> torch.Tensor:          # [N, 3] unit gravity in the IMU frame
+    def g_imu(self) -> torch.Tensor:            # [N, 3] unit gravity in the IMU frame (rules.projected_gravity)
         return rules.projected_gravity(self._role("orientation"))
 
     @cached_property
@@ -139,7 +139,7 @@ class StepState:
 # ------------------------------------------------------------- termination
 TERMINATION_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     # the robot's fall condition (robot.fall), the rule the deploy kit checks: export/rules.py
-    "fallen": lambda t, s: rules.fallen(s.gravity, t.robot.desc.fall.max_tilt_cos, s.base_height,
+    "fallen": lambda t, s: rules.fallen(s.g_imu, t.robot.desc.fall.max_tilt_cos, s.base_height,
                                         t.robot.desc.fall.min_base_height),
 }
 """Termination term -> ``(task, s) -> bool [N]``; an episode ends where any listed term is true (the
