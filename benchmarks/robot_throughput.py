@@ -14,7 +14,11 @@ Rows (control steps/s = env steps/s; one control step = 5 physics steps of 4 ms)
 * ``task_mujoco`` / ``task_mjwarp``: the task through the VecEnv (``env.step``, random actions:
   physics + observation, reward terms, resets);
 * ``train_mujoco`` / ``train_mjwarp``: ``robo-ppo-train env=go1_joystick`` end to end (rollout +
-  PPO update) at the env file's recipe (``preset=mjwarp_gpu`` on CUDA), after one warm-up iteration.
+  PPO update) at the env file's recipe (``preset=mjwarp_gpu`` on CUDA), after one warm-up iteration;
+* ``phases_mujoco``: where each second of a training iteration goes, from timers around
+  ``Physics.step`` (physics), ``VecEnv.step`` minus physics (task: observation, rewards, resets),
+  the rest of the rollout (policy: normalize, act, values, buffer writes, normalizer update) and
+  ``Trainer._update`` (GAE and the PPO update), with end-to-end SPS over ``raw_rollout`` SPS.
 
 Writes ``benchmarks/results/robot_throughput_<device>_<time>.json`` and prints a table.
 """
@@ -92,6 +96,52 @@ def physics_mujoco(num_envs: int, threads: int, repeats: int = 5, seconds: float
     return {"kind": "physics_mujoco", "num_envs": num_envs, "threads": threads, "sps": measure._summary(sps)}
 
 
+def phases(overrides: list[str], iterations: int = 3, warmup: int = 1) -> dict[str, Any]:
+    """Seconds per training iteration in each phase (medians over ``iterations`` after ``warmup``)."""
+    import statistics
+    import tempfile
+
+    from robo_ppo.runner.trainer import Trainer
+
+    cfg = measure.compose_config([*measure.BENCH_OVERRIDES, "env=go1_joystick", *overrides])
+    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="robo_ppo_phases_"))
+    clock: dict[str, float] = {"physics": 0.0, "env_step": 0.0}
+
+    def timed(obj, name: str, key: str) -> None:
+        fn = getattr(obj, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                clock[key] += time.perf_counter() - t0
+
+        setattr(obj, name, wrapper)
+
+    timed(trainer.envs.physics, "step", "physics")
+    timed(trainer.envs, "step", "env_step")
+    per_iter: list[dict[str, float]] = []
+    for i in range(warmup + iterations):
+        clock.update(physics=0.0, env_step=0.0)
+        trainer.iteration += 1
+        trainer.ppo.begin_iteration(trainer.iteration)
+        t0 = time.perf_counter()
+        trainer._collect_rollout()
+        t1 = time.perf_counter()
+        trainer._update()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            per_iter.append({"physics": clock["physics"], "task": clock["env_step"] - clock["physics"],
+                             "policy": (t1 - t0) - clock["env_step"], "update": t2 - t1, "total": t2 - t0})
+    trainer.close()
+    med = {k: statistics.median(p[k] for p in per_iter) for k in per_iter[0]}
+    return {"kind": "phases_mujoco", "num_envs": int(cfg.algo.num_envs), "overrides": list(overrides),
+            "seconds_per_iteration": {k: round(v, 3) for k, v in med.items()},
+            "share": {k: round(v / med["total"], 3) for k, v in med.items() if k != "total"},
+            "e2e_sps": {"median": trainer.steps_per_iteration / med["total"]}}
+
+
 def task_cuda(num_envs: int, steps: int = 200) -> dict[str, Any]:
     """The task on MuJoCo Warp on CUDA through the VecEnv, synchronized at the ends only."""
     import torch
@@ -142,9 +192,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             add(physics_mujoco(n, args.threads))
             add({**measure.adapter_engine("mujoco", "go1_joystick", n, [f"engine.num_threads={args.threads}"]),
                  "kind": "task_mujoco"})
-            add({**measure.robo_ppo_train(["env=go1_joystick", f"algo.num_envs={n}",
-                                           f"engine.num_threads={args.threads}"], iterations=args.train_iters),
-                 "kind": "train_mujoco"})
+            train = measure.robo_ppo_train(["env=go1_joystick", f"algo.num_envs={n}",
+                                            f"engine.num_threads={args.threads}"], iterations=args.train_iters)
+            raw = rows[-3]["sps"]["median"]
+            add({**train, "kind": "train_mujoco", "e2e_over_raw": round(train["e2e_sps"]["median"] / raw, 3)})
+            add(phases([f"algo.num_envs={n}", f"engine.num_threads={args.threads}"], iterations=args.train_iters))
         if args.device.startswith("cuda"):
             add(task_cuda(n))
             add({**measure.robo_ppo_train(["env=go1_joystick", "preset=mjwarp_gpu", f"algo.num_envs={n}",
@@ -160,7 +212,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\n{'row':>16} {'envs':>6} {'steps/s':>9}")
     for r in rows:
         value = (r["sps"] if "sps" in r else r["e2e_sps"])["median"]
-        print(f"{r['kind']:>16} {r['num_envs']:>6} {value:>9.0f}")
+        note = ""
+        if "seconds_per_iteration" in r:
+            note = "  " + ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds_per_iteration"].items())
+        elif "e2e_over_raw" in r:
+            note = f"  {100 * r['e2e_over_raw']:.0f}% of raw_rollout"
+        print(f"{r['kind']:>16} {r['num_envs']:>6} {value:>9.0f}{note}")
     measure.write_result(result, args.out, f"robot_throughput_{args.device}")
     return result
 

@@ -177,6 +177,24 @@ class WandbConfig:
 
 
 @dataclass
+class DeployCheckConfig:
+    """Robot tasks: the exported controller in the deploy loop at the end of a run
+    (``robo_ppo/deploy_check.py``); other tasks ignore it."""
+    enabled: bool = True
+    """Run the check after ``policy.onnx`` is written: prints the tracking table, writes deploy.json."""
+    segments: int = 20
+    """Random command segments (the kit's ``schedules.random_schedule``)."""
+    seconds: float = 5.0
+    """Seconds per segment."""
+    seed: int = 0
+    """Seed of the schedule and the harness."""
+    goal: dict[str, float] = field(default_factory=lambda: {"vx": 0.15, "vy": 0.15, "yaw_rate": 0.2})
+    """Command name -> largest mean absolute tracking error (m/s, rad/s) that meets the goal (and no fall)."""
+    video: bool = True
+    """Also film the kit's default schedule to deploy.mp4 (needs OpenGL; headless: MUJOCO_GL=egl)."""
+
+
+@dataclass
 class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: PPOConfig = field(default_factory=PPOConfig)
@@ -217,6 +235,8 @@ class TrainConfig:
     """Weights & Biases logging (``wandb.enabled=true``); off by default."""
     export_onnx: bool = True
     """Write and verify policy.onnx at the end of training."""
+    deploy_check: DeployCheckConfig = field(default_factory=DeployCheckConfig)
+    """Robot tasks: run the exported controller in the deploy loop at the end (table, deploy.json, MP4)."""
     debug: bool = False
     """Show full tracebacks for user errors."""
 

@@ -213,6 +213,8 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         except ExportError as e:  # the run itself finished: record, then report the failure
             summary["onnx_error"] = str(e)
             export_error = e
+    if "onnx" in summary and cfg.env.get("task") and cfg.deploy_check.enabled:
+        summary["deploy"] = _deploy_check(cfg, run_dir, summary["onnx"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", json.dumps(summary))
     if wandb_run is not None:
@@ -222,6 +224,36 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
     if export_error is not None:
         raise export_error
     return summary
+
+
+def _deploy_check(cfg: DictConfig, run_dir: Path, onnx_path: str) -> dict:
+    """The deploy-loop check of a finished robot run (``robo_ppo/deploy_check.py``): prints the table and
+    the verdict, then films ``deploy.mp4``; returns what ``summary.json`` records. A failure of the
+    check is recorded, not raised: the run and its controller are already saved."""
+    from robo_ppo.deploy_check import deploy_check, film, goal_line
+
+    c = cfg.deploy_check
+    try:
+        report = deploy_check(onnx_path, run_dir, segments=c.segments, seconds=c.seconds, seed=c.seed,
+                              goal=dict(c.goal))
+    except Exception as e:  # noqa: BLE001 - the kit's errors, a missing model package, OSError
+        log.warning("deploy check failed: %s: %s", type(e).__name__, e)
+        return {"error": f"{type(e).__name__}: {e}"}
+    print(f"deploy loop: {c.segments} random command segments of {c.seconds:g} s (seed {c.seed}), the check "
+          f"`python export/deploy.py {onnx_path} --schedule random --segments {c.segments} --seed {c.seed}`\n"
+          f"{report['table']}\n{goal_line(report)}", flush=True)
+    s = report["summary"]
+    out = {"meets_goal": report["meets_goal"], "falls": s["falls"], "json": str(run_dir / "deploy.json"),
+           **{k: v for k, v in s.items() if k.startswith("mean_abs_")}}
+    if c.video:
+        video = run_dir / "deploy.mp4"
+        error = film(onnx_path, video, seed=c.seed)
+        if error is None:
+            out["video"] = str(video)
+            print(f"video of the default command schedule: {video}", flush=True)
+        else:
+            log.warning("deploy video not written (%s)", error)
+    return out
 
 
 RANK_OVERRIDES = ("hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout")

@@ -52,6 +52,20 @@ def make_cfg(*overrides: str):
         return compose(config_name="train", overrides=[*QUIET, *overrides])
 
 
+ENGINE_EXTRAS = {"envpool": ("envpool", "envpool"), "brax": ("brax", "brax"), "mjwarp": ("mujoco_warp", "mjwarp")}
+"""Engine -> (module it imports, the pyproject extra that installs it)."""
+
+
+def require_engine(cfg) -> None:
+    """Skip the calling test, naming the extra to install, when ``cfg``'s engine needs one that is not
+    installed (``env=ant`` runs on EnvPool by default: ``pip install -e '.[envpool]'``)."""
+    import importlib.util
+
+    module, extra = ENGINE_EXTRAS.get(cfg.engine.name, (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        pytest.skip(f"engine={cfg.engine.name} ({cfg.env.name}) needs the {extra} extra: pip install -e '.[{extra}]'")
+
+
 @pytest.fixture
 def cfg_factory():
     return make_cfg

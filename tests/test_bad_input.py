@@ -24,8 +24,10 @@ from robo_ppo.train import check_config, prepare_resume_state, resume_config
 
 
 def _cli(*args, cwd):
+    """``robo-ppo-train`` with ``args``; on HalfCheetah (small and fast) unless ``args`` pick an env."""
+    env = [] if any(a.startswith(("env=", "resume=")) for a in args) else ["env=halfcheetah"]
     cmd = [sys.executable, "-m", "robo_ppo.train", "progress=false", "tensorboard=false",
-           "export_onnx=false", f"hydra.run.dir={cwd}/run", *args]
+           "export_onnx=false", f"hydra.run.dir={cwd}/run", *env, *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 

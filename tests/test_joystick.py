@@ -83,6 +83,7 @@ def test_robot_description_names_what_the_model_lacks(key, value, named):
     ("env.task_params.obs.0.fn=feet_air_time", "privileged"),
     ("env.task_params.obs.0.sensor=magnetometer", "magnetometer"),
     ("env.task=walk", "walk"),
+    ("env.task_params.events.penalties.params.start=1.5", "penalty_curriculum"),
 ])
 def test_bad_task_config_fails_at_start_up_naming_it(override, named):
     with pytest.raises(ConfigError, match=named) as err:
@@ -271,6 +272,36 @@ def test_push_and_action_latency():
     assert int(late.task.steps_until_push[0]) in (0, 1)             # the countdown restarts at 0.02 s
     on_time.close()
     late.close()
+
+
+def test_penalty_curriculum_scales_the_cost_terms_and_ramps_to_one():
+    """``penalty_curriculum``: negative-scale terms weigh ``start`` at the first step, linearly more with
+    the task's step clock, 1 after ``steps`` env steps; positive terms never change. Without the event,
+    the same state gives the full costs; a resumed run sets the clock (``resume_at``)."""
+    n, ramp = 4, 40   # 4 envs: the factor reaches 1 after 10 control steps
+    curriculum = (f"env.task_params.events.penalties.params.steps={ramp}",
+                  "env.task_params.events.penalties.params.start=0.25")
+    env, cfg = make_env(n, *NOMINAL, *curriculum)
+    full, _ = make_env(n, *NOMINAL, "~env.task_params.events.penalties")
+    scales = torch.as_tensor([cfg.env.task_params.reward_scales[k] for k in env.reward_terms])
+    factors = []
+    for e in (env, full):
+        e.reset(seed=3)
+    actions = torch.linspace(-0.5, 0.5, 12).expand(n, 12)
+    for t in range(12):
+        _, _, _, _, info = env.step(actions)
+        _, _, _, _, ref = full.step(actions)
+        cost = scales < 0
+        torch.testing.assert_close(info["reward_terms"][:, ~cost], ref["reward_terms"][:, ~cost])
+        factor = min(1.0, 0.25 + 0.75 * t * n / ramp)
+        torch.testing.assert_close(info["reward_terms"][:, cost], factor * ref["reward_terms"][:, cost])
+        factors.append(env.task.penalty_factor)
+    assert factors[0] == 0.25 and factors[-1] == 1.0 and factors == sorted(factors)
+    env.resume_at(5)
+    env.step(actions)
+    assert env.task.penalty_factor == pytest.approx(0.25 + 0.75 * 5 * n / ramp)
+    env.close()
+    full.close()
 
 
 def test_auto_reset_gives_final_obs_and_episode_stats():

@@ -11,6 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from conftest import require_engine
 from robo_ppo.hydra_utils import config_dir
 from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
 from robo_ppo.runner.trainer import Trainer
@@ -52,6 +53,7 @@ def test_every_gymnasium_task_is_resumed_below():
 ])
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, cfg_factory, task, extra):
     cfg = cfg_factory(f"env={task}", "total_timesteps=512", *SMALL, *extra)  # 4 iterations
+    require_engine(cfg)
     full = Trainer(cfg, tmp_path / "full")
     full.train()
     expected = _final_state(full)

@@ -64,6 +64,10 @@ class VecEnv(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"the {self.engine} engine cannot restore a simulator state")
 
+    def resume_at(self, steps_per_env: int) -> None:  # noqa: B027 - most engines need nothing
+        """A resumed run continues after ``steps_per_env`` control steps of each of its envs: an env
+        whose task keeps a clock over training (a curriculum) sets it from this. No-op by default."""
+
     def close(self) -> None:  # noqa: B027 - engines without resources keep the no-op
         """Release the engine's resources (no-op by default)."""
 

@@ -155,6 +155,10 @@ class RobotVecEnv(VecEnv):
             info["final_critic_obs"] = to(final_critic)
         return to(obs), to(reward), to(terminated), to(truncated), info
 
+    def resume_at(self, steps_per_env: int) -> None:
+        """Set the task's training clock (``task.step_count``: its curricula read it) on resume."""
+        self.task.step_count = int(steps_per_env)
+
     def last_critic_obs(self) -> torch.Tensor:
         """The critic observation float32 ``[N, critic_obs_dim]`` of the last ``reset``/``step``."""
         if self._critic is None:

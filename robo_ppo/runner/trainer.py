@@ -459,6 +459,7 @@ class Trainer:
         self.ppo.load_state_dict(state["ppo"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
+        self.envs.resume_at(self.iteration * int(self.cfg.algo.num_steps))
         self.last_eval = state["last_eval"]
         mine = state if self.dist.rank == 0 else state["other_ranks"][self.dist.rank - 1]
         if self.reward_scaler is not None and mine["reward_scaler"] is not None:

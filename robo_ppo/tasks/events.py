@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 import torch
 
+from robo_ppo.errors import ConfigError
+
 COMMANDS = ("vx", "vy", "yaw_rate")
 """Velocity command components, in observation order (m/s, m/s, rad/s)."""
 
@@ -204,6 +206,59 @@ def _push(t, p: PushParams) -> None:
     t.steps_until_push = torch.where(push, _push_steps(t, p), t.steps_until_push - 1)
 
 
+@dataclass
+class CurriculumParams:
+    """A factor that ramps linearly from ``start`` to 1 over ``steps`` environment steps of this process
+    (``task.step_count x num_envs``; a resumed run sets the clock from its global step)."""
+
+    start: float = 0.3
+    """The factor at the first step (1: no curriculum)."""
+    steps: int = 1_000_000
+    """Environment steps until the factor is 1."""
+
+
+def _ramp(t, p: CurriculumParams) -> float:
+    """``min(1, start + (1 - start) * t.step_count * N / steps)``."""
+    return p.start + (1.0 - p.start) * min(1.0, t.step_count * t.n / p.steps)
+
+
+def _check_curriculum(name: str, p: CurriculumParams) -> None:
+    if not 0.0 <= p.start <= 1.0 or p.steps < 1:
+        raise ConfigError(f"env.task_params.events: {name} needs 0 <= start <= 1 and steps >= 1, got "
+                          f"start={p.start}, steps={p.steps}")
+
+
+def _init_penalty_curriculum(t, p: CurriculumParams) -> None:
+    _check_curriculum("penalty_curriculum", p)
+    _penalty_factor(t, p)
+
+
+def _penalty_factor(t, p: CurriculumParams) -> None:
+    """The cost terms' weight (every negative reward scale x ``t.penalty_factor``): the curriculum factor
+    k_c of Hwangbo et al. 2019 ("Learning agile and dynamic motor skills for legged robots", Science
+    Robotics, Sec. "Curriculum": the cost terms scaled by k_c, grown from 0.3 to 1 over training), here
+    linear in environment steps."""
+    t.penalty_factor = _ramp(t, p)
+
+
+def _init_command_curriculum(t, p: CurriculumParams) -> None:
+    _check_curriculum("command_curriculum", p)
+    if not hasattr(t, "cmd_lo"):
+        raise ConfigError("env.task_params.events: command_curriculum must come after the velocity_command "
+                          "event (it scales that event's ranges)")
+    t.cmd_lo_full, t.cmd_hi_full = t.cmd_lo, t.cmd_hi
+    _command_ranges(t, p)
+
+
+def _command_ranges(t, p: CurriculumParams) -> None:
+    """The velocity command's ranges, ``[lo, hi] x factor``: small commands first, whose tracking reward
+    has a usable gradient from a standing start (``exp(-e^2 / sigma)`` is flat far from the command);
+    the full ranges after ``steps``. New draws use them; a command already drawn stays until its
+    resample."""
+    factor = _ramp(t, p)
+    t.cmd_lo, t.cmd_hi = t.cmd_lo_full * factor, t.cmd_hi_full * factor
+
+
 @dataclass(frozen=True)
 class EventFunction:
     params: type
@@ -220,9 +275,11 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
     "velocity_command": EventFunction(VelocityCommandParams, init=_init_command, reset=_reset_command,
                                       post_step=_resample_command),
     "push_base": EventFunction(PushParams, init=_init_push, reset=_reset_push, pre_step=_push),
+    "penalty_curriculum": EventFunction(CurriculumParams, init=_init_penalty_curriculum, pre_step=_penalty_factor),
+    "command_curriculum": EventFunction(CurriculumParams, init=_init_command_curriculum, pre_step=_command_ranges),
 }
 """Event ``fn`` -> its hooks and parameter schema (see the module docstring)."""
 
 
 __all__ = ["EVENT_FUNCTIONS", "EventFunction", "ResetState", "COMMANDS", "RootStateParams",
-           "ModelRandomizationParams", "VelocityCommandParams", "PushParams"]
+           "ModelRandomizationParams", "VelocityCommandParams", "PushParams", "CurriculumParams"]

@@ -267,6 +267,8 @@ class Joystick:
         self.steps = zeros(dtype=torch.long)   # control steps since reset: the gait clock's time
         self.gait_freq = torch.full((N,), sum(p.gait.frequency) / 2, dtype=torch.float64, device=dev)   # Hz
         self.gait_start = zeros(dtype=torch.float64)   # cycles
+        self.step_count = 0        # control steps since training began (a curriculum's clock)
+        self.penalty_factor = 1.0  # on negative reward scales; a penalty_curriculum event ramps it
         self._events = [(EVENT_FUNCTIONS[e.fn], e.params) for e in p.events.values()]
         for fn, params in self._events:
             if fn.init is not None:
@@ -396,8 +398,12 @@ class Joystick:
         self.steps = self.steps + 1
         s = StepState(self, actions)
         raw = torch.stack([REWARD_FUNCTIONS[k](self, s) for k in self.reward_terms], 1)
-        terms = raw * self._scales * self.dt
+        scales = self._scales
+        if self.penalty_factor != 1.0:
+            scales = torch.where(scales < 0, scales * self.penalty_factor, scales)
+        terms = raw * scales * self.dt
         reward = terms.sum(1).clamp_min(0.0)
+        self.step_count += 1
         air_time, contact, swing_peak, terminated = s.air_time, s.contact, s.swing_peak, s.terminated
         self.last_act = actions
         self.air_time = air_time * ~contact
