@@ -18,7 +18,9 @@ Rows (control steps/s = env steps/s; one control step = 5 physics steps of 4 ms)
 * ``phases_mujoco``: where each second of a training iteration goes, from timers around
   ``Physics.step`` (physics), ``VecEnv.step`` minus physics (task: observation, rewards, resets),
   the rest of the rollout (policy: normalize, act, values, buffer writes, normalizer update) and
-  ``Trainer._update`` (GAE and the PPO update), with end-to-end SPS over ``raw_rollout`` SPS.
+  ``Trainer._update`` (GAE and the PPO update), with end-to-end SPS over ``raw_rollout`` SPS;
+* ``update_cost`` (``--update-table``): the update and the rollout's policy forward per network size,
+  epochs x minibatches and update threads (``steps/s``: samples per second of update).
 
 Writes ``benchmarks/results/robot_throughput_<device>_<time>.json`` and prints a table.
 """
@@ -142,6 +144,64 @@ def phases(overrides: list[str], iterations: int = 3, warmup: int = 1) -> dict[s
             "e2e_sps": {"median": trainer.steps_per_iteration / med["total"]}}
 
 
+UPDATE_SIZES = [("128,128,128", "256,128,128"), ("128,128,128", "128,128,128"), ("128,128,128", "512,256,128"),
+                ("256,128,128", "256,128,128"), ("512,256,128", "512,256,128")]
+"""(actor, critic) hidden sizes of the update-cost table."""
+UPDATE_SCHEDULES = [(4, 8, 1), (4, 8, 2), (4, 4, 2), (2, 4, 2), (5, 4, 2)]
+"""(update_epochs, num_minibatches, update_threads) of the update-cost table."""
+
+
+def update_costs(num_envs: int = 1024, repeats: int = 2) -> list[dict[str, Any]]:
+    """Seconds of ``Trainer._update`` over one ``num_envs`` x 20-step Go1 rollout, and of the rollout's
+    policy forward (``normalize`` + ``act`` with the critic) for 20 steps, per network size and update
+    schedule (best of ``repeats``). One rollout is collected once and its buffer reused by every row."""
+    import tempfile
+
+    import torch
+
+    from robo_ppo.runner.trainer import Trainer
+
+    quiet = [*measure.BENCH_OVERRIDES, "env=go1_joystick"]
+    source = Trainer(measure.compose_config([*quiet, f"algo.num_envs={num_envs}"]), tempfile.mkdtemp())
+    source.iteration = 1
+    source.ppo.begin_iteration(1)
+    source._collect_rollout()
+    obs_dim, critic_dim = source.envs.obs_dim, source.envs.critic_obs_dim
+    rows = []
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    for actor, critic in UPDATE_SIZES:
+        for epochs, minibatches, threads in UPDATE_SCHEDULES:
+            cfg = measure.compose_config([*quiet, f"algo.num_envs={num_envs}", f"algo.actor_hidden_sizes=[{actor}]",
+                                          f"algo.critic_hidden_sizes=[{critic}]", f"algo.update_epochs={epochs}",
+                                          f"algo.num_minibatches={minibatches}", f"update_threads={threads}"])
+            tr = Trainer(cfg, tempfile.mkdtemp())
+            tr.buffer = source.buffer   # same shapes: the rollout's data, this row's networks
+            pol = tr.policy
+            obs, cobs = torch.randn(num_envs, obs_dim), torch.randn(num_envs, critic_dim)
+            noise = torch.randn(num_envs, tr.envs.action_space.shape[0])
+
+            @torch.no_grad()
+            def forward(pol=pol, obs=obs, cobs=cobs, noise=noise):
+                for _ in range(20):
+                    pol.act(pol.normalize(obs), noise=noise, norm_critic_obs=pol.normalize_critic(cobs))
+
+            rows.append({"kind": "update_cost", "num_envs": num_envs, "actor": actor, "critic": critic,
+                         "update_epochs": epochs, "num_minibatches": minibatches, "update_threads": threads,
+                         "update_s": round(best(tr._update), 3), "forward_20_steps_s": round(best(forward), 3),
+                         "sps": {"median": num_envs * 20 / best(tr._update)}})
+            tr.close()
+    source.close()
+    return rows
+
+
 def task_cuda(num_envs: int, steps: int = 200) -> dict[str, Any]:
     """The task on MuJoCo Warp on CUDA through the VecEnv, synchronized at the ends only."""
     import torch
@@ -174,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="cpu", help="cpu, or cuda for the MuJoCo Warp GPU rows")
     p.add_argument("--skip-cpu", action="store_true", help="only the MuJoCo Warp rows")
     p.add_argument("--train-iters", type=int, default=3)
+    p.add_argument("--update-table", action="store_true",
+                   help="also the update-cost table: network sizes x epochs, minibatches, threads (~6 min)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     import torch
@@ -202,6 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             add({**measure.robo_ppo_train(["env=go1_joystick", "preset=mjwarp_gpu", f"algo.num_envs={n}",
                                            f"device={args.device}"], iterations=args.train_iters),
                  "kind": "train_mjwarp"})
+    if args.update_table:
+        for row in update_costs(args.num_envs[0]):
+            add(row)
     if not args.device.startswith("cuda"):
         for n in [n for n in args.mjwarp_envs if n]:
             add({**measure.adapter_engine("mjwarp", "go1_joystick", n, ["device=cpu"], repeats=3, seconds=3.0),
@@ -213,7 +278,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for r in rows:
         value = (r["sps"] if "sps" in r else r["e2e_sps"])["median"]
         note = ""
-        if "seconds_per_iteration" in r:
+        if r["kind"] == "update_cost":
+            note = (f"  update {r['update_s']:.2f} s: actor {r['actor']}, critic {r['critic']}, {r['update_epochs']} x "
+                    f"{r['num_minibatches']}, {r['update_threads']} threads; forward {r['forward_20_steps_s']:.2f} s")
+        elif "seconds_per_iteration" in r:
             note = "  " + ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds_per_iteration"].items())
         elif "e2e_over_raw" in r:
             note = f"  {100 * r['e2e_over_raw']:.0f}% of raw_rollout"

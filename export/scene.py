@@ -93,8 +93,12 @@ def add_sensors(spec: mujoco.MjSpec, sensors: Sequence[dict[str, Any]]) -> None:
     ``mjSENS_``, e.g. ``framepos``), ``objtype``, ``objname`` and optional ``reftype``/``refname``.
 
     Raises:
-        SceneError: an unknown sensor or object type."""
+        SceneError: an unknown sensor or object type, or an object the scene lacks (named)."""
     for s in sensors:
+        for kind, name in ((s.get("objtype"), s["objname"]), (s.get("reftype"), s.get("refname"))):
+            find = getattr(spec, str(kind), None) if kind else None
+            if callable(find) and name and find(name) is None:
+                raise SceneError(f"sensor {s['name']!r}: the scene has no {kind} {name!r}")
         ref = s.get("reftype")
         spec.add_sensor(name=s["name"], type=_enum(mujoco.mjtSensor, "mjSENS_", s.get("type"), "type"),
                         objtype=_enum(mujoco.mjtObj, "mjOBJ_", s.get("objtype"), "objtype"), objname=s["objname"],

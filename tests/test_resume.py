@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import require_engine
 from omegaconf import OmegaConf
 
-from conftest import require_engine
 from robo_ppo.hydra_utils import config_dir
 from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
 from robo_ppo.runner.trainer import Trainer

@@ -28,7 +28,9 @@ robot_metadata_mod = load_kit("robot_metadata")
 onnx_controller = load_kit("onnx_controller")
 RobotController, ControllerError = robot_controller.RobotController, robot_controller.ControllerError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "policies" / "go1_joystick" / "policy.onnx"
+V1_ROBOT = Path(__file__).resolve().parent / "data" / "go1_contract1_robot.json"
+"""The ``robot`` metadata of the Go1 controller shipped until 2026-12-03, robot contract 1 (its last
+file written before contract 2): the fixture of the v1 upgrade."""
 """A policy written before contract 2: its ``robot`` metadata is version 1."""
 README_INPUTS = ["gyro", "joint_pos", "joint_vel", "local_linvel", "orientation"]
 """``required_inputs`` of the Go1 policy, as robot_controller.py's docstring prints it."""
@@ -231,9 +233,9 @@ def test_controller_runs_without_mujoco(robot, meta, tmp_path):
 
 # ---------------------------------------------------------------- contract versions
 def _v1_robot() -> dict:
-    """The shipped policy's version-1 ``robot`` dict, its MuJoCo sensors renamed (``imu_<role>``) so that
-    a name and its role differ, as v1 entries named the MuJoCo sensor."""
-    robot = copy.deepcopy(onnx_controller.read_metadata(SHIPPED)["robot"])
+    """The formerly shipped policy's version-1 ``robot`` dict, its MuJoCo sensors renamed (``imu_<role>``)
+    so that a name and its role differ, as v1 entries named the MuJoCo sensor."""
+    robot = json.loads(V1_ROBOT.read_text())
     assert "contract" not in robot and "joint_pos" in [e["fn"] for e in robot["obs_layout"]]
     robot["sensors"] = {role: f"imu_{name}" for role, name in robot["sensors"].items()}
     for entry in robot["obs_layout"]:
@@ -258,9 +260,10 @@ def test_v1_metadata_is_upgraded(tmp_path):
     assert robot_metadata_mod.RobotMetadata.from_dict(d) == r  # v2 round trip
 
 
-def test_shipped_v1_policy_observes_as_the_current_contract(robot, meta, tmp_path):
-    """The shipped (v1) policy and a policy of today's training metadata observe the same robot alike."""
-    old = RobotController(SHIPPED)
+def test_v1_policy_observes_as_the_current_contract(robot, meta, tmp_path):
+    """A v1 policy (the formerly shipped Go1's metadata) and a policy of today's training metadata observe
+    the same robot alike."""
+    old = RobotController(policy(tmp_path / "v1.onnx", json.loads(V1_ROBOT.read_text())))
     new = RobotController(policy(tmp_path / "zero.onnx", robot, meta))
     assert old.required_inputs == new.required_inputs
     rng = np.random.default_rng(5)
@@ -270,11 +273,11 @@ def test_shipped_v1_policy_observes_as_the_current_contract(robot, meta, tmp_pat
         old.last_action = new.last_action = rng.uniform(-1, 1, 12).astype(np.float32)
 
 
-def test_v1_policy_in_the_harness_gets_the_scene_target_range(robot):
+def test_v1_policy_in_the_harness_gets_the_scene_target_range(robot, tmp_path):
     """A v1 policy has no target_range; the harness gives its controller the scene's (the original
     actuators' control range, which training's metadata now carries)."""
     pytest.importorskip("mujoco")
-    harness = load_kit("harness").MujocoHarness(SHIPPED)
+    harness = load_kit("harness").MujocoHarness(policy(tmp_path / "v1.onnx", json.loads(V1_ROBOT.read_text())))
     want = np.asarray(robot["target_range"])
     np.testing.assert_array_equal(harness.controller.target_low, want[:, 0])
     np.testing.assert_array_equal(harness.controller.target_high, want[:, 1])

@@ -36,10 +36,13 @@ def model_file(desc: RobotDescription) -> Path:
         raise ConfigError(f"robot {desc.name}: {e} (robot.model)") from None
 
 
-def _config_key(scene_error: str) -> str:
-    """The description key to fix for a ``SceneError`` message."""
+def _config_key(scene_error: str, feet: list[str]) -> str:
+    """The description key to fix for a ``SceneError`` message (a per-foot sensor of a site the scene
+    lacks: ``robot.feet`` names it)."""
+    if any(f"has no site {foot!r}" in scene_error for foot in feet):
+        return "robot.feet"
     for words, key in ((("no joint", "actuator in"), "robot.joint_names"), (("torque limit",), "robot.torque_limits"),
-                       (("MuJoCo mjt",), "robot.extra_sensors")):
+                       (("MuJoCo mjt", "sensor '"), "robot.extra_sensors")):
         if any(w in scene_error for w in words):
             return key
     return "robot.model"
@@ -82,7 +85,7 @@ class RobotModel:
                 force_sensors=True, meshes=meshes, arena_mb=desc.arena_mb, solver_iterations=solver_iterations,
                 solver_ls_iterations=solver_ls_iterations)
         except SceneError as e:
-            raise ConfigError(f"robot {desc.name}: {e} ({_config_key(str(e))})") from None
+            raise ConfigError(f"robot {desc.name}: {e} ({_config_key(str(e), list(desc.feet))})") from None
         self.model = m = built.model
         self.njoints = n
         self.qpos_adr, self.dof_adr, self.act_ids = built.qpos_adr, built.dof_adr, built.act_ids
