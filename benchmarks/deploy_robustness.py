@@ -47,14 +47,14 @@ def main(argv: list[str] | None = None) -> dict:
     from robo_ppo.deploy_kit.report import json_safe
     from robo_ppo.deploy_kit.schedules import random_schedule
 
-    out = {}
-    commands = None
+    out, schedule = {}, None
     for label, options in CONDITIONS.items():
         harness = MujocoHarness(args.policy, seed=args.seed, **options)
-        commands = harness.commands
-        schedule = random_schedule(args.segments, args.seconds, args.seed, harness.robot.command_ranges,
-                                   commands=commands)
+        if schedule is None:   # one schedule for every row: the policy's commands and ranges
+            schedule = random_schedule(args.segments, args.seconds, args.seed, harness.robot.command_ranges,
+                                       commands=harness.commands)
         out[label] = harness.run(schedule)["summary"]
+    commands = harness.commands
     print(f"| condition ({args.segments} random segments of {args.seconds:g} s, seed {args.seed}) | "
           + " | ".join(f"{c} MAE" for c in commands) + " | falls |")
     print("|---|" + "---:|" * (len(commands) + 1))

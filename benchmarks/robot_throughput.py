@@ -193,10 +193,11 @@ def update_costs(num_envs: int = 1024, repeats: int = 2) -> list[dict[str, Any]]
                 for _ in range(20):
                     pol.act(pol.normalize(obs), noise=noise, norm_critic_obs=pol.normalize_critic(cobs))
 
+            update_s = best(tr._update)
             rows.append({"kind": "update_cost", "num_envs": num_envs, "actor": actor, "critic": critic,
                          "update_epochs": epochs, "num_minibatches": minibatches, "update_threads": threads,
-                         "update_s": round(best(tr._update), 3), "forward_20_steps_s": round(best(forward), 3),
-                         "sps": {"median": num_envs * 20 / best(tr._update)}})
+                         "update_s": round(update_s, 3), "forward_20_steps_s": round(best(forward), 3),
+                         "sps": {"median": num_envs * 20 / update_s}})
             tr.close()
     source.close()
     return rows
