@@ -19,6 +19,7 @@ Categorical argmax). Feed raw observations in the order ``observation_names``
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +52,22 @@ def encode_metadata_value(key: str, value: Any) -> str:
 
 
 def decode_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
-    """The inverse of :func:`encode_metadata_value` over a whole ``metadata_props`` map.
+    """The inverse of :func:`encode_metadata_value` over a whole ``metadata_props`` map, checked: the
+    file is untrusted input, so every value the kit uses has its type checked here (``obs_dim``,
+    ``act_dim`` integers >= 1; ``action_type`` ``continuous``/``discrete``; ``action_low``/``action_high``
+    lists of numbers; ``task_id`` a string; ``control_dt`` a finite number >= 0;
+    ``observation_names``/``action_names`` null or lists of strings; ``obs_clip`` null or a number;
+    ``env_config`` null or an object). The ``robot`` entry is decoded here and checked by
+    ``robot_metadata.RobotMetadata.from_dict``.
 
     Raises:
-        MetadataError: not a robo_ppo policy file (format), invalid JSON, or a required key missing.
+        MetadataError: not a robo_ppo policy file (format), invalid JSON, a required key missing, or a
+            value of the wrong type (one line naming ``source`` and the key).
     """
     if props.get("format") != SUPPORTED_FORMAT:
         raise MetadataError(
-            f"{source} is not a robo_ppo policy file (metadata format {props.get('format')!r}, expected "
-            f"{SUPPORTED_FORMAT!r}); export it with robo-ppo-export (a newer format needs a newer kit)")
+            f"{source} is not a robo_ppo policy file (metadata format {str(props.get('format'))[:60]!r}, "
+            f"expected {SUPPORTED_FORMAT!r}); export it with robo-ppo-export (a newer format needs a newer kit)")
     meta: dict[str, Any] = {}
     for key, value in props.items():
         if key in STRING_KEYS:
@@ -67,27 +75,77 @@ def decode_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
             continue
         try:
             meta[key] = json.loads(value)
-        except json.JSONDecodeError:
-            raise MetadataError(f"{source}: metadata {key}={value[:60]!r} is not valid JSON; re-export "
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, Python's int-digits limit, deep nesting
+            what = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
+            raise MetadataError(f"{source}: metadata {key}={value[:60]!r} is not valid JSON ({what}); re-export "
                                 "the policy") from None
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise MetadataError(f"{source}: metadata lacks {missing}; re-export the policy with robo-ppo-export")
+    _check_types(meta, source)
     return meta
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not (isinstance(x, float) and math.isnan(x))
+
+
+def _check_types(meta: dict[str, Any], source: str) -> None:
+    """The types :func:`decode_metadata` promises (see its docstring)."""
+    def fail(key: str, want: str) -> None:
+        raise MetadataError(f"{source}: metadata {key} is {str(json.dumps(meta[key]))[:60]}, not {want}; "
+                            "re-export the policy")
+
+    for key in ("obs_dim", "act_dim"):
+        v = meta[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            fail(key, "an integer >= 1")
+    if meta["action_type"] not in ("continuous", "discrete"):
+        fail("action_type", "'continuous' or 'discrete'")
+    for key in ("action_low", "action_high"):
+        v = meta[key]
+        if not isinstance(v, list) or not all(_is_number(x) for x in v):
+            fail(key, "a list of numbers")
+    if not isinstance(meta["task_id"], str):
+        fail("task_id", "a string")
+    dt = meta["control_dt"]
+    if not _is_number(dt) or not math.isfinite(dt) or dt < 0:
+        fail("control_dt", "a finite number >= 0 (seconds)")
+    for key in ("observation_names", "action_names"):
+        v = meta.get(key)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            fail(key, "null or a list of strings")
+    if meta.get("obs_clip") is not None and not _is_number(meta["obs_clip"]):
+        fail("obs_clip", "null or a number")
+    if meta.get("env_config") is not None and not isinstance(meta["env_config"], dict):
+        fail("env_config", "null or an object")
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Parsed metadata of a robo_ppo ONNX file (ints, floats and lists decoded).
+    """Parsed metadata of a robo_ppo ONNX file (ints, floats and lists decoded and type-checked,
+    :func:`decode_metadata`).
 
     Raises:
         FileNotFoundError: no such file.
-        MetadataError: not a robo_ppo policy file.
+        MetadataError: not an ONNX file onnxruntime can load, or not a robo_ppo policy file.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p} does not exist; pass the policy.onnx written by robo-ppo-export")
-    session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    session = _session(p, None, None)
     return decode_metadata(dict(session.get_modelmeta().custom_metadata_map), p.name)
+
+
+def _session(p: Path, opts: Any, providers: list[str] | None) -> Any:
+    """An onnxruntime session of ``p``; a file it cannot load (not ONNX, truncated, an unsupported opset)
+    is a :class:`MetadataError`."""
+    try:
+        return ort.InferenceSession(str(p), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise MetadataError(f"{p.name}: onnxruntime cannot load the file ({first}); it is not an ONNX policy or "
+                            "it is damaged: re-export the policy, or update onnxruntime (opset 18 needs "
+                            ">= 1.14)") from None
 
 
 class OnnxController:
@@ -109,10 +167,15 @@ class OnnxController:
     and ``[n - 1]``), ``task_id``, ``control_dt`` (s), ``observation_names``,
     ``action_names`` (lists or ``None``), ``metadata`` (everything).
 
+    The file is untrusted input: it must load in onnxruntime, its metadata must decode with the
+    types :func:`decode_metadata` checks, and agree with the graph (one float32 input ``obs`` of
+    ``obs_dim`` entries, ``actions`` of ``act_dim``, bounds of that size with low <= high).
+
     Raises:
         FileNotFoundError: no such file.
-        MetadataError: not a robo_ppo policy, metadata that contradicts the
-            graph (input/output shapes, bounds), or a value differing from ``expect``.
+        MetadataError: not an ONNX file or damaged, not a robo_ppo policy, metadata of the wrong type or
+            that contradicts the graph (input/output shapes, bounds), or a value differing from ``expect``
+            (one line naming the file and the key).
     """
 
     def __init__(self, path: str | Path, expect: dict[str, Any] | None = None, num_threads: int = 1,
@@ -123,12 +186,7 @@ class OnnxController:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(num_threads)
         opts.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(str(p), sess_options=opts,
-                                                 providers=providers or ["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise MetadataError(f"{p.name}: onnxruntime cannot load the file ({str(e).splitlines()[0][:200]}); "
-                                "re-export the policy, or update onnxruntime (opset 18 needs >= 1.14)") from None
+        self._session = _session(p, opts, providers)
         self.path = p
         self.metadata = decode_metadata(dict(self._session.get_modelmeta().custom_metadata_map), p.name)
         m = self.metadata

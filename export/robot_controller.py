@@ -59,29 +59,23 @@ class RobotController:
     (the latest joint targets), ``time_s`` (since ``reset``: the gait clock's time).
 
     Raises:
-        ControllerError: not a robot policy, a metadata/graph mismatch, or an observation term this
-            kit does not know (one line naming the fix).
+        FileNotFoundError: no such file.
+        ControllerError: the file is not an ONNX robo_ppo policy (``MetadataError``), or its ``robot``
+            metadata fails ``RobotMetadata.from_dict``'s checks (version, keys, types, sizes, model path,
+            layout, known observation terms) or ``check_policy`` against the graph's widths (one line
+            naming the file and the field).
     """
 
     def __init__(self, policy: str | Path | OnnxController, num_threads: int = 1,
                  target_range: Sequence[Sequence[float]] | None = None):
         self.policy = policy if isinstance(policy, OnnxController) else OnnxController(policy, num_threads=num_threads)
         name = self.policy.path.name
-        try:
+        try:  # the file is untrusted: every metadata check is RobotMetadata's (robot_metadata.py)
             self.robot = robot = RobotMetadata.from_dict(self.policy.metadata.get("robot"), name)
+            robot.check_policy(self.policy.obs_dim, self.policy.act_dim, self.policy.discrete,
+                               self.policy.control_dt, name)
         except ContractError as e:
             raise ControllerError(str(e)) from None
-        unknown = [e["fn"] for e in robot.obs_layout if e.get("fn") not in rules.OBSERVATIONS]
-        if unknown:
-            raise ControllerError(f"{name}: observation term {unknown[0]!r} is unknown to this kit (known: "
-                                  f"{sorted(rules.OBSERVATIONS)}); update the deployment kit")
-        n = len(robot.joint_names)
-        if self.policy.obs_dim != robot.obs_dim or self.policy.act_dim != n or self.policy.discrete:
-            raise ControllerError(f"{name}: obs_dim {self.policy.obs_dim}, act_dim {self.policy.act_dim}; its robot "
-                                  f"metadata needs obs_dim {robot.obs_dim} and {n} continuous actions: re-export")
-        if abs(self.policy.control_dt - robot.control_dt) > 1e-9:
-            raise ControllerError(f"{name}: control_dt {self.policy.control_dt} differs from the robot metadata's "
-                                  f"{robot.control_dt}; re-export the policy")
         self.joint_names = list(robot.joint_names)
         self.commands = list(robot.commands)
         self.control_dt, self.sim_dt = float(robot.control_dt), float(robot.sim_dt)

@@ -19,6 +19,7 @@ Imports mujoco and numpy only.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ import mujoco
 import numpy as np
 
 try:
+    from .robot_metadata import package_path_problem
     from .rules import pd_actuator
 except ImportError:  # run from the kit's folder
+    from robot_metadata import package_path_problem
     from rules import pd_actuator
 
 FORCE_SENSOR = "robo_ppo_actuator_force_{joint}"
@@ -62,22 +65,53 @@ class Scene:
 def model_file(package: str, path: str, install: str = "") -> Path:
     """The scene file ``path`` inside the installed Python package ``package``.
 
+    ``path`` comes from a policy file (untrusted), so it must stay inside the package: it is checked
+    as a string first (``robot_metadata.package_path_problem``: relative, no ``..``), then resolved
+    against the package folder, symlinks included, and refused unless it lands inside it; all before
+    anything is opened. The package is located without importing it (nor its parents).
+
     Raises:
-        SceneError: the package is not installed or lacks the file.
+        SceneError: a path that leaves the package, a package name that is not a Python name, the
+            package is not installed, or it lacks the file.
     """
     hint = f"; install it: {install}" if install else ""
     if not package or not path:
         raise SceneError("the model source lacks package/path")
+    problem = package_path_problem(path)
+    if problem:
+        raise SceneError(f"model.path {problem}; refusing to open it")
+    parts = package.split(".") if isinstance(package, str) else [""]
+    if not all(part.isidentifier() for part in parts):
+        raise SceneError(f"model.package {str(package)[:80]!r} is not a Python package name")
+    roots = _package_dirs(parts)
+    if not roots:
+        raise SceneError(f"the model package {package!r} is not installed{hint}")
+    for root in roots:
+        root = root.resolve()
+        found = (root / path).resolve()
+        if not found.is_relative_to(root):
+            raise SceneError(f"model.path {path!r} resolves outside the package {package} ({found}: a symlink); "
+                             "refusing to open it")
+        if found.is_file():
+            return found
+    raise SceneError(f"{package} has no {path}{hint}")
+
+
+def _package_dirs(parts: list[str]) -> list[Path]:
+    """The folders of the package ``.``-joined ``parts``, found without importing it or its parents
+    (a regular package: its ``__init__``'s folder; a namespace package: each of its folders)."""
     try:
-        spec = importlib.util.find_spec(package)
+        spec = importlib.util.find_spec(parts[0])  # a top-level name: found, not imported
+        for i in range(1, len(parts)):
+            locations = spec.submodule_search_locations if spec is not None else None
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:i + 1]), locations) if locations else None
     except (ImportError, ValueError):
         spec = None
-    if spec is None or spec.origin is None:
-        raise SceneError(f"the model package {package!r} is not installed{hint}")
-    found = Path(spec.origin).parent / path
-    if not found.is_file():
-        raise SceneError(f"{package} has no {path}{hint}")
-    return found
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    if spec.origin and spec.has_location:
+        return [Path(spec.origin).parent]
+    return [Path(d) for d in spec.submodule_search_locations]
 
 
 def _enum(kind, prefix: str, value: str | None, key: str):

@@ -31,18 +31,33 @@ def run(policy: str | Path, episodes: int = 3, seed: int = 0, env_id: str | None
     ``{"returns", "lengths", "task_id", "mean_step_us"}``.
 
     Raises:
-        MetadataError: the policy does not fit the task (id, obs_dim, act_dim).
+        FileNotFoundError: no such file.
+        ControllerError: the file is not a (gymnasium task's) robo_ppo policy (``MetadataError``: not
+            ONNX, damaged, metadata not JSON or of the wrong type), gymnasium cannot make its task, or
+            it does not fit the task (id, obs_dim, act_dim); one line.
     """
     import gymnasium as gym
 
     ctrl = OnnxController(policy, expect={"task_id": env_id} if env_id else None)
+    name = Path(policy).name
+    if ctrl.metadata.get("robot") is not None:
+        raise ControllerError(f"{name} is a robot policy (it has 'robot' metadata); sim2sim runs gymnasium "
+                              "tasks: run it with deploy.py")
     task_id = ctrl.task_id
     env_cfg = ctrl.metadata.get("env_config") or {}
     limit = max_episode_steps if max_episode_steps is not None else env_cfg.get("max_episode_steps")
-    kwargs = dict(env_cfg.get("kwargs") or {})
+    kwargs = env_cfg.get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not (limit is None or isinstance(limit, int)):
+        raise ControllerError(f"{name}: metadata env_config has kwargs {str(kwargs)[:60]} and max_episode_steps "
+                              f"{str(limit)[:20]}; expected an object and an integer: re-export the policy")
+    kwargs = dict(kwargs)
     if limit is not None:
         kwargs["max_episode_steps"] = int(limit)
-    env = gym.make(task_id, **kwargs)
+    try:
+        env = gym.make(task_id, **kwargs)
+    except (gym.error.Error, ImportError, TypeError, ValueError) as e:
+        raise ControllerError(f"{name}: gymnasium cannot make its task {task_id!r} ({type(e).__name__}: "
+                              f"{(str(e).splitlines() or [''])[0][:160]})") from None
     if isinstance(env.action_space, gym.spaces.Discrete):
         env_act, discrete = int(env.action_space.n), True
     else:

@@ -195,6 +195,17 @@ class DeployCheckConfig:
 
 
 @dataclass
+class DivergenceConfig:
+    """Robot tasks: when physics divergence stops a run (``robo_ppo/envs/robot_env.py`` detects it,
+    resets the env and drops the step; ``physics/diverged`` in metrics.csv counts it)."""
+    max_rate: float = 0.01
+    """Largest fraction of an iteration's env steps that may diverge ..."""
+    patience: int = 3
+    """... before this many iterations in a row above it stop the run (one line naming the likely cause;
+    the last good checkpoint is kept)."""
+
+
+@dataclass
 class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     algo: PPOConfig = field(default_factory=PPOConfig)
@@ -237,6 +248,11 @@ class TrainConfig:
     """Write and verify policy.onnx at the end of training."""
     deploy_check: DeployCheckConfig = field(default_factory=DeployCheckConfig)
     """Robot tasks: run the exported controller in the deploy loop at the end (table, deploy.json, MP4)."""
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
+    """Robot tasks: the physics-divergence limit that stops a run."""
+    memory_interval: int = 10
+    """Write the process's memory (``rss_mb``, ``py_heap_blocks``) to metrics.csv every this many
+    iterations (0 = never)."""
     debug: bool = False
     """Show full tracebacks for user errors."""
 

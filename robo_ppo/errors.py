@@ -22,6 +22,11 @@ class NonFiniteError(RoboPPOError):
     """NaN or infinity in observations, rewards, losses or parameters."""
 
 
+class PhysicsDivergenceError(RoboPPOError):
+    """The simulation of a robot task kept diverging (``divergence.max_rate`` for ``divergence.patience``
+    iterations)."""
+
+
 class KernelMismatchError(RoboPPOError):
     """The numpy compute path's gradient disagrees with torch autograd (``algo.kernel_check_interval``)."""
 

@@ -254,14 +254,16 @@ def _version() -> str:
     return __version__
 
 
-def decode_metadata(props: dict[str, str]) -> dict[str, Any]:
-    """The deploy kit's ``decode_metadata`` of a whole ``metadata_props`` map.
+def decode_metadata(props: dict[str, str], source: str = "the file") -> dict[str, Any]:
+    """The deploy kit's ``decode_metadata`` of a whole ``metadata_props`` map (its checks: a policy
+    file is untrusted input).
 
     Raises:
-        CheckpointError: the map is not robo_ppo policy metadata.
+        CheckpointError: the map is not robo_ppo policy metadata, a value is not JSON or of the wrong
+            type (one line naming ``source`` and the key).
     """
     try:
-        return _decode_kit(props, "the file")
+        return _decode_kit(props, source)
     except MetadataError as e:
         raise CheckpointError(str(e)) from None
 
@@ -271,8 +273,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     and ``graph_outputs`` (name -> shape list with ``None``/str for dynamic axes).
 
     Raises:
-        CheckpointError: missing or unreadable file, not a robo_ppo policy,
-            or metadata that contradicts the graph's shapes.
+        CheckpointError: missing or unreadable file (not ONNX, truncated), not a robo_ppo policy,
+            metadata that is not JSON or of the wrong type, or that contradicts the graph's shapes.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -282,7 +284,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except Exception as e:
         raise CheckpointError(f"cannot read {p} as ONNX ({type(e).__name__}); the file is corrupt or "
                               "not an ONNX model: re-export it with robo-ppo-export") from None
-    meta = decode_metadata({prop.key: prop.value for prop in model.metadata_props})
+    meta = decode_metadata({prop.key: prop.value for prop in model.metadata_props}, p.name)
 
     def shapes(values):
         return {v.name: [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)

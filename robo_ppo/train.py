@@ -115,6 +115,10 @@ def check_config(cfg: DictConfig) -> None:
     need(cfg.keep_checkpoints >= 0, f"keep_checkpoints must be >= 0 (0 = keep all), got {cfg.keep_checkpoints}")
     need(cfg.engine.num_threads >= 0, f"engine.num_threads must be >= 0 (0 = one per core), "
                                       f"got {cfg.engine.num_threads}")
+    need(0.0 < cfg.divergence.max_rate <= 1.0, f"divergence.max_rate must be in (0, 1] (a fraction of env steps), "
+                                               f"got {cfg.divergence.max_rate}")
+    need(cfg.divergence.patience >= 1, f"divergence.patience must be >= 1 (iterations), got {cfg.divergence.patience}")
+    need(cfg.memory_interval >= 0, f"memory_interval must be >= 0 (0 = never), got {cfg.memory_interval}")
     w = cfg.wandb
     need(w.mode in (None, "online", "offline", "disabled"),
          f"wandb.mode must be online, offline, disabled or null (wandb's default), got {w.mode!r}")
@@ -190,7 +194,15 @@ def run(cfg: DictConfig, run_dir: Path, dist: Optional[DistContext] = None) -> d
 
 def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistContext, wandb_run) -> dict:
     """``run`` after the config is settled: train, export, write the summary
-    (rank 0), and close the W&B run when there is one."""
+    (rank 0), and close the W&B run when there is one.
+
+    A run stopped by SIGINT/SIGTERM (``summary["finished"]`` false) keeps its
+    outputs: ``learning_curve.png`` (plotted here; the trainer plots a finished
+    run), ``policy.onnx`` exported from its last checkpoint, and ``summary.json``
+    with ``"interrupted": true``. Only a robot task's deploy check is skipped (one
+    log line says how to run it). The trainer has put the previous signal
+    handlers back by then, so a second Ctrl-C during the export stops at once
+    (the exporter writes atomically: no half-written ``policy.onnx``)."""
     from robo_ppo.runner.trainer import Trainer
 
     if dist.is_main:
@@ -202,21 +214,39 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         trainer.close()
     if not dist.is_main:
         return summary
+    finished = summary["finished"]
+    if not finished:
+        summary["interrupted"] = True
+        log.info("stopped at iteration %d (%d env steps); writing the run's outputs from its last checkpoint "
+                 "%s (Ctrl-C again stops at once)", summary["iterations"], summary["global_step"],
+                 summary["checkpoint"])
+        _write_summary(run_dir, summary)  # first: a second Ctrl-C from here on still leaves it
+        _plot_stopped_run(cfg, run_dir)
     export_error = None
-    if summary["finished"] and cfg.export_onnx and summary["checkpoint"]:
-        from robo_ppo.export import export_checkpoint
-
+    if cfg.export_onnx and summary["checkpoint"]:
         try:
+            from robo_ppo.export import export_checkpoint
+
             report = export_checkpoint(summary["checkpoint"], run_dir / "policy.onnx")
             summary["onnx"] = str(report["path"])
             summary["onnx_max_abs_diff"] = report["max_abs_diff"]
-        except ExportError as e:  # the run itself finished: record, then report the failure
+        except ExportError as e:  # the run itself is saved: record, then report the failure
             summary["onnx_error"] = str(e)
             export_error = e
+        except KeyboardInterrupt:  # a second Ctrl-C: keep the summary, then stop
+            summary["onnx_error"] = (f"export interrupted; export later with robo-ppo-export "
+                                     f"checkpoint={summary['checkpoint']}")
+            _write_summary(run_dir, summary)
+            raise
     if "onnx" in summary and cfg.env.get("task") and cfg.deploy_check.enabled:
-        summary["deploy"] = _deploy_check(cfg, run_dir, summary["onnx"])
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("done: %s", json.dumps(summary))
+        if finished:
+            summary["deploy"] = _deploy_check(cfg, run_dir, summary["onnx"])
+        else:
+            c = cfg.deploy_check
+            log.info("deploy check skipped (the run was stopped); run it with `python export/deploy.py %s "
+                     "--schedule random --segments %d --seed %d`", summary["onnx"], c.segments, c.seed)
+    _write_summary(run_dir, summary)
+    log.info("%s: %s", "done" if finished else "stopped", json.dumps(summary))
     if wandb_run is not None:
         from robo_ppo.runner.logger import finish_wandb
 
@@ -224,6 +254,27 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
     if export_error is not None:
         raise export_error
     return summary
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _plot_stopped_run(cfg: DictConfig, run_dir: Path) -> None:
+    """``learning_curve.png`` of a run stopped before its end (the trainer plots only a finished run),
+    when ``metrics.csv`` has a row. A failure is logged, not raised: the run is saved."""
+    from robo_ppo.runner.logger import plot_learning_curve
+
+    metrics = run_dir / "metrics.csv"
+    try:
+        with open(metrics) as f:
+            if sum(1 for line in f if line.strip()) < 2:  # the header alone: nothing to plot
+                return
+        plot_learning_curve(metrics, run_dir / "learning_curve.png", title=f"{cfg.env.id} PPO")
+    except FileNotFoundError:
+        return
+    except Exception as e:  # noqa: BLE001 - matplotlib's errors, an unreadable file
+        log.warning("learning_curve.png not written: %s: %s", type(e).__name__, e)
 
 
 def _deploy_check(cfg: DictConfig, run_dir: Path, onnx_path: str) -> dict:

@@ -71,6 +71,88 @@ def test_two_ranks_stay_identical_and_share_statistics(tmp_path, compute):
     assert r0["reward_scaler_max_diff"] < 1e-5 and r1["reward_scaler_max_diff"] < 1e-5
 
 
+def _union_stats(r0: dict, r1: dict):
+    """The statistics one learner would hold: rank 0's start-of-training
+    statistics merged with every observation both ranks folded in."""
+    allobs = torch.cat(r0["seen"] + r1["seen"])
+    return merge_moments(r0["start"]["mean"], r0["start"]["var"], float(r0["start"]["count"]),
+                         allobs.mean(0), allobs.var(0, unbiased=False), float(len(allobs)))
+
+
+# 3 iterations of 2 ranks x 16 Go1 envs x 8 steps on native MuJoCo (the robot recipe otherwise)
+ROBOT = ["env=go1_joystick", "total_timesteps=768", "algo.num_envs=16", "algo.num_steps=8",
+         "algo.num_minibatches=2", "algo.update_epochs=2", "eval_episodes=1", "deploy_check.enabled=false",
+         "progress=false", "tensorboard=false", "torch_threads=1", "hydra.run.dir=run"]
+
+
+def test_two_ranks_robot_task_cli(tmp_path):
+    """``torchrun ... -m robo_ppo.train env=go1_joystick`` with 2 ranks: both
+    ranks' own episodes, the actor's and the asymmetric critic's normalizers and
+    the reward scaler merged over both, identical parameters, one thread share
+    per rank, and rank 0 alone writes the run (one policy.onnx with the robot contract)."""
+    pytest.importorskip("mujoco")
+    from robo_ppo.export import read_metadata
+    from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
+    from robo_ppo.runner.distributed import cores_per_rank
+
+    _run([*TORCHRUN, str(HERE / "dist_worker.py"), str(tmp_path), "--cli", *ROBOT], tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["iterations"] == r1["iterations"] == 3
+    assert r0["global_step"] == r1["global_step"] == 768  # all ranks' env steps
+    # each rank steps its own episodes (seed + rank * num_envs), not one rank's data twice
+    for key in ("obs", "critic_obs"):
+        assert r0["first"][key] is not None and not torch.equal(r0["first"][key], r1["first"][key]), key
+    # ... and after 3 iterations of those different data the ranks hold identical parameters
+    assert torch.equal(r0["flat_params"], r1["flat_params"])
+    # both normalizers (actor 48 values, privileged critic more) hold the statistics of both ranks' data
+    assert sorted(r0["norms"]) == ["critic_obs_normalizer", "obs_normalizer"]
+    for name in r0["norms"]:
+        n0, n1 = r0["norms"][name], r1["norms"][name]
+        assert not torch.equal(n0["seen"][0], n1["seen"][0]), name
+        for key in ("mean", "var", "count"):
+            assert torch.equal(n0["start"][key], n1["start"][key]), (name, key)
+            assert torch.equal(n0["final"][key], n1["final"][key]), (name, key)
+        mean, var, count = _union_stats(n0, n1)
+        steps = 3 * 16 * 8
+        assert sum(len(x) for x in n0["seen"]) == sum(len(x) for x in n1["seen"]) == steps
+        assert float(n0["final"]["count"]) == count == float(n0["start"]["count"]) + 2 * steps
+        torch.testing.assert_close(n0["final"]["mean"], mean, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(n0["final"]["var"], var, rtol=1e-10, atol=1e-12)
+        alone = torch.cat(n0["seen"])  # what rank 0 would hold from its own data only
+        mean0, _, _ = merge_moments(n0["start"]["mean"], n0["start"]["var"], float(n0["start"]["count"]),
+                                    alone.mean(0), alone.var(0, unbiased=False), float(len(alone)))
+        assert not torch.allclose(n0["final"]["mean"], mean0), name
+    assert r0["norms"]["critic_obs_normalizer"]["final"]["mean"].numel() > 48
+    # the reward scaler (normalize_reward in the robot recipe) counts every rank's env steps
+    assert r0["reward_scaler"] is not None
+    for key, value in r0["reward_scaler"].items():
+        assert torch.equal(value, r1["reward_scaler"][key]), key
+    assert float(r0["reward_scaler"]["count"]) == 768
+    # threads: each rank's share of the cores for MuJoCo (engine num_threads 0) and for the update
+    # (update_threads 2 in the robot env files)
+    share = cores_per_rank(2)
+    for r in (r0, r1):
+        assert r["engine_threads"] == min(share, 16)
+        assert r["update_threads"] == [min(2, share)] * 3
+    # rank 0 alone wrote the run: one directory with one controller carrying the robot contract
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.pt", "rank1.pt", "run"]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.glob("*.onnx")) == ["policy.onnx"]
+    meta = read_metadata(run / "policy.onnx")
+    assert meta["robot"]["name"] == "go1" and meta["task_name"] == "go1_joystick"
+    assert meta["engine"] == "mujoco" and meta["obs_dim"] == 48 and meta["global_step"] == 768
+    ckpts = list_checkpoints(run / "checkpoints")
+    assert len(ckpts) == 1
+    state = load_checkpoint(ckpts[-1])
+    assert state["world_size"] == 2 and len(state["other_ranks"]) == 1 and state["global_step"] == 768
+    assert torch.equal(state["model"]["critic_obs_normalizer.rms.mean"],
+                       r0["norms"]["critic_obs_normalizer"]["final"]["mean"])
+    assert not torch.equal(state["next_obs"], state["other_ranks"][0]["next_obs"])
+    header, *rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "reward/tracking_lin_vel" in header.split(",")
+    assert (run / "summary.json").is_file() and (run / "config.yaml").is_file()
+
+
 def _rows(metrics: Path) -> int:
     return max(0, len(metrics.read_text().splitlines()) - 1) if metrics.is_file() else 0
 

@@ -277,7 +277,7 @@ def test_push_and_action_latency():
 def test_penalty_curriculum_scales_the_cost_terms_and_ramps_to_one():
     """``penalty_curriculum``: negative-scale terms weigh ``start`` at the first step, linearly more with
     the task's step clock, 1 after ``steps`` env steps; positive terms never change. Without the event,
-    the same state gives the full costs; a resumed run sets the clock (``resume_at``)."""
+    the same state gives the full costs; the trainer sets the clock (``set_training_clock``)."""
     n, ramp = 4, 40   # 4 envs: the factor reaches 1 after 10 control steps
     curriculum = (f"env.task_params.events.penalties.params.steps={ramp}",
                   "env.task_params.events.penalties.params.start=0.25")
@@ -297,9 +297,12 @@ def test_penalty_curriculum_scales_the_cost_terms_and_ramps_to_one():
         torch.testing.assert_close(info["reward_terms"][:, cost], factor * ref["reward_terms"][:, cost])
         factors.append(env.task.penalty_factor)
     assert factors[0] == 0.25 and factors[-1] == 1.0 and factors == sorted(factors)
-    env.resume_at(5)
+    env.set_training_clock(5, n)
     env.step(actions)
     assert env.task.penalty_factor == pytest.approx(0.25 + 0.75 * 5 * n / ramp)
+    env.set_training_clock(1, 2 * n)   # two data-parallel ranks: twice the env steps per step
+    env.step(actions)
+    assert env.task.penalty_factor == pytest.approx(0.25 + 0.75 * 2 * n / ramp)
     env.close()
     full.close()
 

@@ -13,6 +13,7 @@ def compute_gae(
     truncated: torch.Tensor,
     gamma: float,
     gae_lambda: float,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE(gamma, lambda) advantages and lambda-returns over a time-major rollout.
 
@@ -27,6 +28,10 @@ def compute_gae(
     Advantage recursion (eq. 16), restarted at every episode end:
         ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``,
         ``done_t = terminated_t or truncated_t``, ``A_T = 0``.
+    ``valid`` (bool ``[T, N]``, optional): a transition that is not valid (its
+    physics diverged; it must also be marked done) gets ``delta_t = 0``, so
+    ``A_t = 0`` and the step before it bootstraps from ``V(obs[t])`` as at a
+    truncation; the learner drops it from the batch.
     Returns ``(advantages [T, N], returns [T, N])`` with ``returns = A + values``.
     """
     if not (rewards.shape == values.shape == next_values.shape == terminated.shape == truncated.shape):
@@ -37,6 +42,8 @@ def compute_gae(
     not_terminated = 1.0 - terminated.to(rewards.dtype)
     not_done = 1.0 - (terminated | truncated).to(rewards.dtype)
     deltas = rewards + gamma * not_terminated * next_values - values
+    if valid is not None:
+        deltas = torch.where(valid, deltas, 0.0)
     advantages = torch.zeros_like(rewards)
     decay = gamma * gae_lambda * not_done
     adv, d, c = advantages, deltas, decay

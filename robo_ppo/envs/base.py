@@ -46,6 +46,8 @@ class VecEnv(ABC):
     """Engine name (``gymnasium``, ``envpool``, ``brax``)."""
     control_dt: float
     """Seconds of simulated time per env step (MuJoCo timestep x frame skip)."""
+    checks_divergence: bool = False
+    """Whether ``step`` detects diverged physics (``info["diverged"]``, ``divergence_hint()``: robot tasks)."""
 
     @property
     def obs_dim(self) -> int:
@@ -64,9 +66,11 @@ class VecEnv(ABC):
     def set_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"the {self.engine} engine cannot restore a simulator state")
 
-    def resume_at(self, steps_per_env: int) -> None:  # noqa: B027 - most engines need nothing
-        """A resumed run continues after ``steps_per_env`` control steps of each of its envs: an env
-        whose task keeps a clock over training (a curriculum) sets it from this. No-op by default."""
+    def set_training_clock(self, steps_per_env: int, num_envs: int) -> None:  # noqa: B027 - most need nothing
+        """Training has run ``steps_per_env`` control steps of each of ``num_envs`` envs (all ranks' training
+        envs): a task that keeps a clock over training (a curriculum, counted in env steps) sets it from
+        this. The trainer calls it at the start (``0``), on a resume without a snapshot, and on the
+        evaluation envs before each evaluation. No-op by default."""
 
     def close(self) -> None:  # noqa: B027 - engines without resources keep the no-op
         """Release the engine's resources (no-op by default)."""

@@ -172,6 +172,31 @@ class MjWarpPhysics(Physics):
             rows = mask.reshape(-1, *([1] * (view.dim() - 1)))
             view.copy_(torch.where(rows, value.to(device=self.device, dtype=view.dtype), view))
 
+    def _state_views(self) -> dict[str, torch.Tensor]:
+        d = self._d
+        return {"qpos": self._qpos, "qvel": self._qvel, "act": self._act, "ctrl": self._ctrl,
+                "qacc_warmstart": self._warmstart, "time": wp.to_torch(d.time), "sensordata": self._sensor}
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """CPU copies of every world's ``qpos``, ``qvel``, ``act``, ``ctrl``, solver warm start, ``time``
+        and ``sensordata``, and ``model``: the ``RANDOMIZABLE`` fields."""
+        out = {k: v.detach().cpu().clone() for k, v in self._state_views().items()}
+        out["model"] = {k: v.detach().cpu().clone() for k, v in self._fields.items()}
+        return out
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Write a ``snapshot`` back, run ``step1`` (the contract's "after step1" data) and put the saved
+        sensor values back (the acceleration-stage ones are the last physics step's)."""
+        for views in (self._state_views(), self._fields):
+            source = snapshot if views is not self._fields else snapshot["model"]
+            for k, view in views.items():
+                if tuple(source[k].shape) != tuple(view.shape):
+                    raise ValueError(f"the physics snapshot's {k} has shape {tuple(source[k].shape)}; this engine "
+                                     f"has {tuple(view.shape)}")
+                view.copy_(source[k].to(device=self.device, dtype=view.dtype))
+        self._run("step1", lambda: mjw.step1(self._m, self._d))
+        self._sensor.copy_(snapshot["sensordata"].to(self.device))
+
     def close(self) -> None:
         """Drop the graphs and the Warp model and data (device memory returns to Warp's pool)."""
         self._graphs.clear()

@@ -14,6 +14,15 @@ in ``reward_terms``) and the asymmetric critic's observation
 step: resets run under a mask every step, and episode statistics come as
 ``[N]`` tensors with a mask (``episode_done``, ``episode_return_all``,
 ``episode_length_all``) that the collector filters once per rollout.
+
+Physics divergence: after every control step an env is *diverged* when its
+``qpos``, ``qvel``, sensors, observation or reward is non-finite, a joint or
+base speed exceeds ``MAX_SPEED``, or the engine flagged it (MuJoCo's bad
+qpos/qvel/qacc warnings, ``Physics.bad_state``). A diverged env is reset like
+a truncated one, its reward and reward terms are 0, its ``final_obs`` rows
+are the fresh observation (finite), it ends no episode in the statistics, and
+``info["diverged"]`` (bool ``[N]``) tells the learner to drop the step
+(``RolloutBuffer.diverged``). Nothing non-finite leaves this class.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ from robo_ppo.tasks import make_task, task_params_schema
 
 ROBOT_ENGINES = ("mujoco", "mjwarp")
 DEFAULT_EPISODE_LENGTH = 1000
+MAX_SPEED = 1e3
+"""Joint or base speed (rad/s, m/s) beyond which a state is diverged: about 30x a legged robot's
+fastest joint; a blown-up simulation reaches it within a step or two."""
 
 
 def _plain(x: Any) -> Any:
@@ -60,7 +72,7 @@ def make_physics(engine: str, model, num_envs: int, device: torch.device, num_th
 
 
 class RobotVecEnv(VecEnv):
-    """``num_envs`` environments of a robot task.
+    """``num_envs`` environments of a robot task (``checks_divergence``: see the module docstring).
 
     Args:
         env_cfg: ``env`` config: ``task``, ``task_params``, ``robot`` (the description),
@@ -74,6 +86,8 @@ class RobotVecEnv(VecEnv):
     Raises:
         ConfigError: bad robot description, task parameters or engine (one line).
     """
+
+    checks_divergence = True
 
     def __init__(self, env_cfg, engine: str, num_envs: int, device: torch.device | str = "cpu",
                  seed: Optional[int] = None, num_threads: int = 0):
@@ -130,34 +144,75 @@ class RobotVecEnv(VecEnv):
         if actions.shape != (self.num_envs, t.action_size):
             raise ValueError(f"actions must have shape {(self.num_envs, t.action_size)}, got {tuple(actions.shape)}")
         reward, terminated, terms = t.step(actions)
+        obs, critic = t.observe()
+        diverged = self._diverged(obs, critic, reward)
+        reward = torch.where(diverged, 0.0, reward)
+        terms = torch.where(diverged[:, None], 0.0, terms)
+        terminated = terminated & ~diverged
         self._steps += 1
-        truncated = (self._steps >= self.episode_length) & ~terminated
+        truncated = ((self._steps >= self.episode_length) & ~terminated) | diverged
         done = terminated | truncated
         self._ep_return += reward
-        obs, critic = t.observe()
         final_obs, final_critic = obs, critic
         if self._sync_free or bool(done.any()):
             t.reset(done)
             fresh, fresh_critic = t.observe()
             obs = torch.where(done[:, None], fresh, obs)
+            final_obs = torch.where(diverged[:, None], fresh, final_obs)
             if critic is not None:
                 critic = torch.where(done[:, None], fresh_critic, critic)
-        ep_return = torch.where(done, self._ep_return, 0.0)
-        ep_length = torch.where(done, self._steps, 0).float()
+                final_critic = torch.where(diverged[:, None], fresh_critic, final_critic)
+        ended = done & ~diverged   # a diverged episode is not an episode of the task
+        ep_return = torch.where(ended, self._ep_return, 0.0)
+        ep_length = torch.where(ended, self._steps, 0).float()
         self._ep_return = torch.where(done, 0.0, self._ep_return)
         self._steps = torch.where(done, 0, self._steps)
         self._critic = critic
         to = self._to
-        info = StepInfo({"final_obs": to(final_obs), "episode_done": to(done),
+        info = StepInfo({"final_obs": to(final_obs), "episode_done": to(ended),
                           "episode_return_all": to(ep_return), "episode_length_all": to(ep_length),
-                          "reward_terms": to(terms)})
+                          "reward_terms": to(terms), "diverged": to(diverged)})
         if critic is not None:
             info["final_critic_obs"] = to(final_critic)
         return to(obs), to(reward), to(terminated), to(truncated), info
 
-    def resume_at(self, steps_per_env: int) -> None:
-        """Set the task's training clock (``task.step_count``: its curricula read it) on resume."""
-        self.task.step_count = int(steps_per_env)
+    def _diverged(self, obs: torch.Tensor, critic: Optional[torch.Tensor], reward: torch.Tensor) -> torch.Tensor:
+        """bool ``[N]``: the envs whose step diverged (see the module docstring)."""
+        ph = self.physics
+        ok = (torch.isfinite(ph.qpos).all(1) & torch.isfinite(ph.sensordata).all(1)
+              & (ph.qvel.abs() <= MAX_SPEED).all(1)   # False for NaN too
+              & torch.isfinite(obs).all(1) & torch.isfinite(reward))
+        if critic is not None:
+            ok &= torch.isfinite(critic).all(1)
+        flagged = ph.bad_state()
+        return ~ok if flagged is None else ~ok | flagged.to(ok.device)
+
+    def divergence_hint(self) -> str:
+        """What usually makes this task's physics diverge, naming the config keys to change."""
+        p, m = self.task.p, self.robot.model
+        return (f"lower env.task_params.sim_dt (now {p.sim_dt:g} s), raise env.task_params.solver_iterations "
+                f"(now {m.opt.iterations}), or narrow the ranges of env.task_params.events.randomize_model")
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot for exact resume: the engine's (``Physics.snapshot``: every env's MuJoCo state and
+        randomized model fields), the task's (``Joystick.state_dict``) and this adapter's episode
+        counters. Raises NotImplementedError where the engine cannot snapshot."""
+        return {"physics": self.physics.snapshot(), "task": self.task.state_dict(),
+                "steps": self._steps.cpu().clone(), "ep_return": self._ep_return.cpu().clone(),
+                "reset_count": self._reset_count, "critic": None if self._critic is None else self._critic.cpu().clone()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore ``get_state()`` of an env of the same config (engine, robot, task, ``num_envs``)."""
+        self.physics.restore(state["physics"])
+        self.task.load_state_dict(state["task"])
+        dev = self.physics.device
+        self._steps, self._ep_return = state["steps"].to(dev).clone(), state["ep_return"].to(dev).clone()
+        self._reset_count = int(state["reset_count"])
+        self._critic = None if state["critic"] is None else state["critic"].to(dev).clone()
+
+    def set_training_clock(self, steps_per_env: int, num_envs: int) -> None:
+        """Set the task's training clock (``Joystick.set_clock``: its curricula follow it)."""
+        self.task.set_clock(steps_per_env, num_envs)
 
     def last_critic_obs(self) -> torch.Tensor:
         """The critic observation float32 ``[N, critic_obs_dim]`` of the last ``reset``/``step``."""

@@ -61,7 +61,7 @@ def replay(policy: str | Path, episodes: int = 5, seed: int = 0, deterministic: 
             "gymnasium tasks and robot policies only: re-export the run's checkpoint with robo-ppo-export "
             "(robot task checkpoints carry the robot metadata), or judge the policy by the run's own "
             "evaluation (metrics.csv eval_return)")
-    if robot:
+    if robot is not None:  # a robot policy (its metadata checked by the kit, even when malformed)
         return _replay_robot(Path(state["path"]) if state else p, "checkpoint" if state else "onnx", robot, task_id,
                              state, seed=seed, deterministic=deterministic, env_id=env_id, schedule=schedule,
                              segments=segments, segment_seconds=segment_seconds, video=video,

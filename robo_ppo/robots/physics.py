@@ -17,6 +17,14 @@ therefore hold the values of the last physics step. ``set_state`` runs a full
 
 Per-environment model parameters (domain randomization) are written with
 ``set_model``; the fields an engine must allow are ``RANDOMIZABLE``.
+
+Exact resume: ``snapshot`` returns every env's simulator state (MuJoCo's
+integration state: time, qpos, qvel, act, warm start, ctrl, ...; the sensors;
+the randomized model fields) as tensors, and ``restore`` puts it back so the
+next ``step`` computes what it would have computed without the interruption.
+Divergence: ``bad_state`` reports the envs MuJoCo itself flagged since the last
+call (bad qpos/qvel/qacc warnings); the env adapter adds its own finiteness and
+bounds checks on top (``robo_ppo/envs/robot_env.py``).
 """
 
 from __future__ import annotations
@@ -73,6 +81,23 @@ class Physics(ABC):
         """Where ``mask`` (bool ``[N]``): write per-env model parameters, ``fields[name]`` float32
         ``[N, *shape of MjModel.<name>]`` for names in ``RANDOMIZABLE``. Takes effect at the next
         ``step`` / ``set_state``."""
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """Every env's simulator state and randomized model fields, as CPU tensors (checkpoint-safe)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot snapshot its state")
+
+    def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Put back a ``snapshot`` of an engine of the same model and ``num_envs``.
+
+        Raises:
+            ValueError: the snapshot's shapes do not fit this engine.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a snapshot")
+
+    def bad_state(self) -> torch.Tensor | None:
+        """bool ``[N]``: envs the engine flagged as diverged (MuJoCo's bad qpos/qvel/qacc warnings)
+        since the last call, then cleared; ``None`` where the engine raises no such flag."""
+        return None
 
     def nominal(self, name: str) -> torch.Tensor:
         """float32 ``MjModel.<name>`` of the nominal model, on ``device``."""

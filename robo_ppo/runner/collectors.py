@@ -43,6 +43,8 @@ class RolloutResult:
     """float32 ``[N, critic_obs_dim]`` (asymmetric critic only)."""
     reward_terms: Optional[dict[str, float]] = None
     """Mean per-step contribution of each reward term (tasks that report them)."""
+    diverged: Optional[int] = None
+    """Env steps whose physics diverged (engines that report it: ``info["diverged"]``), else ``None``."""
 
 
 def _draw_noise(num_steps: int, num_envs: int, act_dim: int, discrete: bool, device) -> torch.Tensor:
@@ -104,6 +106,7 @@ class DeviceCollector:
         raw_obs, raw_critic, norm_critic = [], [], []
         done_masks, done_returns, done_lengths, returns, lengths = [], [], [], [], []
         term_sum = torch.zeros(len(self.reward_terms), device=buf.obs.device)
+        diverged = []
         obs, critic_obs = next_obs, next_critic_obs
         on_cpu = buf.obs.device.type == "cpu"
         for t in range(buf.num_steps):
@@ -127,6 +130,8 @@ class DeviceCollector:
                 buf.next_values[t] = policy.get_value(final)
             if "reward_terms" in info:
                 term_sum += info["reward_terms"].sum(0)
+            if "diverged" in info:
+                diverged.append(info["diverged"])
             if "episode_done" in info:    # [N] masks: filtered once after the rollout
                 done_masks.append(info["episode_done"])
                 done_returns.append(info["episode_return_all"])
@@ -138,6 +143,8 @@ class DeviceCollector:
         buf.last_values = policy.get_value(last)
         for name, values in steps.items():
             torch.stack(values, out=getattr(buf, name))
+        if diverged:
+            torch.stack(diverged, out=buf.diverged)
         if self.asymmetric:
             torch.stack(norm_critic, out=buf.critic_obs)
             policy.update_normalizer(torch.cat(raw_obs), torch.cat(raw_critic))
@@ -151,4 +158,5 @@ class DeviceCollector:
         if self.reward_terms:
             means = (term_sum / (buf.num_steps * buf.num_envs)).tolist()
             terms = dict(zip(self.reward_terms, means, strict=True))
-        return RolloutResult(obs, returns, lengths, critic_obs, terms)
+        return RolloutResult(obs, returns, lengths, critic_obs, terms,
+                             int(buf.diverged.sum()) if diverged else None)

@@ -19,6 +19,11 @@ What keeps the ranks one learner:
 * a stop request (SIGINT/SIGTERM) on any rank stops every rank after the same
   iteration (``any_rank``).
 
+The ranks of one node share its cores: a CPU engine's ``num_threads: 0`` (one
+thread per core: EnvPool, native MuJoCo) becomes each rank's share, and the
+update's torch threads (``update_threads``) are capped at it
+(``cores_per_rank``; ``Trainer._join_data_parallel``, ``rank_engine_config``).
+
 Rank 0 alone writes files (logs, TensorBoard, checkpoints, ONNX). Backends:
 ``gloo`` on the CPU, ``nccl`` on CUDA. Without ``torchrun`` (no ``RANK`` /
 ``WORLD_SIZE`` in the environment) nothing here runs and training is the
@@ -44,6 +49,15 @@ log = logging.getLogger("robo_ppo")
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 """What ``torchrun`` sets for each worker; all present = launched by torchrun."""
+
+
+def cores_per_rank(local_world_size: int) -> int:
+    """One rank's share of this node's usable cores (the CPU affinity mask where the
+    OS has one, else the core count) when ``local_world_size`` ranks share the node;
+    at least 1. What a rank's engine threads (``num_threads: 0``) and its torch
+    threads in the update are capped at, so the ranks do not oversubscribe the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(local_world_size)))
 
 
 def launched_by_torchrun() -> bool:
@@ -84,6 +98,11 @@ class DistContext:
     def is_main(self) -> bool:
         """Rank 0: the process that writes files."""
         return self.rank == 0
+
+    @property
+    def cores_per_rank(self) -> int:
+        """This rank's share of its node's cores (``cores_per_rank(local_world_size)``)."""
+        return cores_per_rank(self.local_world_size)
 
     # ------------------------------------------------------------ collectives
     def broadcast_module_(self, module: torch.nn.Module) -> None:

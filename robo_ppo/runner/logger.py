@@ -13,13 +13,16 @@ from robo_ppo.errors import ConfigError
 
 COLUMNS = ["iteration", "global_step", "wall_time", "SPS", "rollout_SPS", "episodic_return", "episodic_length",
            "recent_return", "eval_return", "eval_return_std", "policy_loss", "value_loss", "entropy", "approx_kl",
-           "clipfrac", "explained_variance", "learning_rate", "kl_beta", "kl", "early_stop"]
+           "clipfrac", "explained_variance", "learning_rate", "kl_beta", "kl", "early_stop", "rss_mb",
+           "py_heap_blocks"]
 """metrics.csv's columns, one per value of the trainer's row (``Trainer._row``;
 ``reward/<term>`` columns follow when the task reports reward terms). ``SPS``:
 env steps per second since this process started training; ``rollout_SPS``: the
 iteration's rollout alone; ``recent_return``: mean of the last 100 finished
 training episodes; ``kl``: exact KL of the update (``algo.loss=kl`` only);
-``early_stop``: 1 when ``target_kl`` ended the update."""
+``early_stop``: 1 when ``target_kl`` ended the update; ``rss_mb``, ``py_heap_blocks``: process memory
+every ``memory_interval`` iterations (``runner/memory.py``); a robot task adds ``physics/diverged``, the
+env steps of the iteration whose physics diverged (``envs/robot_env.py``)."""
 
 TB_TAGS = {
     "episodic_return": "charts/episodic_return", "episodic_length": "charts/episodic_length",
@@ -29,6 +32,7 @@ TB_TAGS = {
     "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
     "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
     "explained_variance": "losses/explained_variance", "kl": "losses/kl", "early_stop": "losses/early_stop",
+    "rss_mb": "memory/rss_mb", "py_heap_blocks": "memory/py_heap_blocks",
 }
 """TensorBoard and W&B tags of the columns (CleanRL's ``charts/*``, ``losses/*``);
 ``reward/<term>`` columns keep their own name."""

@@ -14,7 +14,8 @@ class RolloutBuffer:
     Fields: ``obs`` (normalized, float32 ``[T, N, obs_dim]``), ``actions``
     (float32 ``[T, N, act_dim]`` or int64 ``[T, N]``), ``log_probs``,
     ``values``, ``rewards`` (after scaling), ``next_values`` (see
-    ``compute_gae``), ``last_values [N]`` (V of the obs after the last step), ``terminated``, ``truncated`` (``[T, N]``), and
+    ``compute_gae``), ``last_values [N]`` (V of the obs after the last step), ``terminated``, ``truncated``,
+    ``diverged`` (bool ``[T, N]``: steps whose physics diverged, dropped from the update), and
     ``dist_params`` (``[T, N, act_dim or n_actions]``); ``critic_obs`` (normalized,
     ``[T, N, critic_obs_dim]``) for an asymmetric critic, else ``None``.
     """
@@ -36,6 +37,7 @@ class RolloutBuffer:
         self.last_values = torch.zeros(N, **f32)
         self.terminated = torch.zeros(T, N, dtype=torch.bool, device=device)
         self.truncated = torch.zeros(T, N, dtype=torch.bool, device=device)
+        self.diverged = torch.zeros(T, N, dtype=torch.bool, device=device)
 
     def finish(self, last_values: torch.Tensor, gamma: float, gae_lambda: float):
         """Fill ``next_values`` for steps whose episode went on (``V(obs[t+1])``,
@@ -47,14 +49,16 @@ class RolloutBuffer:
         done = self.terminated | self.truncated
         following = torch.cat([self.values[1:], last_values.unsqueeze(0)], dim=0)
         self.next_values = torch.where(done, self.next_values, following)
+        valid = ~self.diverged if bool(self.diverged.any()) else None
         return compute_gae(self.rewards, self.values, self.next_values, self.terminated,
-                           self.truncated, gamma, gae_lambda)
+                           self.truncated, gamma, gae_lambda, valid=valid)
 
     def flatten(self, advantages: torch.Tensor, returns: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The batch as flat ``[T * N, ...]`` tensors for the PPO update."""
+        """The batch as flat ``[B, ...]`` tensors for the PPO update: ``B = T * N`` samples, less the
+        diverged steps (dropped: their reward and next state are the blow-up's)."""
         B = self.num_steps * self.num_envs
         batch = {} if self.critic_obs is None else {"critic_obs": self.critic_obs.reshape(B, -1)}
-        return batch | {
+        batch = batch | {
             "obs": self.obs.reshape(B, -1),
             "actions": self.actions.reshape(B, *self.actions.shape[2:]),
             "log_probs": self.log_probs.reshape(B),
@@ -63,3 +67,7 @@ class RolloutBuffer:
             "returns": returns.reshape(B),
             "dist_params": self.dist_params.reshape(B, -1),
         }
+        if bool(self.diverged.any()):
+            keep = ~self.diverged.reshape(B)
+            batch = {k: v[keep] for k, v in batch.items()}
+        return batch

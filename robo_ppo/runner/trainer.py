@@ -8,7 +8,6 @@ env-stepping hot loop, ``state_dict`` is what a checkpoint holds.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections import deque
@@ -27,15 +26,16 @@ from robo_ppo.algo.losses import explained_variance
 from robo_ppo.algo.numpy_ppo import NumpyPPO
 from robo_ppo.algo.ppo import PPO
 from robo_ppo.envs import make_vec_env
-from robo_ppo.errors import ConfigError, NonFiniteError
+from robo_ppo.errors import ConfigError, NonFiniteError, PhysicsDivergenceError
 from robo_ppo.modules.actor_critic import build_actor_critic
 from robo_ppo.modules.normalizer import RewardScaler, RunningMeanStd
 from robo_ppo.modules.numpy_policy import NumpyActorCritic, UnsupportedModuleError
 from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_checkpoint, space_to_dict
 from robo_ppo.runner.collectors import DeviceCollector, HostCollector, RolloutResult
-from robo_ppo.runner.distributed import DistContext
+from robo_ppo.runner.distributed import DistContext, cores_per_rank
 from robo_ppo.runner.evaluate import run_episodes
 from robo_ppo.runner.logger import NullLogger, RunLogger, plot_learning_curve
+from robo_ppo.runner.memory import memory_row
 from robo_ppo.runner.storage import RolloutBuffer
 
 log = logging.getLogger("robo_ppo")
@@ -92,14 +92,15 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def rank_engine_config(engine_cfg: DictConfig, local_world_size: int) -> DictConfig:
-    """The engine config of one of ``local_world_size`` ranks on a node: an
-    EnvPool ``num_threads: 0`` (one thread per core) becomes this rank's
-    share of the usable cores, so the ranks do not oversubscribe them."""
-    if local_world_size <= 1 or engine_cfg.name != "envpool" or engine_cfg.num_threads != 0:
+    """The engine config of one of ``local_world_size`` ranks on a node: the
+    ``num_threads: 0`` (one thread per core) of a CPU-threaded engine (EnvPool,
+    native MuJoCo ``mujoco``) becomes this rank's share of the usable cores
+    (``distributed.cores_per_rank``), so the ranks do not oversubscribe them."""
+    if (local_world_size <= 1 or engine_cfg.name not in ("envpool", "mujoco")
+            or engine_cfg.get("num_threads", 0) != 0):
         return engine_cfg
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     out = engine_cfg.copy()
-    out.num_threads = max(1, cores // local_world_size)
+    out.num_threads = cores_per_rank(local_world_size)
     return out
 
 
@@ -184,6 +185,14 @@ class Trainer:
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.last_eval: Optional[dict[str, float]] = None
         self._stop_requested = False
+        self._diverging = 0
+        """Iterations in a row whose divergence rate was above ``divergence.max_rate``."""
+        self._warned_divergence = False
+        self.update_threads = int(cfg.update_threads)
+        """torch threads of the update (0: ``torch_threads``); a data-parallel rank caps it at its cores."""
+        self.clock_envs = a.num_envs * world
+        """Envs that step together in training (all ranks): a task's curricula count their env steps."""
+        self.envs.set_training_clock(0, self.clock_envs)
         self.next_obs = self.envs.reset(seed=self.env_seed)
         self.next_critic_obs = self.envs.last_critic_obs() if critic_obs_dim else None
         if self.dist.enabled:
@@ -197,7 +206,13 @@ class Trainer:
     def _join_data_parallel(self) -> None:
         """Hook the ranks together (``robo_ppo/runner/distributed.py``):
         gradient and KL means in the update, observation moments and reward
-        statistics over all ranks' data."""
+        statistics over all ranks' data (every ``RunningMeanStd`` of the policy:
+        the actor's normalizer and an asymmetric critic's own).
+
+        The ranks of a node share its cores: the update's torch threads
+        (``update_threads``, 2 in the robot env files) are capped at this rank's
+        share (``DistContext.cores_per_rank``), as its engine threads are
+        (``rank_engine_config``); the config keeps the configured value."""
         d = self.dist
         self.ppo.data_parallel(d.grad_mean_, d.scalar_mean)
         for module in self.policy.modules():
@@ -205,11 +220,18 @@ class Trainer:
                 module.batch_sync = d.merge_moments_across_ranks
         if self.reward_scaler is not None:
             self.reward_scaler.step_sums_sync = d.sum_across_ranks
+        share = d.cores_per_rank
+        if self.update_threads > share:
+            self.update_threads = share
         if d.is_main:
             a = self.cfg.algo
             log.info("data-parallel PPO: %d ranks x %d envs x %d steps = %d env steps per update; "
                      "minibatches of %d x %d samples", d.world_size, a.num_envs, a.num_steps,
                      self.steps_per_iteration, d.world_size, self.batch_size // a.num_minibatches)
+            log.info("data-parallel threads per rank (%d ranks on this node, %d core(s) each): engine %s, "
+                     "torch %d, update %s", d.local_world_size, share,
+                     rank_engine_config(self.cfg.engine, d.local_world_size).get("num_threads", "-"),
+                     torch.get_num_threads(), self.update_threads or torch.get_num_threads())
 
     def _seed_normalizer(self) -> None:
         """Seed the observation statistics of a fresh run, so that its first
@@ -246,7 +268,7 @@ class Trainer:
         logger = (RunLogger(self.run_dir, tensorboard=cfg.tensorboard, progress=cfg.progress,
                             total_steps=self.num_iterations * self.steps_per_iteration,
                             initial_step=self.global_step,
-                            extra_columns=tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ())),
+                            extra_columns=self._extra_columns(),
                             wandb_run=self.wandb_run)
                   if main else NullLogger())
         previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -291,6 +313,12 @@ class Trainer:
                 "eval": self.last_eval,
                 "checkpoint": str(checkpoints[-1]) if checkpoints else None}
 
+    def _extra_columns(self) -> tuple[str, ...]:
+        """metrics.csv columns of this task: ``reward/<term>``, and ``physics/diverged`` where the env
+        checks its physics (robot tasks)."""
+        terms = tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ()))
+        return terms + (("physics/diverged",) if self.envs.checks_divergence else ())
+
     def _stop_agreed(self) -> bool:
         """Whether to stop after this iteration: a stop was requested here or,
         in a data-parallel run, on any rank (one all-reduce per iteration)."""
@@ -330,7 +358,28 @@ class Trainer:
         if self.reward_scaler is not None:
             buf.rewards.copy_(self.reward_scaler.scale_rollout(buf.rewards, buf.terminated | buf.truncated))
         self.recent_returns.extend(result.episode_returns)
+        if result.diverged is not None:
+            self._check_divergence(result.diverged)
         return result
+
+    def _check_divergence(self, diverged: int) -> None:
+        """Stop the run (``PhysicsDivergenceError``, before this iteration is checkpointed) when more than
+        ``divergence.max_rate`` of the env steps diverged in ``divergence.patience`` iterations in a
+        row (on any rank). The diverged steps themselves were already reset and dropped by the env and
+        the buffer."""
+        d = self.cfg.divergence
+        rate = diverged / self.batch_size
+        if diverged and not self._warned_divergence:
+            self._warned_divergence = True
+            log.warning("the physics diverged in %d env steps of iteration %d: those envs were reset and the steps "
+                        "left out of the update (counted in metrics.csv: physics/diverged; reported once)",
+                        diverged, self.iteration)
+        self._diverging = self._diverging + 1 if rate > d.max_rate else 0
+        if self.dist.any_rank(self._diverging >= d.patience):
+            raise PhysicsDivergenceError(
+                f"the physics diverged in {rate:.1%} of the env steps of iteration {self.iteration} (more than "
+                f"divergence.max_rate={d.max_rate:g} for {d.patience} iterations in a row): "
+                f"{self.envs.divergence_hint()}; the last good checkpoint in {self.ckpt_dir} is intact")
 
     def _update(self) -> dict[str, float]:
         a = self.cfg.algo
@@ -342,12 +391,12 @@ class Trainer:
         interval = int(a.kernel_check_interval)
         if interval > 0 and (self.iteration - 1) % interval == 0:
             self.ppo.check_kernel(batch, self.iteration)  # numpy path only; KernelMismatchError stops the run
-        if self.cfg.update_threads > 0:   # more intra-op threads while the env threads idle
-            torch.set_num_threads(self.cfg.update_threads)
+        if self.update_threads > 0:   # more intra-op threads while the env threads idle
+            torch.set_num_threads(self.update_threads)
         try:
             stats = self.ppo.update(batch)
         finally:
-            if self.cfg.update_threads > 0:
+            if self.update_threads > 0:
                 torch.set_num_threads(self.cfg.torch_threads if self.cfg.torch_threads > 0 else self._default_threads)
         stats["explained_variance"] = explained_variance(batch["values"], batch["returns"])
         return stats
@@ -374,6 +423,11 @@ class Trainer:
         })
         for term, value in (rollout.reward_terms or {}).items():
             row[f"reward/{term}"] = value
+        if rollout.diverged is not None:
+            row["physics/diverged"] = rollout.diverged
+        interval = self.cfg.memory_interval
+        if interval > 0 and (self.iteration % interval == 0 or self.iteration == 1):
+            row.update(memory_row())
         return row
 
     # --------------------------------------------------------- evaluation
@@ -381,7 +435,8 @@ class Trainer:
         """Deterministic returns on separate envs with the normalizer frozen.
 
         One env per episode, seeded ``seed + 1_000_003`` so evaluation never
-        shares episodes with training. Returns mean, std, min, max of raw returns.
+        shares episodes with training; a task with curricula is evaluated at
+        the training clock (``VecEnv.set_training_clock``). Returns mean, std, min, max of raw returns.
         """
         n = episodes or self.cfg.eval_episodes
         if self.eval_envs is None or self.eval_envs.num_envs != n:
@@ -389,6 +444,9 @@ class Trainer:
                 self.eval_envs.close()
             self.eval_envs = make_vec_env(self.cfg.env, self.cfg.engine, n, device=self.device,
                                           seed=self.cfg.seed + 1_000_003)
+        # the task at the training clock (its curricula), whatever the eval envs did before: a resumed
+        # run evaluates as an uninterrupted one
+        self.eval_envs.set_training_clock(self.iteration * int(self.cfg.algo.num_steps), self.clock_envs)
         returns, lengths = run_episodes(self.eval_envs, self.policy, seed=self.cfg.seed + 1_000_003)
         return {"mean": float(returns.mean()), "std": float(returns.std()), "min": float(returns.min()),
                 "max": float(returns.max()), "mean_length": float(lengths.mean())}
@@ -459,7 +517,7 @@ class Trainer:
         self.ppo.load_state_dict(state["ppo"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
-        self.envs.resume_at(self.iteration * int(self.cfg.algo.num_steps))
+        self.envs.set_training_clock(self.iteration * int(self.cfg.algo.num_steps), self.clock_envs)
         self.last_eval = state["last_eval"]
         mine = state if self.dist.rank == 0 else state["other_ranks"][self.dist.rank - 1]
         if self.reward_scaler is not None and mine["reward_scaler"] is not None:

@@ -11,7 +11,9 @@ with its parameter schema. Hooks, each optional:
   depend on which rows reset; ``state`` (``ResetState``) holds the ``qpos`` / ``qvel`` the task will
   write, for events that set the initial state;
 * ``pre_step(task, params)``: every control step after the joint targets are set, before physics;
-* ``post_step(task, params)``: every control step after the rewards.
+* ``post_step(task, params)``: every control step after the rewards;
+* ``clock(task, params)``: when the training clock ``task.step_count`` is set from outside
+  (``Joystick.set_clock``: the start of training, an evaluation), for events whose state follows it.
 
 Draws come from the task's generator (``task.gen``) through ``task.uniform`` / ``task.exp_steps``.
 Definitions follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew.
@@ -208,8 +210,8 @@ def _push(t, p: PushParams) -> None:
 
 @dataclass
 class CurriculumParams:
-    """A factor that ramps linearly from ``start`` to 1 over ``steps`` environment steps of this process
-    (``task.step_count x num_envs``; a resumed run sets the clock from its global step)."""
+    """A factor that ramps linearly from ``start`` to 1 over ``steps`` environment steps of training
+    (``task.step_count x task.clock_envs``: every data-parallel rank's envs, as ``global_step``)."""
 
     start: float = 0.3
     """The factor at the first step (1: no curriculum)."""
@@ -218,8 +220,8 @@ class CurriculumParams:
 
 
 def _ramp(t, p: CurriculumParams) -> float:
-    """``min(1, start + (1 - start) * t.step_count * N / steps)``."""
-    return p.start + (1.0 - p.start) * min(1.0, t.step_count * t.n / p.steps)
+    """``min(1, start + (1 - start) * env_steps / steps)``, ``env_steps = t.step_count * t.clock_envs``."""
+    return p.start + (1.0 - p.start) * min(1.0, t.step_count * t.clock_envs / p.steps)
 
 
 def _check_curriculum(name: str, p: CurriculumParams) -> None:
@@ -267,6 +269,7 @@ class EventFunction:
     reset: Optional[Callable[[Any, ResetState, torch.Tensor, Any], None]] = None
     pre_step: Optional[Callable[[Any, Any], None]] = None
     post_step: Optional[Callable[[Any, Any], None]] = None
+    clock: Optional[Callable[[Any, Any], None]] = None
 
 
 EVENT_FUNCTIONS: dict[str, EventFunction] = {
@@ -275,8 +278,10 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
     "velocity_command": EventFunction(VelocityCommandParams, init=_init_command, reset=_reset_command,
                                       post_step=_resample_command),
     "push_base": EventFunction(PushParams, init=_init_push, reset=_reset_push, pre_step=_push),
-    "penalty_curriculum": EventFunction(CurriculumParams, init=_init_penalty_curriculum, pre_step=_penalty_factor),
-    "command_curriculum": EventFunction(CurriculumParams, init=_init_command_curriculum, pre_step=_command_ranges),
+    "penalty_curriculum": EventFunction(CurriculumParams, init=_init_penalty_curriculum, pre_step=_penalty_factor,
+                                        clock=_penalty_factor),
+    "command_curriculum": EventFunction(CurriculumParams, init=_init_command_curriculum, pre_step=_command_ranges,
+                                        clock=_command_ranges),
 }
 """Event ``fn`` -> its hooks and parameter schema (see the module docstring)."""
 

