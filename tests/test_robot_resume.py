@@ -2,6 +2,7 @@
 and every generator go into the checkpoint, so an interrupted and resumed run equals an uninterrupted
 one bit for bit."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from conftest import make_cfg, require_engine
 from onnx import numpy_helper
 
 from robo_ppo.envs.robot_env import RobotVecEnv
+from robo_ppo.export import read_metadata
 from robo_ppo.runner.checkpoint import load_checkpoint
 from robo_ppo.runner.trainer import Trainer
 
@@ -104,13 +106,22 @@ def _train_cli(run_dir, *args, stop_after_rows=None):
 
 @pytest.mark.slow
 def test_sigterm_then_resume_exports_the_uninterrupted_policy_bit_for_bit(tmp_path):
-    """The CLI path: SIGTERM mid-run, ``resume=<run dir>``, and the exported ONNX weights equal those
-    of a run that was never stopped (8 iterations)."""
+    """The CLI path: SIGTERM mid-run (the stopped run still exports its controller and skips its deploy
+    check), ``resume=<run dir>``, and the exported ONNX weights equal those of a run that was never
+    stopped (8 iterations)."""
     _train_cli(tmp_path / "full")
-    _train_cli(tmp_path / "cut", stop_after_rows=3)
-    stopped = load_checkpoint(tmp_path / "cut")
+    cut = tmp_path / "cut"
+    out = _train_cli(cut, "deploy_check.enabled=true", stop_after_rows=3)
+    stopped = load_checkpoint(cut)
     assert 3 <= stopped["iteration"] < 8
-    _train_cli(tmp_path / "resumed", f"resume={tmp_path / 'cut'}")
+    # the stopped run kept its outputs: its controller, verified, and no deploy check (it was stopped)
+    summary = json.loads((cut / "summary.json").read_text())
+    assert not summary["finished"] and summary["onnx_max_abs_diff"] <= 1e-5 and "deploy" not in summary
+    meta = read_metadata(cut / "policy.onnx")
+    assert meta["global_step"] == stopped["global_step"] and len(meta["robot"]["joint_names"]) == 12
+    assert (cut / "learning_curve.png").exists() and not (cut / "deploy.json").exists()
+    assert "deploy check skipped (the run was stopped)" in out
+    _train_cli(tmp_path / "resumed", f"resume={cut}", "deploy_check.enabled=false")
     expected, got = _initializers(tmp_path / "full" / "policy.onnx"), _initializers(tmp_path / "resumed" / "policy.onnx")
     assert expected.keys() == got.keys()
     for name, value in expected.items():
