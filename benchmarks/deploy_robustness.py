@@ -10,7 +10,9 @@ Every row runs the same schedule (``--segments`` random command segments of ``--
 * pushes: horizontal base velocity kicks up to 1 m/s every 5-10 s;
 * latency: one control step between the controller's output and its application;
 * the four corners of floor friction {0.4, 1.0} x link masses {x0.9, x1.1} with payload {-1, +1} kg
-  (the extremes of the Go1's training randomization).
+  (the extremes of the Go1's training randomization);
+* model mismatch (issue #23): passive damping of ``--mismatch-damping`` N m s / rad added to every joint
+  (2 by default), friction loss x2, armature x2 and one control step of latency, all at once.
 
 Prints a markdown table of the mean absolute tracking errors and falls per row; ``--json`` writes the
 harness summaries.
@@ -31,6 +33,8 @@ CONDITIONS = {
     "floor friction 0.4, link masses x1.1, payload +1 kg": {"floor_friction": 0.4, "mass_scale": 1.1, "payload": 1.0},
     "floor friction 1.0, link masses x0.9, payload -1 kg": {"floor_friction": 1.0, "mass_scale": 0.9, "payload": -1.0},
     "floor friction 1.0, link masses x1.1, payload +1 kg": {"floor_friction": 1.0, "mass_scale": 1.1, "payload": 1.0},
+    "model mismatch: joint damping +{damping:g} N m s/rad, friction loss x2, armature x2, 1 step latency":
+        {"damping": "mismatch", "frictionloss_scale": 2.0, "armature_scale": 2.0, "latency": 1},
 }
 """Row label -> ``MujocoHarness`` options."""
 
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--mismatch-damping", type=float, default=2.0,
+                   help="N m s / rad added to every joint in the model-mismatch row (scale it to the robot's gains)")
     args = p.parse_args(argv)
     from robo_ppo.deploy_kit.harness import MujocoHarness
     from robo_ppo.deploy_kit.report import json_safe
@@ -49,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     out, schedule = {}, None
     for label, options in CONDITIONS.items():
+        label = label.format(damping=args.mismatch_damping)
+        options = {k: args.mismatch_damping if v == "mismatch" else v for k, v in options.items()}
         harness = MujocoHarness(args.policy, seed=args.seed, **options)
         if schedule is None:   # one schedule for every row: the policy's commands and ranges
             schedule = random_schedule(args.segments, args.seconds, args.seed, harness.robot.command_ranges,

@@ -52,11 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-friction", type=float, default=None, help="floor sliding friction (default: model's)")
     parser.add_argument("--mass-scale", type=float, default=1.0, help="multiplies every robot body's mass")
     parser.add_argument("--payload", type=float, default=0.0, help="kg added to the base body")
+    parser.add_argument("--damping", type=float, default=0.0,
+                        help="passive damping added to every joint (N m s / rad; model mismatch)")
+    parser.add_argument("--frictionloss-scale", type=float, default=1.0, help="multiplies the joints' friction loss")
+    parser.add_argument("--armature-scale", type=float, default=1.0, help="multiplies the joints' armature")
     args = parser.parse_args(argv)
     try:
         harness = MujocoHarness(args.policy, model_xml=args.model, meshes=args.video is not None, seed=args.seed,
                                 latency=args.latency, push=args.push, push_interval=tuple(args.push_interval),
-                                floor_friction=args.floor_friction, mass_scale=args.mass_scale, payload=args.payload)
+                                floor_friction=args.floor_friction, mass_scale=args.mass_scale, payload=args.payload,
+                                damping=args.damping, frictionloss_scale=args.frictionloss_scale,
+                                armature_scale=args.armature_scale)
         schedule = parse_schedule(args.schedule, harness.commands, harness.robot.command_ranges,
                                   segments=args.segments, seconds=args.seconds, seed=args.seed)
         result = harness.run(schedule, video=args.video)

@@ -83,6 +83,8 @@ class MujocoHarness:
         floor_friction: sliding friction of the metadata's ``floor_geom`` (None: the model's).
         mass_scale: multiplies the mass of every body of the robot (its base body's tree).
         payload: kg added to the base body (after ``mass_scale``).
+        damping: passive damping added to every joint of the policy (N m s / rad), beyond the model's.
+        frictionloss_scale, armature_scale: multiply the joints' friction loss and armature (rotor inertia).
         controller: the ``RobotController`` of ``policy_path`` to drive the robot with (default: a new one);
             the harness resets it with the robot.
 
@@ -96,7 +98,8 @@ class MujocoHarness:
     def __init__(self, policy_path: str | Path, model_xml: str | Path | None = None, meshes: bool = False,
                  seed: int = 0, init_yaw: float = 0.1, latency: int | None = None, push: float = 0.0,
                  push_interval: tuple[float, float] = (5.0, 10.0), floor_friction: float | None = None,
-                 mass_scale: float = 1.0, payload: float = 0.0, controller: RobotController | None = None):
+                 mass_scale: float = 1.0, payload: float = 0.0, damping: float = 0.0, frictionloss_scale: float = 1.0,
+                 armature_scale: float = 1.0, controller: RobotController | None = None):
         self.controller = ctrl = controller if controller is not None else RobotController(policy_path)
         self.robot = robot = ctrl.robot
         self.path = ctrl.policy.path
@@ -127,6 +130,7 @@ class MujocoHarness:
             raise DeployError(f"base body {robot.base_body!r} has no free joint (base_body); {_SCENE_HINT}")
         self.root_qpos, self.root_dof = int(model.jnt_qposadr[root]), int(model.jnt_dofadr[root])
         self._set_dynamics(floor_friction, mass_scale, payload)
+        self._set_joints(damping, frictionloss_scale, armature_scale)
         if robot.init_keyframe:
             self.key = _named(model, mujoco.mjtObj.mjOBJ_KEY, robot.init_keyframe, "init_keyframe")
         else:
@@ -176,6 +180,17 @@ class MujocoHarness:
         robot_bodies = m.body_rootid == m.body_rootid[self.base]
         m.body_mass[robot_bodies] *= mass_scale
         m.body_mass[self.base] += payload
+
+    def _set_joints(self, damping: float, frictionloss_scale: float, armature_scale: float) -> None:
+        """Another model of the same robot's joints (model mismatch: what a real robot's gearboxes and
+        motors add to a model)."""
+        if not (damping >= 0 and frictionloss_scale >= 0 and armature_scale >= 0):
+            raise DeployError(f"damping, frictionloss_scale and armature_scale must be >= 0, got {damping}, "
+                              f"{frictionloss_scale}, {armature_scale}")
+        m, dof = self.model, self.dadr
+        m.dof_damping[dof] += damping
+        m.dof_frictionloss[dof] *= frictionloss_scale
+        m.dof_armature[dof] *= armature_scale
 
     # -------------------------------------------------------------- state
     def reset(self) -> None:
@@ -358,12 +373,13 @@ class MujocoHarness:
 
 def run(policy_path: str | Path, schedule=None, seed: int = 0, video: str | Path | None = None,
         model_xml: str | Path | None = None, latency: int | None = None, push: float = 0.0,
-        floor_friction: float | None = None, mass_scale: float = 1.0, payload: float = 0.0,
-        **kwargs) -> dict[str, Any]:
+        floor_friction: float | None = None, mass_scale: float = 1.0, payload: float = 0.0, damping: float = 0.0,
+        frictionloss_scale: float = 1.0, armature_scale: float = 1.0, **kwargs) -> dict[str, Any]:
     """Build a :class:`MujocoHarness` (meshes only when ``video``) and run ``schedule`` (default
     :func:`schedules.default_schedule` of the policy's commands); ``kwargs`` go to :meth:`MujocoHarness.run`."""
     harness = MujocoHarness(policy_path, model_xml=model_xml, meshes=video is not None, seed=seed, latency=latency,
-                            push=push, floor_friction=floor_friction, mass_scale=mass_scale, payload=payload)
+                            push=push, floor_friction=floor_friction, mass_scale=mass_scale, payload=payload,
+                            damping=damping, frictionloss_scale=frictionloss_scale, armature_scale=armature_scale)
     plan = schedule if schedule is not None else default_schedule(harness.commands)
     return harness.run(plan, video=video, **kwargs)
 

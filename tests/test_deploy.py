@@ -204,9 +204,23 @@ def test_bad_metadata_fails_at_start_with_one_line(robot, meta, tmp_path, capsys
 def test_bad_options_fail_at_start(zero_policy):
     for kwargs, message in [({"latency": -1}, "latency must be >= 0"), ({"push": -1.0}, "push must be >= 0"),
                             ({"floor_friction": 0.0}, "floor friction must be > 0"),
-                            ({"mass_scale": 0.0}, "mass_scale must be > 0")]:
+                            ({"mass_scale": 0.0}, "mass_scale must be > 0"),
+                            ({"damping": -1.0}, "damping, frictionloss_scale and armature_scale must be >= 0")]:
         with pytest.raises(harness_mod.DeployError, match=re.escape(message)):
             MujocoHarness(zero_policy, **kwargs)
+
+
+def test_model_mismatch_options_change_the_joints(zero_policy):
+    """``--damping``, ``--frictionloss-scale``, ``--armature-scale`` (model mismatch, issue #23)."""
+    base = MujocoHarness(zero_policy)
+    other = MujocoHarness(zero_policy, damping=2.0, frictionloss_scale=2.0, armature_scale=3.0)
+    d = base.dadr
+    np.testing.assert_allclose(other.model.dof_damping[d], base.model.dof_damping[d] + 2.0)
+    np.testing.assert_allclose(other.model.dof_frictionloss[d], 2.0 * base.model.dof_frictionloss[d])
+    np.testing.assert_allclose(other.model.dof_armature[d], 3.0 * base.model.dof_armature[d])
+    assert base.model.dof_armature[d].min() > 0 and base.model.dof_frictionloss[d].min() > 0
+    root = np.setdiff1d(np.arange(base.model.nv), d)   # the free joint is not a motor joint
+    np.testing.assert_array_equal(other.model.dof_damping[root], base.model.dof_damping[root])
 
 
 def test_bad_policies_exit_2(robot, meta, zero_policy, tmp_path, capsys):

@@ -149,6 +149,40 @@ def test_randomization_in_range_and_fresh_per_env_and_reset():
     env.close()
 
 
+def test_model_mismatch_randomization_damping_strength_and_latency():
+    """``damping_kd``, ``motor_strength`` and ``latency_prob`` (issue #23): passive damping in units of each
+    joint's kd, one torque scale on kp and kd, a per-env late action; drawn per env at every reset."""
+    p = "env.task_params.events.randomize.params"
+    env, _ = make_env(64, f"{p}.damping_kd=[1.0,4.0]", f"{p}.motor_strength=[0.8,1.2]", f"{p}.latency_prob=0.5",
+                      f"{p}.kp_scale=[1.0,1.0]", f"{p}.kd_scale=[1.0,1.0]")
+    rb = env.robot
+    nom, dof, act = rb.model, rb.dof_adr, rb.act_ids
+    env.reset(seed=1)
+    models = env.physics.models
+    added = np.array([m.dof_damping[dof] - nom.dof_damping[dof] for m in models])
+    strength = np.array([m.actuator_gainprm[act, 0] / GO1.kp for m in models])
+    kd_ratio = -np.array([m.actuator_biasprm[act, 2] for m in models]) / GO1.kd
+    assert (added >= 1.0 * GO1.kd - 1e-5).all() and (added <= 4.0 * GO1.kd + 1e-5).all()
+    assert len(np.unique(added[:, 0])) == 64
+    assert (strength >= 0.8 - 1e-5).all() and (strength <= 1.2 + 1e-5).all()
+    np.testing.assert_allclose(kd_ratio, strength, rtol=1e-5)   # one scale on both gains
+    late = env.task.late_action
+    assert 16 < int(late.sum()) < 48
+    # a late env applies the previous action: 0.5 then 0 moves its targets up by action_scale x 0.5 one
+    # step late; the others' come down
+    env.step(torch.full((64, 12), 0.5))
+    first = env.task.ctrl[:, rb.act_ids]
+    env.step(torch.zeros(64, 12))
+    change = env.task.ctrl[:, rb.act_ids] - first
+    torch.testing.assert_close(change[late], torch.full_like(change[late], 0.25))
+    torch.testing.assert_close(change[~late], torch.full_like(change[~late], -0.25))
+    env.close()
+    with pytest.raises(ConfigError, match="latency_prob must be in"):
+        make_env(2, f"{p}.latency_prob=1.5")
+    with pytest.raises(ConfigError, match="motor_strength must be"):
+        make_env(2, f"{p}.motor_strength=[0.0,1.0]")
+
+
 def test_zero_action_stands_two_seconds(nominal):
     env = nominal
     env.reset(seed=3)

@@ -68,6 +68,16 @@ class ModelRandomizationParams:
     """Encoder calibration error U(-x, x) (rad): the robot reads q + offset."""
     kp_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     kd_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # What differs between a model and a real robot (issue #23). Each is drawn only when set, so a
+    # config without them keeps its random stream (and a shipped controller its reproduction).
+    damping_kd: Optional[list[float]] = None
+    """Passive joint damping added to each joint, U(lo, hi) x that joint's kd (N m s / rad: the gearbox
+    and motor damping a model lacks; derived from the robot's gains, so one range fits every robot)."""
+    motor_strength: Optional[list[float]] = None
+    """A torque scale per env, U(lo, hi), on kp and kd together (a weaker or stronger motor)."""
+    latency_prob: Optional[float] = None
+    """Probability that an env applies each action one control step late (per episode); the rest apply
+    it at once: action latency of 0-1 control steps."""
 
 
 @dataclass
@@ -103,18 +113,26 @@ def _reset_root_state(t, state: ResetState, mask, p: RootStateParams) -> None:
     state.qvel[:, d0:d0 + 6] = t.uniform(-p.base_velocity, p.base_velocity, 6)
 
 
-_MODEL_FIELDS = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", "dof_armature",
+_MODEL_FIELDS = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", "dof_armature", "dof_damping",
                  "actuator_gainprm", "actuator_biasprm")
 
 
 def _init_model(t, p: ModelRandomizationParams) -> None:
+    pairs = {"damping_kd": p.damping_kd, "motor_strength": p.motor_strength}
+    for name, r in pairs.items():
+        if r is not None and not (len(r) == 2 and 0 <= r[0] <= r[1] and (name != "motor_strength" or r[0] > 0)):
+            raise ConfigError(f"env.task_params.events: randomize_model.{name} must be [lo, hi] with "
+                              f"{'0 < lo' if name == 'motor_strength' else '0 <= lo'} <= hi, got {r}")
+    if p.latency_prob is not None and not 0 <= p.latency_prob <= 1:
+        raise ConfigError(f"env.task_params.events: randomize_model.latency_prob must be in [0, 1], got {p.latency_prob}")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
 
 
 def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) -> None:
     """Floor friction, joint friction loss and armature (scales), base centre of mass and payload, link
-    masses (scales), kp/kd (scales) and encoder offsets; written with ``physics.set_model``. Sets
-    ``task.joint_offset`` and ``task.dr_summary`` (friction, payload, com [3], kp and kd scales)."""
+    masses (scales), kp/kd (scales) and encoder offsets; where set, passive joint damping, motor strength
+    and action latency; written with ``physics.set_model``. Sets ``task.joint_offset``,
+    ``task.late_action`` and ``task.dr_summary`` (friction, payload, com [3], kp and kd scales)."""
     nom, rb = t.nominal_model, t.robot
     N, J, dev = t.n, rb.njoints, t.device
     rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
@@ -133,8 +151,16 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
         kp_s = kd_s = torch.ones(N, device=dev)
         mass_s, fl_s, arm_s = torch.ones_like(fields["body_mass"]), torch.ones(N, J, device=dev), torch.ones(N, J, device=dev)
     dof, act, base = t.dof_adr, t.act_ids, rb.base_body
+    kd_nominal = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev)
+    strength = t.uniform(*p.motor_strength) if p.enable and p.motor_strength is not None else None
+    damping = t.uniform(*p.damping_kd, J) * kd_nominal if p.enable and p.damping_kd is not None else None
+    late = t.uniform(0.0, 1.0) < p.latency_prob if p.enable and p.latency_prob is not None else None
     kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
-    kd = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev) * kd_s[:, None]
+    kd = kd_nominal * kd_s[:, None]
+    if strength is not None:
+        kp, kd = kp * strength[:, None], kd * strength[:, None]
+    if damping is not None:
+        fields["dof_damping"][:, dof] += damping
     fields["geom_friction"][:, rb.floor_geom, 0] = friction
     fields["dof_frictionloss"][:, dof] *= fl_s
     fields["dof_armature"][:, dof] *= arm_s
@@ -147,6 +173,8 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     t.physics.set_model(mask, fields)
     m = mask[:, None]
     t.joint_offset = torch.where(m, offset, t.joint_offset)
+    if late is not None:
+        t.late_action = torch.where(mask, late, t.late_action)
     summary = torch.cat([friction[:, None], payload[:, None], com, kp_s[:, None], kd_s[:, None]], 1)
     t.dr_summary = torch.where(m, summary, t.dr_summary)
 

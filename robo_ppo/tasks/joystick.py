@@ -263,6 +263,7 @@ class Joystick:
         self.last_act = zeros(J)
         self.air_time, self.swing_peak, self.last_contact = zeros(F), zeros(F), zeros(F, dtype=torch.bool)
         self.joint_offset, self.dr_summary = zeros(J), zeros(7)   # written by a randomize_model event
+        self.late_action = torch.full((N,), bool(p.action_latency), device=dev)   # ... and this, with latency_prob
         self.ctrl = zeros(physics.model.nu)
         self.steps = zeros(dtype=torch.long)   # control steps since reset: the gait clock's time
         self.gait_freq = torch.full((N,), sum(p.gait.frequency) / 2, dtype=torch.float64, device=dev)   # Hz
@@ -387,9 +388,9 @@ class Joystick:
         Returns ``(reward [N], terminated [N] bool, terms [N, K])``: ``terms`` are the scaled
         reward terms (``reward_terms`` order) before the clip at 0.
         """
-        p, ph = self.p, self.physics
+        ph = self.physics
         actions = rules.clip_action(actions, -1.0, 1.0)
-        applied = self.last_act if p.action_latency else actions
+        applied = torch.where(self.late_action[:, None], self.last_act, actions)
         self.ctrl = self._set_ctrl(applied)
         for fn, params in self._events:
             if fn.pre_step is not None:
