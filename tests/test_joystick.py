@@ -183,6 +183,26 @@ def test_model_mismatch_randomization_damping_strength_and_latency():
         make_env(2, f"{p}.motor_strength=[0.0,1.0]")
 
 
+def test_sensor_bias_is_constant_within_an_episode_and_redrawn_at_reset():
+    """``ObsTerm.bias``: the gyro reads ``value + b``, ``b ~ U(-0.1, 0.1)`` per env and element, fixed for the
+    episode; the critic sees the true value."""
+    env, _ = make_env(32, *NOMINAL, "env.task_params.noise_level=1.0", "+env.task_params.obs.1.bias=0.1",
+                      "env.task_params.obs.1.noise=0.0", "env.max_episode_steps=3")
+    gyro = next(e for e in env.task.layout if e["name"] == "gyro")
+    cols = slice(gyro["start"], gyro["start"] + gyro["size"])
+    obs = env.reset(seed=0)
+    biases = []
+    for _ in range(3):
+        critic = env.last_critic_obs()
+        biases.append((obs[:, cols] - critic[:, cols]) / gyro["scale"])
+        obs, *_ = env.step(torch.zeros(32, 12))
+    torch.testing.assert_close(biases[1], biases[0], atol=1e-5, rtol=0)
+    assert biases[0].abs().max() <= 0.1 + 1e-6 and biases[0].std() > 0.03
+    after = (obs[:, cols] - env.last_critic_obs()[:, cols]) / gyro["scale"]   # the time limit reset every env
+    assert (after - biases[0]).abs().max() > 0.01
+    env.close()
+
+
 def test_zero_action_stands_two_seconds(nominal):
     env = nominal
     env.reset(seed=3)

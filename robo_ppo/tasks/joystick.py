@@ -61,6 +61,9 @@ class ObsTerm:
     noise: Any = 0.0
     """Uniform noise half-width, in the term's units (actor only): one number, or one per element of
     the term (e.g. per joint)."""
+    bias: Any = 0.0
+    """A sensor's bias: a constant offset U(-bias, bias) per element, drawn per env at every reset (actor
+    only; times ``noise_level``), one number or one per element. Drawn only when some term sets it."""
     scale: float = 1.0
     """Multiplier applied after the noise."""
 
@@ -299,7 +302,12 @@ class Joystick:
         self.critic_obs_layout = [(e["name"], e["size"]) for e in entries]
         self.obs_size = sum(e["size"] for e in self.layout)
         self.critic_obs_size = start if self._priv_entries else 0
-        self._noise = [self._term_noise(t, e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
+        self._noise = [self._term_width(t, "noise", e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
+        bias = [self._term_width(t, "bias", e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
+        self._bias_width = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=self.device).expand(e["size"])
+                                      for b, e in zip(bias, self.layout, strict=True)])
+        self.obs_bias = torch.zeros(self.n, self.obs_size, device=self.device)
+        """float32 ``[N, obs_size]``: each env's sensor biases this episode (term units; ``ObsTerm.bias``)."""
 
     def _value(self, entry: dict[str, Any], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """An observation term's unscaled value: the kit's rule for a robot-side term, else privileged."""
@@ -316,15 +324,15 @@ class Joystick:
             REWARD_FUNCTIONS[k](self, s)
         self.terminations(s)
 
-    def _term_noise(self, term: ObsTerm, size: int):
-        """An obs term's noise half-width: a float, or float32 ``[size]`` for a per-element list."""
-        noise = term.noise
-        if isinstance(noise, list | tuple) or OmegaConf.is_list(noise):
-            if len(noise) != size:
-                raise ConfigError(f"env.task_params.obs: {term.name!r} has {len(noise)} noise entries for "
+    def _term_width(self, term: ObsTerm, key: str, size: int):
+        """An obs term's ``noise`` or ``bias`` half-width: a float, or float32 ``[size]`` for a per-element list."""
+        width = getattr(term, key)
+        if isinstance(width, list | tuple) or OmegaConf.is_list(width):
+            if len(width) != size:
+                raise ConfigError(f"env.task_params.obs: {term.name!r} has {len(width)} {key} entries for "
                                   f"{size} elements")
-            return torch.as_tensor([float(x) for x in noise], dtype=torch.float32, device=self.device)
-        return float(noise)
+            return torch.as_tensor([float(x) for x in width], dtype=torch.float32, device=self.device)
+        return float(width)
 
     # ---------------------------------------------------------------- helpers
     def gait_phase(self) -> torch.Tensor:
@@ -373,6 +381,9 @@ class Joystick:
         self.last_contact = torch.where(m, False, self.last_contact)
         self.ctrl = torch.where(m, self._set_ctrl(torch.zeros_like(self.last_act)), self.ctrl)
         self.steps = torch.where(mask, 0, self.steps)
+        if bool((self._bias_width != 0).any()):   # drawn only with a bias, so other random streams stay
+            bias = (2 * torch.rand(N, self.obs_size, generator=self.gen, device=dev) - 1) * self._bias_width
+            self.obs_bias = torch.where(mask[:, None], bias, self.obs_bias)
         g = p.gait
         if g.enable:   # drawn only for a gait, so other robots' random streams do not change
             u = torch.rand(N, 2, generator=self.gen, device=dev, dtype=torch.float64)
@@ -478,13 +489,16 @@ class Joystick:
 
     def observe(self, noise: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``(obs [N, obs_size], critic_obs [N, critic_obs_size] or None)`` of the current state;
-        the actor's terms get U(-noise, noise) * noise_level unless ``noise=False``."""
+        the actor's terms get the episode's bias and U(-noise, noise), both times ``noise_level``, unless
+        ``noise=False``."""
         level = self.p.noise_level if noise else 0.0
         actor, clean = [], []
         inputs = self.inputs()
         values = rules.observation_values(inputs, self.layout)
-        for t, noise, value in zip(self.p.obs, self._noise, values, strict=True):
+        for t, noise, value, e in zip(self.p.obs, self._noise, values, self.layout, strict=True):
             clean.append(t.scale * value)
+            if level and t.bias:
+                value = value + self.obs_bias[:, e["start"]:e["start"] + e["size"]] * level
             if level and (not isinstance(noise, float) or noise):
                 value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
                     noise * level)
