@@ -126,13 +126,17 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     if p.latency_prob is not None and not 0 <= p.latency_prob <= 1:
         raise ConfigError(f"env.task_params.events: randomize_model.latency_prob must be in [0, 1], got {p.latency_prob}")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
+    t.mismatch_summary = torch.zeros(t.n, 3, device=t.device)
+    t.mismatch_summary[:, 1] = 1.0
+    t.mismatch_summary[:, 2] = float(t.p.action_latency)
 
 
 def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) -> None:
     """Floor friction, joint friction loss and armature (scales), base centre of mass and payload, link
     masses (scales), kp/kd (scales) and encoder offsets; where set, passive joint damping, motor strength
     and action latency; written with ``physics.set_model``. Sets ``task.joint_offset``,
-    ``task.late_action`` and ``task.dr_summary`` (friction, payload, com [3], kp and kd scales)."""
+    ``task.late_action``, ``task.dr_summary`` (friction, payload, com [3], kp and kd scales) and
+    ``task.mismatch_summary`` (damping in kd, motor strength, late)."""
     nom, rb = t.nominal_model, t.robot
     N, J, dev = t.n, rb.njoints, t.device
     rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
@@ -153,14 +157,14 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     dof, act, base = t.dof_adr, t.act_ids, rb.base_body
     kd_nominal = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev)
     strength = t.uniform(*p.motor_strength) if p.enable and p.motor_strength is not None else None
-    damping = t.uniform(*p.damping_kd, J) * kd_nominal if p.enable and p.damping_kd is not None else None
+    damping_kd = t.uniform(*p.damping_kd, J) if p.enable and p.damping_kd is not None else None
     late = t.uniform(0.0, 1.0) < p.latency_prob if p.enable and p.latency_prob is not None else None
     kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
     kd = kd_nominal * kd_s[:, None]
     if strength is not None:
         kp, kd = kp * strength[:, None], kd * strength[:, None]
-    if damping is not None:
-        fields["dof_damping"][:, dof] += damping
+    if damping_kd is not None:
+        fields["dof_damping"][:, dof] += damping_kd * kd_nominal
     fields["geom_friction"][:, rb.floor_geom, 0] = friction
     fields["dof_frictionloss"][:, dof] *= fl_s
     fields["dof_armature"][:, dof] *= arm_s
@@ -175,6 +179,10 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     t.joint_offset = torch.where(m, offset, t.joint_offset)
     if late is not None:
         t.late_action = torch.where(mask, late, t.late_action)
+    mismatch = torch.stack([damping_kd.mean(1) if damping_kd is not None else torch.zeros(N, device=dev),
+                            strength if strength is not None else torch.ones(N, device=dev),
+                            t.late_action.float()], 1)
+    t.mismatch_summary = torch.where(m, mismatch, t.mismatch_summary)
     summary = torch.cat([friction[:, None], payload[:, None], com, kp_s[:, None], kd_s[:, None]], 1)
     t.dr_summary = torch.where(m, summary, t.dr_summary)
 

@@ -41,6 +41,9 @@ PRIVILEGED_OBS: dict[str, Callable[[Any, Any], torch.Tensor]] = {
     "base_height": lambda t, term: t.qpos[:, t.robot.root_qpos + 2:t.robot.root_qpos + 3],
     # floor friction, payload, com offset [3], kp and kd scales (the randomize_model event's draws)
     "randomization": lambda t, term: t.dr_summary,
+    # added joint damping (x kd, mean over joints), motor strength, 1 if the env's actions are late
+    # (the randomize_model event's model-mismatch draws; 0, 1, the config's latency where not drawn)
+    "model_mismatch": lambda t, term: t.mismatch_summary,
 }
 """Privileged observation term -> ``(task, term) -> float32 [N, size]``: what only a simulator knows,
 for the critic. The robot-side terms (allowed in the actor's observation) are the deploy kit's
