@@ -168,6 +168,10 @@ def test_model_mismatch_randomization_damping_strength_and_latency():
     np.testing.assert_allclose(kd_ratio, strength, rtol=1e-5)   # one scale on both gains
     late = env.task.late_action
     assert 16 < int(late.sum()) < 48
+    summary = env.task.mismatch_summary.numpy()   # the critic's model_mismatch term
+    np.testing.assert_allclose(summary[:, 0], added.mean(1) / GO1.kd, rtol=1e-4)
+    np.testing.assert_allclose(summary[:, 1], strength[:, 0], rtol=1e-5)
+    np.testing.assert_array_equal(summary[:, 2], late.numpy())
     # a late env applies the previous action: 0.5 then 0 moves its targets up by action_scale x 0.5 one
     # step late; the others' come down
     env.step(torch.full((64, 12), 0.5))
