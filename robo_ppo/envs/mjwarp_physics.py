@@ -187,8 +187,7 @@ class MjWarpPhysics(Physics):
     def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
         """Write a ``snapshot`` back, run ``step1`` (the contract's "after step1" data) and put the saved
         sensor values back (the acceleration-stage ones are the last physics step's)."""
-        for views in (self._state_views(), self._fields):
-            source = snapshot if views is not self._fields else snapshot["model"]
+        for views, source in ((self._state_views(), snapshot), (self._fields, snapshot["model"])):
             for k, view in views.items():
                 if tuple(source[k].shape) != tuple(view.shape):
                     raise ValueError(f"the physics snapshot's {k} has shape {tuple(source[k].shape)}; this engine "

@@ -306,6 +306,7 @@ class Joystick:
         bias = [self._term_width(t, "bias", e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
         self._bias_width = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=self.device).expand(e["size"])
                                       for b, e in zip(bias, self.layout, strict=True)])
+        self._has_bias = bool((self._bias_width != 0).any())
         self.obs_bias = torch.zeros(self.n, self.obs_size, device=self.device)
         """float32 ``[N, obs_size]``: each env's sensor biases this episode (term units; ``ObsTerm.bias``)."""
 
@@ -381,7 +382,7 @@ class Joystick:
         self.last_contact = torch.where(m, False, self.last_contact)
         self.ctrl = torch.where(m, self._set_ctrl(torch.zeros_like(self.last_act)), self.ctrl)
         self.steps = torch.where(mask, 0, self.steps)
-        if bool((self._bias_width != 0).any()):   # drawn only with a bias, so other random streams stay
+        if self._has_bias:   # drawn only with a bias, so other random streams stay
             bias = (2 * torch.rand(N, self.obs_size, generator=self.gen, device=dev) - 1) * self._bias_width
             self.obs_bias = torch.where(mask[:, None], bias, self.obs_bias)
         g = p.gait
