@@ -11,8 +11,9 @@ Every row runs the same schedule (``--segments`` random command segments of ``--
 * latency: one control step between the controller's output and its application;
 * the four corners of floor friction {0.4, 1.0} x link masses {x0.9, x1.1} with payload {-1, +1} kg
   (the extremes of the Go1's training randomization);
-* model mismatch (issue #23): passive damping of ``--mismatch-damping`` N m s / rad added to every joint
-  (2 by default), friction loss x2, armature x2 and one control step of latency, all at once.
+* model mismatch (issue #23), each alone and then all at once: passive damping added to every joint
+  (``--mismatch-damping`` N m s / rad, 2 by default, or ``--mismatch-damping-kd`` times each joint's
+  kd for a robot of other gains), friction loss x2, armature x2, and one control step of latency.
 
 Prints a markdown table of the mean absolute tracking errors and falls per row; ``--json`` writes the
 harness summaries.
@@ -33,7 +34,10 @@ CONDITIONS = {
     "floor friction 0.4, link masses x1.1, payload +1 kg": {"floor_friction": 0.4, "mass_scale": 1.1, "payload": 1.0},
     "floor friction 1.0, link masses x0.9, payload -1 kg": {"floor_friction": 1.0, "mass_scale": 0.9, "payload": -1.0},
     "floor friction 1.0, link masses x1.1, payload +1 kg": {"floor_friction": 1.0, "mass_scale": 1.1, "payload": 1.0},
-    "model mismatch: joint damping +{damping:g} N m s/rad, friction loss x2, armature x2, 1 step latency":
+    "joint damping +{damping}": {"damping": "mismatch"},
+    "joint friction loss x2": {"frictionloss_scale": 2.0},
+    "joint armature x2": {"armature_scale": 2.0},
+    "model mismatch: joint damping +{damping}, friction loss x2, armature x2, 1 step latency":
         {"damping": "mismatch", "frictionloss_scale": 2.0, "armature_scale": 2.0, "latency": 1},
 }
 """Row label -> ``MujocoHarness`` options."""
@@ -47,16 +51,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--mismatch-damping", type=float, default=2.0,
-                   help="N m s / rad added to every joint in the model-mismatch row (scale it to the robot's gains)")
+                   help="N m s / rad added to every joint in the damping and model-mismatch rows")
+    p.add_argument("--mismatch-damping-kd", type=float, default=None,
+                   help="instead: this multiple of each joint's kd (the Go1's 2 N m s / rad is 4 kd)")
     args = p.parse_args(argv)
+    if args.mismatch_damping_kd is not None:
+        key, value, text = "damping_kd", args.mismatch_damping_kd, f"{args.mismatch_damping_kd:g} kd"
+    else:
+        key, value, text = "damping", args.mismatch_damping, f"{args.mismatch_damping:g} N m s/rad"
     from robo_ppo.deploy_kit.harness import MujocoHarness
     from robo_ppo.deploy_kit.report import json_safe
     from robo_ppo.deploy_kit.schedules import random_schedule
 
     out, schedule = {}, None
     for label, options in CONDITIONS.items():
-        label = label.format(damping=args.mismatch_damping)
-        options = {k: args.mismatch_damping if v == "mismatch" else v for k, v in options.items()}
+        label = label.format(damping=text)
+        options = {(key if v == "mismatch" else k): (value if v == "mismatch" else v) for k, v in options.items()}
         harness = MujocoHarness(args.policy, seed=args.seed, **options)
         if schedule is None:   # one schedule for every row: the policy's commands and ranges
             schedule = random_schedule(args.segments, args.seconds, args.seed, harness.robot.command_ranges,

@@ -9,6 +9,8 @@ from a MuJoCo scene). Prints the tracking table; optional MP4 and JSON.
     python deploy.py policy.onnx --video robot.mp4 --json result.json
     python deploy.py policy.onnx --latency 1 --push 1.0        # one step of action latency, velocity kicks
     python deploy.py policy.onnx --floor-friction 0.4 --mass-scale 1.1 --payload 1.0   # other dynamics
+    python deploy.py policy.onnx --terrain pyramid_stairs_up --level 5   # start on a terrain patch (terrain.py)
+    python deploy.py policy.onnx --terrain stairs                        # the stairs corridor
 
 Needs ``pip install numpy onnxruntime mujoco`` and the robot's model package (the
 policy's ``robot.model.install`` says how; or pass ``--model path/to/scene.xml``),
@@ -23,10 +25,12 @@ import sys
 from pathlib import Path
 
 try:
+    from . import terrain as terrain_mod
     from .harness import ERRORS, MujocoHarness
     from .report import format_table, json_safe
     from .schedules import parse_schedule
 except ImportError:  # run as a script from the kit's folder
+    import terrain as terrain_mod
     from harness import ERRORS, MujocoHarness
     from report import format_table, json_safe
     from schedules import parse_schedule
@@ -54,19 +58,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload", type=float, default=0.0, help="kg added to the base body")
     parser.add_argument("--damping", type=float, default=0.0,
                         help="passive damping added to every joint (N m s / rad; model mismatch)")
+    parser.add_argument("--damping-kd", type=float, default=0.0,
+                        help="passive damping added to each joint, in multiples of its kd (the Go1's 2 N m s / rad "
+                             "is 4 kd: the same mismatch for a robot of other gains)")
     parser.add_argument("--frictionloss-scale", type=float, default=1.0, help="multiplies the joints' friction loss")
     parser.add_argument("--armature-scale", type=float, default=1.0, help="multiplies the joints' armature")
+    parser.add_argument("--terrain", default=None,
+                        help="start on generated terrain: a type (" + ", ".join(terrain_mod.TERRAIN_TYPES) + "), a "
+                             "preset (" + ", ".join(terrain_mod.PRESETS) + ") or a terrain config .yaml/.json")
+    parser.add_argument("--level", type=int, default=None, help="--terrain: the level (grid row) to start on (default 0)")
+    parser.add_argument("--terrain-seed", type=int, default=None,
+                        help="--terrain: the generator's seed (default: the config's); also picks the column of a grid")
     args = parser.parse_args(argv)
     try:
+        placement = None
+        if args.terrain is not None:
+            placement = terrain_mod.place(args.terrain, level=args.level, seed=args.terrain_seed)
+            if placement is not None:
+                print(f"terrain: {placement.describe()}")
+        elif args.level is not None or args.terrain_seed is not None:
+            raise terrain_mod.TerrainError("--level and --terrain-seed need --terrain")
         harness = MujocoHarness(args.policy, model_xml=args.model, meshes=args.video is not None, seed=args.seed,
                                 latency=args.latency, push=args.push, push_interval=tuple(args.push_interval),
                                 floor_friction=args.floor_friction, mass_scale=args.mass_scale, payload=args.payload,
                                 damping=args.damping, frictionloss_scale=args.frictionloss_scale,
-                                armature_scale=args.armature_scale)
+                                armature_scale=args.armature_scale, damping_kd=args.damping_kd, terrain=placement)
         schedule = parse_schedule(args.schedule, harness.commands, harness.robot.command_ranges,
                                   segments=args.segments, seconds=args.seconds, seed=args.seed)
         result = harness.run(schedule, video=args.video)
-    except (*ERRORS, OSError) as e:
+    except (*ERRORS, terrain_mod.TerrainError, OSError) as e:
         print(f"deploy error: {e}", file=sys.stderr)
         return 2
     print(format_table(result))

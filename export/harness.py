@@ -8,8 +8,9 @@ the sensor roles it reads from ``MjData.sensordata``, the joint encoders from
 ``control_dt`` it calls ``controller.step``; every ``sim_dt`` it applies
 ``controller.torques``. Around that it adds what only a simulator can:
 action latency, base velocity pushes, other dynamics than the model's
-(floor friction, mass scale, payload), the fall count and resets, video, and
-the tracking table (``report.py``). It knows no robot by name: the policy's
+(floor friction, mass scale, payload), terrain (``terrain.py``: the robot
+starts on a patch of a generated heightfield), the fall count and resets,
+video, and the tracking table (``report.py``). It knows no robot by name: the policy's
 metadata says everything. Imports numpy, onnxruntime, mujoco (+ imageio for
 video); never torch or robo_ppo.
 """
@@ -32,6 +33,7 @@ import mujoco  # noqa: E402
 
 try:
     from . import rules, scene
+    from . import terrain as terrain_mod
     from .onnx_controller import ControllerError
     from .report import MEASURED
     from .robot_controller import RobotController
@@ -39,6 +41,7 @@ try:
 except ImportError:  # run from the kit's folder
     import rules
     import scene
+    import terrain as terrain_mod
     from onnx_controller import ControllerError
     from report import MEASURED
     from robot_controller import RobotController
@@ -84,12 +87,19 @@ class MujocoHarness:
         mass_scale: multiplies the mass of every body of the robot (its base body's tree).
         payload: kg added to the base body (after ``mass_scale``).
         damping: passive damping added to every joint of the policy (N m s / rad), beyond the model's.
+        damping_kd: more passive damping, this multiple of each joint's kd (the same mismatch for robots of
+            other gains: the Go1's 2 N m s / rad is 4 kd).
         frictionloss_scale, armature_scale: multiply the joints' friction loss and armature (rotor inertia).
         controller: the ``RobotController`` of ``policy_path`` to drive the robot with (default: a new one);
             the harness resets it with the robot.
+        terrain: None (default): the model's floor. A ``terrain.Placement`` (or anything ``terrain.place``
+            takes, at level 0): the floor geom (``floor_geom``) becomes the terrain's heightfield and every
+            reset puts the robot on the placement's spawn point (the keyframe shifted by its x, y and ground
+            height); base heights (fall check, ``min_height``) are then measured from the lowest ground within
+            the robot's footprint (the horizontal reach of its colliding geoms from the base, at the keyframe).
 
     Attributes: ``controller`` (``RobotController``), ``robot`` (its ``RobotMetadata``), ``model``,
-    ``data``, ``commands``, ``control_dt``, ``latency``.
+    ``data``, ``commands``, ``control_dt``, ``latency``, ``terrain`` (the ``Placement`` or None).
 
     Raises:
         DeployError, ControllerError: bad policy, metadata, model or option (one line).
@@ -99,7 +109,8 @@ class MujocoHarness:
                  seed: int = 0, init_yaw: float = 0.1, latency: int | None = None, push: float = 0.0,
                  push_interval: tuple[float, float] = (5.0, 10.0), floor_friction: float | None = None,
                  mass_scale: float = 1.0, payload: float = 0.0, damping: float = 0.0, frictionloss_scale: float = 1.0,
-                 armature_scale: float = 1.0, controller: RobotController | None = None):
+                 armature_scale: float = 1.0, controller: RobotController | None = None, damping_kd: float = 0.0,
+                 terrain: Any = None):
         self.controller = ctrl = controller if controller is not None else RobotController(policy_path)
         self.robot = robot = ctrl.robot
         self.path = ctrl.policy.path
@@ -108,12 +119,19 @@ class MujocoHarness:
             raise DeployError(f"{self.path.name}: command {unknown[0]!r} is unknown to this harness (known: "
                               f"{sorted(MEASURED)}); update export/report.py MEASURED")
         try:
+            if terrain is not None and not isinstance(terrain, terrain_mod.Placement):
+                terrain = terrain_mod.place(terrain)
+        except terrain_mod.TerrainError as e:
+            raise DeployError(str(e)) from None
+        self.terrain = terrain
+        try:
             xml = Path(model_xml) if model_xml is not None else scene.model_file(
                 robot.model.package, robot.model.path, robot.model.install)
             built = scene.build_scene(
                 xml, robot.joint_names, robot.kp, robot.kd, robot.torque_limits, actuators="motor",
                 sim_dt=robot.sim_dt, armature=robot.armature, extra_sensors=robot.extra_sensors, meshes=meshes,
-                solver_iterations=robot.solver_iterations, solver_ls_iterations=robot.solver_ls_iterations)
+                solver_iterations=robot.solver_iterations, solver_ls_iterations=robot.solver_ls_iterations,
+                terrain=terrain.terrain if terrain is not None else None, floor_geom=robot.floor_geom)
         except scene.SceneError as e:
             raise DeployError(f"{e}; {_SCENE_HINT}") from None
         if ctrl.target_low is None and np.isfinite(built.target_range).any():  # contract 1: the scene's range
@@ -130,7 +148,7 @@ class MujocoHarness:
             raise DeployError(f"base body {robot.base_body!r} has no free joint (base_body); {_SCENE_HINT}")
         self.root_qpos, self.root_dof = int(model.jnt_qposadr[root]), int(model.jnt_dofadr[root])
         self._set_dynamics(floor_friction, mass_scale, payload)
-        self._set_joints(damping, frictionloss_scale, armature_scale)
+        self._set_joints(damping, damping_kd, frictionloss_scale, armature_scale)
         if robot.init_keyframe:
             self.key = _named(model, mujoco.mjtObj.mjOBJ_KEY, robot.init_keyframe, "init_keyframe")
         else:
@@ -162,6 +180,7 @@ class MujocoHarness:
             raise DeployError(f"push must be >= 0 m/s and push_interval 0 < lo <= hi s, got {push}, {push_interval}")
         self.rng = np.random.default_rng(seed)
         self.init_yaw = float(init_yaw)
+        self._footprint = self._reach() if terrain is not None else 0.0
         self._pending: deque = deque()
         self._until_push = 0
         self.pushes = 0
@@ -181,14 +200,14 @@ class MujocoHarness:
         m.body_mass[robot_bodies] *= mass_scale
         m.body_mass[self.base] += payload
 
-    def _set_joints(self, damping: float, frictionloss_scale: float, armature_scale: float) -> None:
+    def _set_joints(self, damping: float, damping_kd: float, frictionloss_scale: float, armature_scale: float) -> None:
         """Another model of the same robot's joints (model mismatch: what a real robot's gearboxes and
         motors add to a model)."""
-        if not (damping >= 0 and frictionloss_scale >= 0 and armature_scale >= 0):
-            raise DeployError(f"damping, frictionloss_scale and armature_scale must be >= 0, got {damping}, "
-                              f"{frictionloss_scale}, {armature_scale}")
+        if not (damping >= 0 and damping_kd >= 0 and frictionloss_scale >= 0 and armature_scale >= 0):
+            raise DeployError(f"damping, damping_kd, frictionloss_scale and armature_scale must be >= 0, got "
+                              f"{damping}, {damping_kd}, {frictionloss_scale}, {armature_scale}")
         m, dof = self.model, self.dadr
-        m.dof_damping[dof] += damping
+        m.dof_damping[dof] += damping + damping_kd * np.asarray(self.robot.kd, dtype=np.float64)
         m.dof_frictionloss[dof] *= frictionloss_scale
         m.dof_armature[dof] *= armature_scale
 
@@ -204,11 +223,26 @@ class MujocoHarness:
         yaw = self.rng.uniform(-self.init_yaw, self.init_yaw)
         quat = self.data.qpos[self.root_qpos + 3:self.root_qpos + 7]
         mujoco.mju_mulQuat(quat, np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]), quat.copy())
+        if self.terrain is not None:
+            self.data.qpos[self.root_qpos:self.root_qpos + 3] += self.terrain.spawn
         self.data.ctrl[:] = 0.0
         self.controller.reset()
         self._pending = deque(self.controller.default_pose.copy() for _ in range(self.latency))
         self._until_push = self._push_steps()
         mujoco.mj_forward(self.model, self.data)
+
+    def _reach(self) -> float:
+        """The horizontal distance (m) from the base to the farthest colliding geom of the robot at the
+        init keyframe (its footprint on terrain)."""
+        m, d = self.model, mujoco.MjData(self.model)
+        if self.key >= 0:
+            mujoco.mj_resetDataKeyframe(m, d, self.key)
+        mujoco.mj_forward(m, d)
+        geoms = np.flatnonzero((m.body_rootid[m.geom_bodyid] == m.body_rootid[self.base])
+                               & ((m.geom_contype != 0) | (m.geom_conaffinity != 0)))
+        if not geoms.size:
+            return 0.0
+        return float(np.linalg.norm(d.geom_xpos[geoms, :2] - d.xpos[self.base, :2], axis=1).max())
 
     def _push_steps(self) -> int:
         return round(self.rng.uniform(*self.push_interval) / self.control_dt) if self.push > 0 else 0
@@ -222,7 +256,12 @@ class MujocoHarness:
         return out
 
     def base_height(self) -> float:
-        return float(self.data.xpos[self.base, 2])
+        """The base body's height (m) above the ground (z = 0; on terrain, the lowest ground within the robot's
+        footprint around the base)."""
+        x, y, z = self.data.xpos[self.base]
+        if self.terrain is None:
+            return float(z)
+        return float(z - self.terrain.terrain.lowest_near(x, y, self._footprint))
 
     def measured(self) -> np.ndarray:
         """What tracks each command (``MEASURED``), from the current sensors, float64 ``[len(commands)]``."""
@@ -367,19 +406,24 @@ class MujocoHarness:
             summary[f"mean_abs_{c}_err"] = float(np.mean(err)) if err else math.nan
         summary.update(falls=sum(r["falls"] for r in rows), pushes=self.pushes, wall_s=time.perf_counter() - t0,
                        sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency)
-        return {"policy": str(self.path), "robot_name": self.robot.name,
-                "commands": list(self.commands), "segments": rows, "summary": summary}
+        out = {"policy": str(self.path), "robot_name": self.robot.name,
+               "commands": list(self.commands), "segments": rows, "summary": summary}
+        if self.terrain is not None:
+            out["terrain"] = self.terrain.to_dict()
+        return out
 
 
 def run(policy_path: str | Path, schedule=None, seed: int = 0, video: str | Path | None = None,
         model_xml: str | Path | None = None, latency: int | None = None, push: float = 0.0,
         floor_friction: float | None = None, mass_scale: float = 1.0, payload: float = 0.0, damping: float = 0.0,
-        frictionloss_scale: float = 1.0, armature_scale: float = 1.0, **kwargs) -> dict[str, Any]:
+        frictionloss_scale: float = 1.0, armature_scale: float = 1.0, damping_kd: float = 0.0,
+        terrain: Any = None, **kwargs) -> dict[str, Any]:
     """Build a :class:`MujocoHarness` (meshes only when ``video``) and run ``schedule`` (default
     :func:`schedules.default_schedule` of the policy's commands); ``kwargs`` go to :meth:`MujocoHarness.run`."""
     harness = MujocoHarness(policy_path, model_xml=model_xml, meshes=video is not None, seed=seed, latency=latency,
                             push=push, floor_friction=floor_friction, mass_scale=mass_scale, payload=payload,
-                            damping=damping, frictionloss_scale=frictionloss_scale, armature_scale=armature_scale)
+                            damping=damping, frictionloss_scale=frictionloss_scale, armature_scale=armature_scale,
+                            damping_kd=damping_kd, terrain=terrain)
     plan = schedule if schedule is not None else default_schedule(harness.commands)
     return harness.run(plan, video=video, **kwargs)
 

@@ -95,15 +95,19 @@ class RobotController:
         self.reset()
 
     def reset(self) -> None:
-        """Start an episode: zero last action, the clock at 0, the target at the default pose."""
+        """Start an episode: zero last action, the clock at 0, the target at the default pose, no
+        observation history (the first frame fills it)."""
         self.last_action = np.zeros(len(self.joint_names), dtype=np.float32)
         self.target = self.default_pose.copy()
         self.time_s = 0.0
+        self.history: np.ndarray | None = None
 
     # ------------------------------------------------------------ control
     def observe(self, measurements: Mapping[str, Any], command: Sequence[float]) -> np.ndarray:
         """The policy input float32 ``[obs_dim]`` of ``measurements`` (``required_inputs`` -> arrays) and
-        ``command`` (``commands`` order).
+        ``command`` (``commands`` order): this step's observation frame, or with the metadata's
+        ``obs_history`` the last ``length`` frames newest first (``rules.push_history``; the first frame
+        of an episode fills the history). Call once per control step: each call pushes a frame.
 
         Raises:
             ControllerError: a required input is missing, or a term's size differs from the metadata.
@@ -129,7 +133,12 @@ class RobotController:
                 raise ControllerError(f"observation term {entry['name']!r} has shape {np.shape(value)}, the policy "
                                       f"expects ({entry['size']},): check the input it reads "
                                       f"({rules.OBSERVATIONS[entry['fn']].reads(entry) or entry['fn']})")
-        return rules.assemble(values, self.robot.obs_layout).astype(np.float32)
+        frame = rules.assemble(values, self.robot.obs_layout).astype(np.float32)
+        if self.robot.obs_history is None:
+            return frame
+        self.history = (rules.start_history(frame, self.robot.history_length) if self.history is None
+                        else rules.push_history(self.history, frame))
+        return rules.history_input(self.history)
 
     def step(self, measurements: Mapping[str, Any], command: Sequence[float]) -> np.ndarray:
         """One control step: observe, run the policy, clip the action, map it to joint targets

@@ -26,7 +26,9 @@ of the second; ``fall`` finite; ``gait`` one phase offset per foot of the
 gait clock term. Any failure raises :class:`ContractError` (one line:
 ``<file>: robot metadata <field> <what is wrong>; <fix>``).
 
-Versions (``contract``): 2 is this one. Version 1 files (written before
+Versions (``contract``): 3 is this one; it adds ``obs_history`` (the policy input is the last
+``length`` observation frames, ``order`` newest first: ``rules.HISTORY_ORDER``). A policy without a
+history is written as version 2, which it also is, so older kits read it. Version 1 files (written before
 2026-12) carry no ``contract`` key; they are recognised by v1's
 ``action_offset`` key (every v1 exporter wrote ``"default_pose"``) and
 upgraded on read: the observation term ``joint_pos`` is now
@@ -46,13 +48,14 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any, Optional
 
 try:
-    from .rules import OBSERVATIONS
+    from .rules import HISTORY_ORDER, OBSERVATIONS
 except ImportError:  # run from the kit's folder
-    from rules import OBSERVATIONS
+    from rules import HISTORY_ORDER, OBSERVATIONS
 
-CONTRACT_VERSION = 2
-"""The ``contract`` version this kit writes and reads (older versions are upgraded, newer refused)."""
-READABLE_CONTRACTS = (1, 2)
+CONTRACT_VERSION = 3
+"""The newest ``contract`` version this kit writes and reads (older versions are upgraded, newer refused);
+a file is written with the lowest version that holds its content (``RobotMetadata.to_dict``)."""
+READABLE_CONTRACTS = (1, 2, 3)
 """Every ``contract`` version this kit reads (1 is upgraded to 2 on read)."""
 _FIX = "re-export the policy"
 
@@ -86,6 +89,15 @@ class Gait:
     """The gait clock's frequency on the robot (the middle of the training range)."""
     phase_offsets: list[float]
     """Each foot's phase offset (cycles)."""
+
+
+@dataclass
+class ObsHistory:
+    length: int
+    """Observation frames in the policy input (each ``obs_layout`` wide): the current one and the
+    ``length - 1`` before it, one control step apart; at an episode's start the first frame repeated."""
+    order: str = HISTORY_ORDER
+    """``newest_first``: the current frame first (``rules.push_history``)."""
 
 
 @dataclass
@@ -133,11 +145,16 @@ class RobotMetadata:
     extra_sensors: list[dict[str, Any]] = field(default_factory=list)
     """Sensors training added to the scene (the harness adds them too)."""
     gait: Optional[Gait] = None
+    obs_history: Optional[ObsHistory] = None
+    """The policy input is a history of observation frames (contract 3); null: one frame."""
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (the ONNX ``robot`` metadata entry); ``None`` fields are left out."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """JSON-ready dict (the ONNX ``robot`` metadata entry); ``None`` fields are left out. ``contract``
+        is the lowest version that holds the content: 3 with an ``obs_history``, else 2."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        out["contract"] = 3 if self.obs_history is not None else 2
+        return out
 
     @classmethod
     def from_dict(cls, robot: Any, source: str = "policy") -> RobotMetadata:
@@ -173,6 +190,7 @@ class RobotMetadata:
         robot["model"] = ModelSource(**robot["model"])
         robot["fall"] = Fall(**(robot.get("fall") or {}))
         robot["gait"] = Gait(**robot["gait"]) if robot.get("gait") is not None else None
+        robot["obs_history"] = ObsHistory(**robot["obs_history"]) if robot.get("obs_history") is not None else None
         return cls(**robot)
 
     def check_policy(self, obs_dim: int, act_dim: int, discrete: bool, control_dt: float,
@@ -186,8 +204,9 @@ class RobotMetadata:
         """
         n = len(self.joint_names)
         if obs_dim != self.obs_dim:
+            frames = f" x obs_history.length {self.history_length}" if self.obs_history is not None else ""
             raise ContractError(f"{source}: robot metadata obs_layout needs obs_dim {self.obs_dim} (where its "
-                                f"last term ends) but the graph input obs has {obs_dim} entries; {_FIX}")
+                                f"last term ends{frames}) but the graph input obs has {obs_dim} entries; {_FIX}")
         if discrete or act_dim != n:
             kind = "discrete" if discrete else "continuous"
             raise ContractError(f"{source}: robot metadata joint_names needs {n} continuous actions (one per "
@@ -198,8 +217,19 @@ class RobotMetadata:
 
     # ------------------------------------------------------------ derived
     @property
-    def obs_dim(self) -> int:
+    def frame_dim(self) -> int:
+        """One observation frame's width: where the ``obs_layout``'s last term ends."""
         return sum(e["size"] for e in self.obs_layout)
+
+    @property
+    def history_length(self) -> int:
+        """Observation frames in the policy input (1 without ``obs_history``)."""
+        return self.obs_history.length if self.obs_history is not None else 1
+
+    @property
+    def obs_dim(self) -> int:
+        """The policy input's width: ``frame_dim x history_length``."""
+        return self.frame_dim * self.history_length
 
     @property
     def decimation(self) -> int:
@@ -276,7 +306,7 @@ def _upgrade_v1(robot: dict[str, Any], source: str = "policy") -> dict[str, Any]
         robot["critic_obs_layout"] = [dict(e, name="joint_pos_rel") if isinstance(e, dict)
                                       and e.get("name") == "joint_pos" else e for e in critic]
     robot.pop("action_offset", None)  # v1: always "default_pose"
-    robot["contract"] = CONTRACT_VERSION
+    robot["contract"] = 2
     return robot
 
 
@@ -432,6 +462,15 @@ class _Check:
             for i, v in enumerate(offsets):
                 self.number(f"gait.phase_offsets[{i}]", v)
         self.obs_layout(r["obs_layout"], sensors, gait)
+        history = r.get("obs_history")
+        if history is not None:
+            if r["contract"] < 3:
+                self.fail("obs_history", f"needs contract 3, the file says {r['contract']}")
+            self.keys("obs_history", history, ("length",), ("order",))
+            self.integer("obs_history.length", history["length"], low=1)
+            if history.get("order", HISTORY_ORDER) != HISTORY_ORDER:
+                self.fail("obs_history.order", f"is {_kind(history['order'])}; this kit builds {HISTORY_ORDER!r} "
+                          "histories", "update the deployment kit (robo_ppo/export)")
         critic = r.get("critic_obs_layout", [])
         if not isinstance(critic, list) or not all(isinstance(e, dict) for e in critic):
             self.fail("critic_obs_layout", f"is {_kind(critic)}, not a list of objects")
@@ -496,5 +535,5 @@ class _Check:
                               f"has size {size} (cos and sin per foot), so it needs {size // 2}")
 
 
-__all__ = ["RobotMetadata", "ModelSource", "Fall", "Gait", "ContractError", "CONTRACT_VERSION",
+__all__ = ["RobotMetadata", "ModelSource", "Fall", "Gait", "ObsHistory", "ContractError", "CONTRACT_VERSION",
            "READABLE_CONTRACTS", "package_path_problem"]

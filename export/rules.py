@@ -10,7 +10,9 @@ robot), chosen by :func:`array_namespace`. Only numpy is imported here.
 The rules:
 
 * observation terms (:data:`OBSERVATIONS`: each value and the inputs it reads) and how a layout of them becomes
-  the policy input (:func:`observation`): ``scale * value`` per entry, in order;
+  one frame of the policy input (:func:`observation`): ``scale * value`` per entry, in order; and the
+  observation history, the last ``length`` frames newest first (:func:`start_history`,
+  :func:`push_history`, :func:`history_input`);
 * projected gravity (:func:`projected_gravity`) and the gait clock
   (:func:`gait_phase`, :func:`gait_clock`);
 * the action mapping (:func:`clip_action`, :func:`joint_targets`);
@@ -141,6 +143,29 @@ def observation(inputs: Mapping[str, Array], layout: Sequence[Mapping[str, Any]]
     """``assemble(observation_values(inputs, layout), layout)``: the observation of a robot-side layout
     (``obs_layout`` of the metadata; training adds noise between the two steps)."""
     return assemble(observation_values(inputs, layout), layout)
+
+
+HISTORY_ORDER = "newest_first"
+"""The order of the frames in the policy input (the metadata's ``obs_history.order``): frame 0 is the
+current observation, frame ``k`` the one ``k`` control steps before."""
+
+
+def start_history(frame: Array, length: int) -> Array:
+    """The history at an episode's first step: ``frame`` ``[..., F]`` repeated, ``[..., length, F]`` (no
+    earlier frame exists; repeating the first is what a robot can do at start-up)."""
+    return array_namespace(frame).stack([frame] * int(length), -2)
+
+
+def push_history(history: Array, frame: Array) -> Array:
+    """The history one step later: ``frame`` ``[..., F]`` first, then the newest ``length - 1`` frames of
+    ``history`` ``[..., length, F]`` (the oldest drops out)."""
+    return array_namespace(history, frame).concatenate([frame[..., None, :], history[..., :-1, :]], -2)
+
+
+def history_input(history: Array) -> Array:
+    """The policy input of a history ``[..., length, F]``: its frames concatenated in order,
+    ``[..., length * F]`` (``length`` 1: the frame itself)."""
+    return history.reshape(*history.shape[:-2], history.shape[-2] * history.shape[-1])
 
 
 # ------------------------------------------------------------------- actions

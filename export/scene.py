@@ -12,7 +12,8 @@ robot they simulate is the same scene with the same edits:
   armature set when given;
 * the sensors training added (``extra_sensors``) are added;
 * visual meshes and textures are dropped (kept, collision-free, for video);
-* the timestep and solver iterations are the training ones.
+* the timestep and solver iterations are the training ones;
+* optionally (``terrain=``), the floor geom becomes a terrain's heightfield (``terrain.py``).
 
 Imports mujoco and numpy only.
 """
@@ -30,9 +31,11 @@ import mujoco
 import numpy as np
 
 try:
+    from . import terrain as terrain_mod
     from .robot_metadata import package_path_problem
     from .rules import pd_actuator
 except ImportError:  # run from the kit's folder
+    import terrain as terrain_mod
     from robot_metadata import package_path_problem
     from rules import pd_actuator
 
@@ -50,7 +53,8 @@ class Scene:
 
     Attributes (``J`` joints in action order): ``model`` (``mujoco.MjModel``), ``path``, ``qpos_adr`` /
     ``dof_adr`` / ``act_ids`` int ``[J]``, ``torque_limits`` float ``[J]`` (N m), ``target_range``
-    float ``[J, 2]`` (the original actuators' control range, ``+-inf`` where unlimited).
+    float ``[J, 2]`` (the original actuators' control range, ``+-inf`` where unlimited), ``terrain``
+    (the ``terrain.Terrain`` under the robot, None: the scene's own floor).
     """
 
     model: Any
@@ -60,6 +64,7 @@ class Scene:
     act_ids: np.ndarray
     torque_limits: np.ndarray
     target_range: np.ndarray
+    terrain: Any = None
 
 
 def model_file(package: str, path: str, install: str = "") -> Path:
@@ -170,7 +175,8 @@ def build_scene(path: str | Path, joint_names: Sequence[str], kp: Sequence[float
                 torque_limits: Sequence[float] | None, *, actuators: str, sim_dt: float,
                 armature: Sequence[float] | None = None, extra_sensors: Sequence[dict[str, Any]] = (),
                 force_sensors: bool = False, meshes: bool = False, arena_mb: float | None = None,
-                solver_iterations: int | None = None, solver_ls_iterations: int | None = None) -> Scene:
+                solver_iterations: int | None = None, solver_ls_iterations: int | None = None,
+                terrain: Any = None, floor_geom: str | None = None) -> Scene:
     """Compile the robot's scene with the edits of the module docstring.
 
     Args:
@@ -188,10 +194,16 @@ def build_scene(path: str | Path, joint_names: Sequence[str], kp: Sequence[float
         meshes: keep visual meshes and textures (collision-free).
         arena_mb: ``MjData`` arena size (MB); None: MuJoCo's default.
         solver_iterations, solver_ls_iterations: None: the scene's.
+        terrain: None (default): the scene's floor as it is. A ``terrain.Terrain`` (or anything
+            ``terrain.generate`` takes): the geom ``floor_geom`` (the robot's, e.g. its metadata's) becomes
+            its heightfield, keeping its name, friction and contact bits (``Terrain.apply``); a config of
+            ``layout: none`` changes nothing.
+        floor_geom: the scene's floor geom; needed with ``terrain``.
 
     Raises:
         SceneError: the file cannot be read or compiled, lacks a joint or its actuator, has no torque
-            limit for a joint, or uses the RK4 integrator (the engines step with mj_step2/mj_step1).
+            limit for a joint, uses the RK4 integrator (the engines step with mj_step2/mj_step1), or
+            ``terrain`` is given and cannot be generated or the scene has no world-body geom ``floor_geom``.
     """
     path = Path(path)
     if not path.is_file():
@@ -260,6 +272,14 @@ def build_scene(path: str | Path, joint_names: Sequence[str], kp: Sequence[float
             if len(key.ctrl):
                 key.ctrl = np.zeros(len(key.ctrl))
     add_sensors(spec, extra_sensors)
+    if terrain is not None:
+        try:
+            if not isinstance(terrain, terrain_mod.Terrain):
+                terrain = terrain_mod.generate(terrain)
+            if terrain is not None:
+                terrain.apply(spec, floor_geom)
+        except terrain_mod.TerrainError as e:
+            raise SceneError(f"terrain: {e}") from None
     model = _compile(spec, path)
     model.opt.timestep = float(sim_dt)
     if model.opt.integrator == mujoco.mjtIntegrator.mjINT_RK4:
@@ -271,7 +291,7 @@ def build_scene(path: str | Path, joint_names: Sequence[str], kp: Sequence[float
         model.opt.ls_iterations = int(solver_ls_iterations)
     return Scene(model=model, path=path, qpos_adr=np.array([model.jnt_qposadr[j] for j in jid]),
                  dof_adr=np.array([model.jnt_dofadr[j] for j in jid]), act_ids=act_ids, torque_limits=limits,
-                 target_range=target_range)
+                 target_range=target_range, terrain=terrain)
 
 
 __all__ = ["Scene", "SceneError", "build_scene", "model_file", "add_sensors", "strip_visuals", "FORCE_SENSOR"]

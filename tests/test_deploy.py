@@ -205,7 +205,8 @@ def test_bad_options_fail_at_start(zero_policy):
     for kwargs, message in [({"latency": -1}, "latency must be >= 0"), ({"push": -1.0}, "push must be >= 0"),
                             ({"floor_friction": 0.0}, "floor friction must be > 0"),
                             ({"mass_scale": 0.0}, "mass_scale must be > 0"),
-                            ({"damping": -1.0}, "damping, frictionloss_scale and armature_scale must be >= 0")]:
+                            ({"damping": -1.0}, "damping, damping_kd, frictionloss_scale and armature_scale must be >= 0"),
+                            ({"damping_kd": -1.0}, "damping, damping_kd, frictionloss_scale and armature_scale must be >= 0")]:
         with pytest.raises(harness_mod.DeployError, match=re.escape(message)):
             MujocoHarness(zero_policy, **kwargs)
 
@@ -221,6 +222,9 @@ def test_model_mismatch_options_change_the_joints(zero_policy):
     assert base.model.dof_armature[d].min() > 0 and base.model.dof_frictionloss[d].min() > 0
     root = np.setdiff1d(np.arange(base.model.nv), d)   # the free joint is not a motor joint
     np.testing.assert_array_equal(other.model.dof_damping[root], base.model.dof_damping[root])
+    # --damping-kd: in multiples of each joint's kd (the same mismatch for a robot of other gains)
+    scaled = MujocoHarness(zero_policy, damping_kd=4.0)
+    np.testing.assert_allclose(scaled.model.dof_damping[d], base.model.dof_damping[d] + 4.0 * np.asarray(base.robot.kd))
 
 
 def test_bad_policies_exit_2(robot, meta, zero_policy, tmp_path, capsys):

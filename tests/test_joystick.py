@@ -32,7 +32,7 @@ NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.pa
            "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0"]
 GO1 = OmegaConf.load(Path(config_dir()) / "robot" / "go1.yaml")
 EXPECT = robot_expectations("go1")
-OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 48, 94
+OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 48, 97
 
 
 def make_env(n: int, *overrides: str, seed: int = 0):
@@ -154,7 +154,7 @@ def test_model_mismatch_randomization_damping_strength_and_latency():
     joint's kd, one torque scale on kp and kd, a per-env late action; drawn per env at every reset."""
     p = "env.task_params.events.randomize.params"
     env, _ = make_env(64, f"{p}.damping_kd=[1.0,4.0]", f"{p}.motor_strength=[0.8,1.2]", f"{p}.latency_prob=0.5",
-                      f"{p}.kp_scale=[1.0,1.0]", f"{p}.kd_scale=[1.0,1.0]")
+                      f"{p}.kp_scale=[1.0,1.0]", f"{p}.kd_scale=[1.0,1.0]", "~env.task_params.events.mismatch")
     rb = env.robot
     nom, dof, act = rb.model, rb.dof_adr, rb.act_ids
     env.reset(seed=1)
@@ -185,6 +185,45 @@ def test_model_mismatch_randomization_damping_strength_and_latency():
         make_env(2, f"{p}.latency_prob=1.5")
     with pytest.raises(ConfigError, match="motor_strength must be"):
         make_env(2, f"{p}.motor_strength=[0.0,1.0]")
+
+
+def test_mismatch_curriculum_starts_at_the_nominal_model_and_widens_to_the_ranges():
+    """``mismatch_curriculum``: before ``begin`` env steps the mismatch draws are the nominal model (no
+    added damping, strength 1, no late env, friction loss and armature x1); ``steps`` later, the full
+    ranges; in between, ranges narrowed toward nominal by the factor. Same number of draws throughout."""
+    p, c = "env.task_params.events.randomize.params", "env.task_params.events.mismatch.params"
+    n = 64
+    env, cfg = make_env(n, f"{c}.begin=256", f"{c}.steps=256", f"{p}.latency_prob=1.0",
+                        f"{p}.damping_kd=[2.0,4.0]", f"{p}.motor_strength=[0.5,0.6]")
+    rb = env.robot
+    nom, dof, act = rb.model, rb.dof_adr, rb.act_ids
+
+    def draws(step_count):
+        env.set_training_clock(step_count, n)
+        env.reset(seed=5)
+        models = env.physics.models
+        added = np.array([m.dof_damping[dof] - nom.dof_damping[dof] for m in models]) / GO1.kd
+        kp = np.array([m.actuator_gainprm[act, 0] for m in models])
+        fl = np.array([m.dof_frictionloss[dof] / nom.dof_frictionloss[dof] for m in models])
+        return env.task.mismatch_factor, added, kp, fl, env.task.late_action.clone()
+
+    f0, added, kp, fl, late = draws(0)            # 0 env steps
+    assert f0 == 0.0 and np.abs(added).max() < 1e-6 and not late.any()
+    np.testing.assert_allclose(fl, 1.0, rtol=1e-6)
+    assert (kp <= GO1.kp * 1.1 + 1e-4).all() and (kp >= GO1.kp * 0.9 - 1e-4).all()   # only kp_scale
+    f, added, kp, fl, late = draws(6)             # 384 env steps: half way
+    assert f == 0.5 and (added >= 1.0 - 1e-5).all() and (added <= 2.0 + 1e-5).all()
+    assert ((fl >= 0.75 - 1e-5) & (fl <= 1.75 + 1e-5)).all() and 16 < int(late.sum()) < 48
+    f, added, kp, fl, late = draws(8)             # 512 env steps: full
+    assert f == 1.0 and (added >= 2.0 - 1e-5).all() and (added <= 4.0 + 1e-5).all() and late.all()
+    assert (kp <= GO1.kp * 1.1 * 0.6 + 1e-4).all()
+    state = env.task.state_dict()
+    env.set_training_clock(0, n)
+    env.task.load_state_dict(state)                # the factor comes back with a resumed task
+    assert env.task.mismatch_factor == 1.0
+    env.close()
+    with pytest.raises(ConfigError, match="mismatch_curriculum must come after"):
+        make_env(2, "~env.task_params.events.randomize")
 
 
 def test_sensor_bias_is_constant_within_an_episode_and_redrawn_at_reset():

@@ -258,7 +258,7 @@ def test_zero_action(name, nominal):
     home = float(env.robot.init_qpos[env.robot.root_qpos + 2])
     heights, ended = [], None
     for k in range(100):   # 2 s at 50 Hz
-        terminated = env.step(torch.zeros(1, 12))[2]
+        terminated = env.step(torch.zeros(1, env.robot.njoints))[2]
         heights.append(float(env.physics.qpos[0, env.robot.root_qpos + 2]) if not terminated else math.nan)
         if terminated.any():
             ended = k
@@ -281,10 +281,10 @@ def _state(env, qpos=None, command=(0.0, 0.0, 0.0), actions=None, air=None, firs
     task._refresh()
     F = len(rb.feet_sites)
     task.command = torch.tensor([command], dtype=torch.float32)
-    task.last_act = torch.zeros(1, 12)
+    task.last_act = torch.zeros(1, env.robot.njoints)
     task.air_time = torch.zeros(1, F) if air is None else torch.tensor([air], dtype=torch.float32)
     task.last_contact = torch.full((1, F), bool(first))
-    return StepState(task, torch.zeros(1, 12) if actions is None else torch.as_tensor(actions)[None].float())
+    return StepState(task, torch.zeros(1, env.robot.njoints) if actions is None else torch.as_tensor(actions)[None].float())
 
 
 def _terms(env, **kw):
@@ -307,7 +307,7 @@ def test_reward_term_signs_on_constructed_states(name, nominal):
     flipped = home.copy()
     flipped[rb.root_qpos + 3:rb.root_qpos + 7] = [0.0, 1.0, 0.0, 0.0]
     assert _terms(env, qpos=flipped)["termination"] == 1.0
-    assert _terms(env, actions=np.ones(12))["action_rate"] == pytest.approx(12.0)
+    assert _terms(env, actions=np.ones(env.robot.njoints))["action_rate"] == pytest.approx(float(env.robot.njoints))
     bent = home.copy()
     j = int(np.argmax(rb.joint_range[:, 1] - rb.joint_range[:, 0]))          # the joint with the widest range
     bent[rb.qpos_adr[j]] = rb.joint_range[j, 1]                              # at its upper limit
@@ -392,7 +392,7 @@ def test_train_export_deploy_and_replay(name, tmp_path, capsys):
     onnx_path = tmp_path / f"{name}.onnx"
     assert export_checkpoint(summary["checkpoint"], onnx_path)["max_abs_diff"] <= 1e-5
     meta = read_metadata(onnx_path)
-    assert meta["robot"]["name"] == name and meta["act_dim"] == 12
+    assert meta["robot"]["name"] == name and meta["act_dim"] == robot_expectations(name)["joints"]
     assert meta["obs_dim"] == sum(e["size"] for e in meta["robot"]["obs_layout"])
     result = load_kit("harness").run(onnx_path, [(1.0, 0.3, 0.0, 0.0)], seed=0)
     assert result["summary"]["sim_s"] == pytest.approx(1.0) and result["robot_name"] == name

@@ -189,6 +189,8 @@ class MjWarpPhysics(Physics):
         sensor values back (the acceleration-stage ones are the last physics step's)."""
         for views, source in ((self._state_views(), snapshot), (self._fields, snapshot["model"])):
             for k, view in views.items():
+                if source is snapshot["model"] and k not in source:   # a field added after the snapshot was taken
+                    continue
                 if tuple(source[k].shape) != tuple(view.shape):
                     raise ValueError(f"the physics snapshot's {k} has shape {tuple(source[k].shape)}; this engine "
                                      f"has {tuple(view.shape)}")

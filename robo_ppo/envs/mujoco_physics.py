@@ -174,7 +174,7 @@ class MujocoPhysics(Physics):
         if state.shape != expected or sensordata.shape != self._sensordata.shape:
             raise ValueError(f"the physics snapshot holds states {state.shape} and sensors {sensordata.shape}; this "
                              f"engine has {expected} and {self._sensordata.shape}")
-        model = {name: snapshot["model"][name].numpy() for name in RANDOMIZABLE}
+        model = {name: snapshot["model"][name].numpy() for name in RANDOMIZABLE if name in snapshot["model"]}
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
             for name, values in model.items():
                 getattr(m, name)[...] = values[i]

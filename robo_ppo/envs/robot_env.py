@@ -10,7 +10,10 @@ limit (``env.max_episode_steps``, a truncation), same-step auto-reset with
 ``info["final_obs"]`` / ``["final_critic_obs"]``, episode returns and
 lengths, per-term rewards (``info["reward_terms"]`` float32 ``[N, K]``, names
 in ``reward_terms``) and the asymmetric critic's observation
-(``critic_obs_dim``, ``last_critic_obs()``). On CUDA it makes no host sync per
+(``critic_obs_dim``, ``last_critic_obs()``), and the observation history: with a task's
+``history_length`` k > 1 the policy input is the last k frames of the task's observation, newest
+first, an episode's first frame repeated at its start (``rules.start_history`` / ``push_history``, the
+rules the robot-side controller runs; the critic sees the current frame). On CUDA it makes no host sync per
 step: resets run under a mask every step, and episode statistics come as
 ``[N]`` tensors with a mask (``episode_done``, ``episode_return_all``,
 ``episode_length_all``) that the collector filters once per rollout.
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from robo_ppo.deploy_kit import rules
 from robo_ppo.envs.base import StepInfo, VecEnv
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.description import parse_robot
@@ -110,7 +114,10 @@ class RobotVecEnv(VecEnv):
         self.control_dt = float(t.dt)
         self.critic_obs_dim = int(t.critic_obs_size)
         self.reward_terms = tuple(t.reward_terms)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (t.obs_size,), dtype=np.float32)
+        self.history_length = int(getattr(t, "history_length", 1))
+        self._history: Optional[torch.Tensor] = None   # [N, k, frame] with k > 1
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (t.obs_size * self.history_length,),
+                                                dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (t.action_size,), dtype=np.float32)
         self._sync_free = self.physics.device.type == "cuda"
         n, dev = self.num_envs, self.physics.device
@@ -134,6 +141,9 @@ class RobotVecEnv(VecEnv):
         self._steps.zero_()
         self._ep_return.zero_()
         obs, self._critic = self.task.observe()
+        if self.history_length > 1:
+            self._history = rules.start_history(obs, self.history_length)
+            obs = rules.history_input(self._history)
         return self._to(obs)
 
     def step(self, actions: torch.Tensor):
@@ -153,10 +163,17 @@ class RobotVecEnv(VecEnv):
         truncated = ((self._steps >= self.episode_length) & ~terminated) | diverged
         done = terminated | truncated
         self._ep_return += reward
+        k = self.history_length
+        if k > 1:   # the frames up to this step's (the final observation of an ending episode)
+            history = rules.push_history(self._history, obs)
+            obs = rules.history_input(history)
         final_obs, final_critic = obs, critic
         if self._sync_free or bool(done.any()):
             t.reset(done)
             fresh, fresh_critic = t.observe()
+            if k > 1:   # a new episode's history: its first frame repeated
+                history = torch.where(done[:, None, None], rules.start_history(fresh, k), history)
+                fresh = rules.history_input(history)
             obs = torch.where(done[:, None], fresh, obs)
             final_obs = torch.where(diverged[:, None], fresh, final_obs)
             if critic is not None:
@@ -168,6 +185,8 @@ class RobotVecEnv(VecEnv):
         self._ep_return = torch.where(done, 0.0, self._ep_return)
         self._steps = torch.where(done, 0, self._steps)
         self._critic = critic
+        if k > 1:
+            self._history = history
         to = self._to
         info = StepInfo({"final_obs": to(final_obs), "episode_done": to(ended),
                           "episode_return_all": to(ep_return), "episode_length_all": to(ep_length),
@@ -199,7 +218,8 @@ class RobotVecEnv(VecEnv):
         counters. Raises NotImplementedError where the engine cannot snapshot."""
         return {"physics": self.physics.snapshot(), "task": self.task.state_dict(),
                 "steps": self._steps.cpu().clone(), "ep_return": self._ep_return.cpu().clone(),
-                "reset_count": self._reset_count, "critic": None if self._critic is None else self._critic.cpu().clone()}
+                "reset_count": self._reset_count, "critic": None if self._critic is None else self._critic.cpu().clone(),
+                "history": None if self._history is None else self._history.cpu().clone()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore ``get_state()`` of an env of the same config (engine, robot, task, ``num_envs``)."""
@@ -209,6 +229,8 @@ class RobotVecEnv(VecEnv):
         self._steps, self._ep_return = state["steps"].to(dev).clone(), state["ep_return"].to(dev).clone()
         self._reset_count = int(state["reset_count"])
         self._critic = None if state["critic"] is None else state["critic"].to(dev).clone()
+        history = state.get("history")
+        self._history = None if history is None else history.to(dev).clone()
 
     def set_training_clock(self, steps_per_env: int, num_envs: int) -> None:
         """Set the task's training clock (``Joystick.set_clock``: its curricula follow it)."""
@@ -229,7 +251,9 @@ class RobotVecEnv(VecEnv):
         robot = self.task.metadata()
         meta["robot"] = robot
         meta["episode_length"] = self.episode_length
-        meta["observation_names"] = [f"{e['name']}[{i}]" for e in robot["obs_layout"] for i in range(e["size"])]
+        frame = [f"{e['name']}[{i}]" for e in robot["obs_layout"] for i in range(e["size"])]
+        meta["observation_names"] = frame if self.history_length == 1 else [
+            f"{name}@t-{k}" for k in range(self.history_length) for name in frame]   # newest first
         meta["action_names"] = list(robot["joint_names"])
         meta["reward_terms"] = list(self.reward_terms)
         return meta

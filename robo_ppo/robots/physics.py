@@ -35,8 +35,10 @@ import mujoco
 import torch
 
 RANDOMIZABLE = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", "dof_armature",
-                "dof_damping", "actuator_gainprm", "actuator_biasprm")
-"""``MjModel`` fields ``set_model`` writes per environment."""
+                "dof_damping", "actuator_gainprm", "actuator_biasprm", "pair_friction")
+"""``MjModel`` fields ``set_model`` writes per environment (``pair_friction``: the explicit contact pairs'
+friction, which replaces the geoms' where a scene touches the floor through ``<pair>``s, as the G1's).
+A snapshot taken before a field was added restores without it (the field keeps its current values)."""
 
 
 class Physics(ABC):

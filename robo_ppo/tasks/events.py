@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from robo_ppo.errors import ConfigError
@@ -114,7 +115,7 @@ def _reset_root_state(t, state: ResetState, mask, p: RootStateParams) -> None:
 
 
 _MODEL_FIELDS = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", "dof_armature", "dof_damping",
-                 "actuator_gainprm", "actuator_biasprm")
+                 "actuator_gainprm", "actuator_biasprm", "pair_friction")
 
 
 def _init_model(t, p: ModelRandomizationParams) -> None:
@@ -126,9 +127,17 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     if p.latency_prob is not None and not 0 <= p.latency_prob <= 1:
         raise ConfigError(f"env.task_params.events: randomize_model.latency_prob must be in [0, 1], got {p.latency_prob}")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
+    m, floor = t.robot.model, t.robot.floor_geom   # contact pairs with the floor carry their own friction
+    t.floor_pairs = torch.as_tensor(np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor)), device=t.device)
     t.mismatch_summary = torch.zeros(t.n, 3, device=t.device)
     t.mismatch_summary[:, 1] = 1.0
     t.mismatch_summary[:, 2] = float(t.p.action_latency)
+    t.mismatch_factor = 1.0    # a mismatch_curriculum event ramps it
+
+
+def _toward_one(r: list[float], f: float) -> list[float]:
+    """A scale range narrowed toward 1 by the factor ``f``: ``1 + f (r - 1)`` (``f = 1``: ``r`` itself)."""
+    return r if f == 1.0 else [1.0 + f * (x - 1.0) for x in r]
 
 
 def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) -> None:
@@ -136,8 +145,11 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     masses (scales), kp/kd (scales) and encoder offsets; where set, passive joint damping, motor strength
     and action latency; written with ``physics.set_model``. Sets ``task.joint_offset``,
     ``task.late_action``, ``task.dr_summary`` (friction, payload, com [3], kp and kd scales) and
-    ``task.mismatch_summary`` (damping in kd, motor strength, late)."""
-    nom, rb = t.nominal_model, t.robot
+    ``task.mismatch_summary`` (damping in kd, motor strength, late). The model-mismatch ranges (friction
+    loss, armature, damping, motor strength, latency) are narrowed by ``task.mismatch_factor`` (1 unless a
+    ``mismatch_curriculum`` event ramps it): ``[lo, hi] -> 1 + f ([lo, hi] - 1)`` for scales,
+    ``f [lo, hi]`` for damping, ``f p`` for the latency probability; the number of draws is the same."""
+    nom, rb, f = t.nominal_model, t.robot, t.mismatch_factor
     N, J, dev = t.n, rb.njoints, t.device
     rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
     fields = {k: rep(v) for k, v in nom.items()}
@@ -147,7 +159,7 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
         payload = t.uniform(-p.payload, p.payload)
         kp_s, kd_s = t.uniform(*p.kp_scale), t.uniform(*p.kd_scale)
         mass_s = t.uniform(*p.link_mass_scale, nom["body_mass"].shape[0])
-        fl_s, arm_s = t.uniform(*p.frictionloss_scale, J), t.uniform(*p.armature_scale, J)
+        fl_s, arm_s = t.uniform(*_toward_one(p.frictionloss_scale, f), J), t.uniform(*_toward_one(p.armature_scale, f), J)
         offset = t.uniform(-p.joint_offset, p.joint_offset, J)
     else:
         friction = fields["geom_friction"][:, rb.floor_geom, 0].clone()
@@ -156,9 +168,9 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
         mass_s, fl_s, arm_s = torch.ones_like(fields["body_mass"]), torch.ones(N, J, device=dev), torch.ones(N, J, device=dev)
     dof, act, base = t.dof_adr, t.act_ids, rb.base_body
     kd_nominal = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev)
-    strength = t.uniform(*p.motor_strength) if p.enable and p.motor_strength is not None else None
-    damping_kd = t.uniform(*p.damping_kd, J) if p.enable and p.damping_kd is not None else None
-    late = t.uniform(0.0, 1.0) < p.latency_prob if p.enable and p.latency_prob is not None else None
+    strength = t.uniform(*_toward_one(p.motor_strength, f)) if p.enable and p.motor_strength is not None else None
+    damping_kd = t.uniform(*[x * f for x in p.damping_kd], J) if p.enable and p.damping_kd is not None else None
+    late = t.uniform(0.0, 1.0) < p.latency_prob * f if p.enable and p.latency_prob is not None else None
     kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
     kd = kd_nominal * kd_s[:, None]
     if strength is not None:
@@ -166,6 +178,8 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     if damping_kd is not None:
         fields["dof_damping"][:, dof] += damping_kd * kd_nominal
     fields["geom_friction"][:, rb.floor_geom, 0] = friction
+    if len(t.floor_pairs):     # the scene's explicit floor contacts (both tangential directions)
+        fields["pair_friction"][:, t.floor_pairs, :2] = friction[:, None, None].to(fields["pair_friction"].dtype)
     fields["dof_frictionloss"][:, dof] *= fl_s
     fields["dof_armature"][:, dof] *= arm_s
     fields["body_ipos"][:, base] += com
@@ -252,18 +266,20 @@ class CurriculumParams:
     start: float = 0.3
     """The factor at the first step (1: no curriculum)."""
     steps: int = 1_000_000
-    """Environment steps until the factor is 1."""
+    """Environment steps the ramp takes to reach 1."""
+    begin: int = 0
+    """Environment steps before the ramp starts (the factor is ``start`` until then)."""
 
 
 def _ramp(t, p: CurriculumParams) -> float:
-    """``min(1, start + (1 - start) * env_steps / steps)``, ``env_steps = t.step_count * t.clock_envs``."""
-    return p.start + (1.0 - p.start) * min(1.0, t.step_count * t.clock_envs / p.steps)
+    """``start + (1 - start) * clip((env_steps - begin) / steps, 0, 1)``, ``env_steps = t.step_count * t.clock_envs``."""
+    return p.start + (1.0 - p.start) * min(1.0, max(0, t.step_count * t.clock_envs - p.begin) / p.steps)
 
 
 def _check_curriculum(name: str, p: CurriculumParams) -> None:
-    if not 0.0 <= p.start <= 1.0 or p.steps < 1:
-        raise ConfigError(f"env.task_params.events: {name} needs 0 <= start <= 1 and steps >= 1, got "
-                          f"start={p.start}, steps={p.steps}")
+    if not 0.0 <= p.start <= 1.0 or p.steps < 1 or p.begin < 0:
+        raise ConfigError(f"env.task_params.events: {name} needs 0 <= start <= 1, steps >= 1 and begin >= 0, got "
+                          f"start={p.start}, steps={p.steps}, begin={p.begin}")
 
 
 def _init_penalty_curriculum(t, p: CurriculumParams) -> None:
@@ -297,6 +313,21 @@ def _command_ranges(t, p: CurriculumParams) -> None:
     t.cmd_lo, t.cmd_hi = t.cmd_lo_full * factor, t.cmd_hi_full * factor
 
 
+def _init_mismatch_curriculum(t, p: CurriculumParams) -> None:
+    _check_curriculum("mismatch_curriculum", p)
+    if not hasattr(t, "mismatch_factor"):
+        raise ConfigError("env.task_params.events: mismatch_curriculum must come after the randomize_model "
+                          "event (it narrows that event's model-mismatch ranges)")
+    _mismatch_factor(t, p)
+
+
+def _mismatch_factor(t, p: CurriculumParams) -> None:
+    """The model-mismatch ranges' factor (``_randomize_model``): the nominal model first, while the gait
+    is learned, then the full ranges (as ``penalty_curriculum``, Hwangbo et al. 2019, for the costs).
+    Draws at a reset use the factor of that moment; an episode keeps its model until its next reset."""
+    t.mismatch_factor = _ramp(t, p)
+
+
 @dataclass(frozen=True)
 class EventFunction:
     params: type
@@ -318,6 +349,8 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
                                         clock=_penalty_factor),
     "command_curriculum": EventFunction(CurriculumParams, init=_init_command_curriculum, pre_step=_command_ranges,
                                         clock=_command_ranges),
+    "mismatch_curriculum": EventFunction(CurriculumParams, init=_init_mismatch_curriculum,
+                                         pre_step=_mismatch_factor, clock=_mismatch_factor),
 }
 """Event ``fn`` -> its hooks and parameter schema (see the module docstring)."""
 

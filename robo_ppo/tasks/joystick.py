@@ -38,7 +38,7 @@ import torch
 from omegaconf import MISSING, OmegaConf
 
 from robo_ppo.deploy_kit import rules
-from robo_ppo.deploy_kit.robot_metadata import Fall, Gait, ModelSource, RobotMetadata
+from robo_ppo.deploy_kit.robot_metadata import Fall, Gait, ModelSource, ObsHistory, RobotMetadata
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.model import RobotModel
 from robo_ppo.robots.physics import Physics
@@ -123,6 +123,10 @@ class JoystickParams:
     noise_level: float = 1.0
     """Multiplies every obs term's noise (0: none)."""
     obs: list[ObsTerm] = field(default_factory=list)
+    obs_history: int = 1
+    """Frames of ``obs`` in the policy input: the current one and the ``obs_history - 1`` before it,
+    newest first (``rules.push_history``; the env stacks them, the metadata's ``obs_history`` tells the
+    robot-side controller to do the same)."""
     privileged_obs: list[ObsTerm] = field(default_factory=list)
     """Critic-only terms, after the actor's terms (noise-free)."""
     reward_scales: dict[str, float] = field(default_factory=dict)
@@ -242,6 +246,11 @@ class Joystick:
         self.dt = p.control_dt
         J, F = robot.njoints, len(robot.feet_sites)
         self.action_size = J
+        if p.obs_history < 1:
+            raise ConfigError(f"env.task_params.obs_history must be >= 1 (frames in the policy input), "
+                              f"got {p.obs_history}")
+        self.history_length = p.obs_history
+        """Frames of the observation in the policy input (the env stacks them: ``RobotVecEnv``)."""
         tensor = lambda x, dtype=f32: torch.as_tensor(x, dtype=dtype, device=dev)  # noqa: E731
         self.q0 = tensor(robot.default_pose)
         self.pose_weights = tensor(p.pose_weights if p.pose_weights is not None else [1.0] * J)
@@ -251,6 +260,10 @@ class Joystick:
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * p.soft_joint_limit_factor
         self.soft_lower, self.soft_upper = tensor(mid - half), tensor(mid + half)
         self.init_qpos = tensor(robot.init_qpos)
+        self.torque_unit = float(robot.model.body_mass.sum() * 9.81 * robot.init_qpos[robot.root_qpos + 2])
+        """N m: the robot's weight times its base height at the init keyframe, m g h, the unit of the torque
+        costs (``torques``, ``energy``), so that one cost scale fits robots of any size (derived from the
+        model, not configured)."""
         self.qpos_adr, self.dof_adr = tensor(robot.qpos_adr, torch.long), tensor(robot.dof_adr, torch.long)
         self.act_ids = tensor(robot.act_ids, torch.long)
         self.reward_terms = tuple(k for k, v in p.reward_scales.items() if v != 0.0)
@@ -447,10 +460,11 @@ class Joystick:
         """The task's state between two steps, for exact resume: every tensor the task and its events
         hold (commands, last actions, gait clock, air times, push and command timers, randomized offsets,
         curriculum ranges; the constants too, which is harmless), the training clock, the penalty
-        factor and the generator. Tensors are CPU copies."""
+        and model-mismatch factors and the generator. Tensors are CPU copies."""
         tensors = {k: v.detach().cpu().clone() for k, v in vars(self).items()
                    if isinstance(v, torch.Tensor) and k not in self.READINGS}
         return {"tensors": tensors, "step_count": int(self.step_count), "penalty_factor": float(self.penalty_factor),
+                "mismatch_factor": float(getattr(self, "mismatch_factor", 1.0)),
                 "generator": self.gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -467,6 +481,8 @@ class Joystick:
                                  f"({None if mine is None else (tuple(mine.shape), mine.dtype)})")
             setattr(self, k, v.to(self.device).clone())
         self.step_count, self.penalty_factor = int(state["step_count"]), float(state["penalty_factor"])
+        if hasattr(self, "mismatch_factor"):   # a randomize_model event's (checkpoints before it: 1)
+            self.mismatch_factor = float(state.get("mismatch_factor", 1.0))
         self.gen.set_state(state["generator"])
         self._refresh()
 
@@ -542,6 +558,7 @@ class Joystick:
             extra_sensors=[dict(x) for x in rb.extra_sensors],
             gait=Gait(frequency_hz=sum(p.gait.frequency) / 2, phase_offsets=[float(x) for x in p.gait.phase_offsets])
             if p.gait.enable else None,
+            obs_history=ObsHistory(length=p.obs_history) if p.obs_history > 1 else None,
         ).to_dict()
 
 

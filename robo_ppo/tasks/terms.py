@@ -180,9 +180,11 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     "lin_vel_z": lambda t, s: torch.square(s.global_linvel[:, 2]),
     "ang_vel_xy": lambda t, s: _sq(s.global_angvel[:, :2]),
     "orientation": lambda t, s: _sq(s.up[:, :2]),
-    "torques": lambda t, s: s.torque.norm(dim=-1) + s.torque.abs().sum(-1),
+    # |tau|_2 + |tau|_1 in torque units (t.torque_unit = m g h: weight x standing height, so one scale fits
+    # a 13 kg and a 50 kg robot)
+    "torques": lambda t, s: (s.torque.norm(dim=-1) + s.torque.abs().sum(-1)) / t.torque_unit,
     "action_rate": lambda t, s: _sq(s.actions - s.last_act),
-    "energy": lambda t, s: (s.qd.abs() * s.torque.abs()).sum(-1),
+    "energy": lambda t, s: (s.qd.abs() * s.torque.abs()).sum(-1) / t.torque_unit,   # sum |qd tau| / (m g h)
     # exp(-sum w_j (q_j - q0_j)^2): stay near the default pose
     "pose": lambda t, s: torch.exp(-(torch.square(s.q - t.q0) * t.pose_weights).sum(-1)),
     "feet_air_time": _air_time,
