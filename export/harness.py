@@ -193,6 +193,8 @@ class MujocoHarness:
                 raise DeployError(f"floor friction must be > 0, got {floor_friction}")
             floor = _named(m, mujoco.mjtObj.mjOBJ_GEOM, self.robot.floor_geom, "floor_geom")
             m.geom_friction[floor, 0] = floor_friction
+            pairs = (m.pair_geom1 == floor) | (m.pair_geom2 == floor)   # explicit floor contacts carry their own
+            m.pair_friction[pairs, :2] = floor_friction
         if not mass_scale > 0 or m.body_mass[self.base] * mass_scale + payload <= 0:
             raise DeployError(f"mass_scale must be > 0 and leave the base a positive mass, got {mass_scale}, "
                               f"payload {payload}")

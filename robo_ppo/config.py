@@ -7,7 +7,8 @@ a message that names the full key (e.g. ``algo.clip_coef``).
 Where each knob lives:
 
 * ``env``      which task (``conf/env/<task>.yaml``; those files also carry
-               the per-task PPO preset, which is why they are ``_global_``)
+               the per-task PPO preset, which is why they are ``_global_``);
+               ``env.terrain`` the ground of a robot task (``conf/terrain/``)
 * ``algo``     PPO: rollout size, losses, schedules, network, normalization
 * ``engine``   which simulator engine steps the task (``conf/engine/``)
 * top level    run-level settings: seed, budget, device, logging, resume
@@ -21,6 +22,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from robo_ppo.deploy_kit.terrain import TerrainConfig
 
 
 class Loss(str, Enum):
@@ -62,6 +65,10 @@ class EnvConfig:
     robot: Optional[Any] = None
     """The robot description of a robot task (Hydra group ``robot``: ``conf/robot/<name>.yaml``,
     schema ``robo_ppo.robots.RobotDescription``); ``null`` for other tasks."""
+    terrain: TerrainConfig = field(default_factory=TerrainConfig)
+    """The ground of a robot task (Hydra group ``terrain``: ``conf/terrain/<name>.yaml``, e.g.
+    ``terrain=rough``; schema: the deploy kit's ``terrain.TerrainConfig``, docs/terrain.md). The default,
+    ``layout: none`` (``terrain=flat``), is the robot scene's own floor: nothing changes."""
 
 
 @dataclass

@@ -30,7 +30,7 @@ GROUPS = {"env": "name", "algo": "loss", "engine": "name"}
 """Config groups, and the key that tells which choice of the group a run used."""
 FIXED_ON_RESUME = ("algo.num_envs", "algo.actor_hidden_sizes", "algo.critic_hidden_sizes", "env.id",
                    "env.name", "env.envpool_id", "env.brax_id", "env.task", "env.task_params", "env.kwargs",
-                   "engine.name", "engine.pipeline")
+                   "env.terrain", "engine.name", "engine.pipeline")
 """Keys a resumed run cannot change: the checkpoint's tensors, simulator
 snapshot and reward-scaler state are shaped by them (a key or any key under it)."""
 

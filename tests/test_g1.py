@@ -127,3 +127,17 @@ def test_floor_friction_reaches_the_feet():
     friction = np.array([m.pair_friction[pairs, 0] for m in env.physics.models])
     env.close()
     assert pairs and ((friction >= lo) & (friction <= hi)).all() and len(np.unique(friction)) > 1
+
+
+def test_deploy_floor_friction_reaches_the_feet(tmp_path):
+    """The deploy loop's ``--floor-friction`` writes the floor's contact pairs too (as training does)."""
+    from kit_helpers import load_kit, write_robot_policy
+
+    env = make_env(1)
+    robot = env.metadata()["robot"]
+    env.close()
+    policy = write_robot_policy(tmp_path / "g1.onnx", robot, task_id="G1JoystickFlatTerrain")
+    m = load_kit("harness").MujocoHarness(policy, floor_friction=0.45).model
+    floor = m.geom(robot["floor_geom"]).id
+    pairs = (m.pair_geom1 == floor) | (m.pair_geom2 == floor)
+    assert pairs.any() and (m.pair_friction[pairs, :2] == 0.45).all()

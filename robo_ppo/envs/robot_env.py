@@ -18,6 +18,13 @@ step: resets run under a mask every step, and episode statistics come as
 ``[N]`` tensors with a mask (``episode_done``, ``episode_return_all``,
 ``episode_length_all``) that the collector filters once per rollout.
 
+Terrain (``env.terrain``, docs/terrain.md): the deploy kit's generator builds it from the config
+(``layout: none``, the default, is the robot scene's own floor: nothing changes), the robot's floor
+geom becomes its heightfield (``RobotModel(terrain=...)``) and the task places the envs on its patches.
+An env whose base leaves the terrain (``task.out_of_bounds``) is truncated, like a time limit. Task
+statistics (``stat_names``, ``stats()``: e.g. ``terrain/level``, the mean terrain level) are logged per
+iteration.
+
 Physics divergence: after every control step an env is *diverged* when its
 ``qpos``, ``qvel``, sensors, observation or reward is non-finite, a joint or
 base speed exceeds ``MAX_SPEED``, or the engine flagged it (MuJoCo's bad
@@ -30,6 +37,7 @@ are the fresh observation (finite), it ends no episode in the statistics, and
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
 import gymnasium as gym
@@ -38,6 +46,7 @@ import torch
 from omegaconf import OmegaConf
 
 from robo_ppo.deploy_kit import rules
+from robo_ppo.deploy_kit import terrain as terrain_kit
 from robo_ppo.envs.base import StepInfo, VecEnv
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.description import parse_robot
@@ -53,6 +62,32 @@ fastest joint; a blown-up simulation reaches it within a step or two."""
 
 def _plain(x: Any) -> Any:
     return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
+
+
+def make_terrain(cfg: Any):
+    """The ``Terrain`` of ``env.terrain`` (a ``TerrainConfig``, a mapping, or None), or None for ``layout:
+    none``. Generated once per config and process (train and eval envs share it; it is read-only).
+
+    Raises:
+        ConfigError: a config the generator refuses (one line naming the key).
+    """
+    cfg = _plain(cfg)
+    if cfg is None:
+        return None
+    try:
+        config = cfg if isinstance(cfg, terrain_kit.TerrainConfig) else terrain_kit.TerrainConfig.from_dict(cfg)
+    except terrain_kit.TerrainError as e:
+        raise ConfigError(f"env.{e}") from None
+    if config.layout == "none":
+        return None
+    key = json.dumps(config.to_dict(), sort_keys=True)
+    if key not in _TERRAINS:
+        _TERRAINS.clear()   # one terrain at a time: a grid is megabytes
+        _TERRAINS[key] = terrain_kit.generate(config)
+    return _TERRAINS[key]
+
+
+_TERRAINS: dict[str, Any] = {}
 
 
 def make_physics(engine: str, model, num_envs: int, device: torch.device, num_threads: int = 0):
@@ -100,8 +135,9 @@ class RobotVecEnv(VecEnv):
         params = task_params_schema(task_name)(_plain(env_cfg.get("task_params") or {}))
         self.device = torch.device(device)
         self.engine = engine
+        self.terrain = make_terrain(env_cfg.get("terrain"))
         self.robot = RobotModel(desc, params.sim_dt, solver_iterations=params.solver_iterations,
-                                solver_ls_iterations=params.solver_ls_iterations)
+                                solver_ls_iterations=params.solver_ls_iterations, terrain=self.terrain)
         physics_device = self.device if engine == "mjwarp" else torch.device("cpu")
         self.physics = make_physics(engine, self.robot.model, num_envs, physics_device, num_threads)
         self._seed = 0 if seed is None else int(seed)
@@ -114,6 +150,8 @@ class RobotVecEnv(VecEnv):
         self.control_dt = float(t.dt)
         self.critic_obs_dim = int(t.critic_obs_size)
         self.reward_terms = tuple(t.reward_terms)
+        self.stat_names = tuple(getattr(t, "stat_names", ()))
+        """The task's per-iteration statistics (``stats()``), logged as metrics.csv columns."""
         self.history_length = int(getattr(t, "history_length", 1))
         self._history: Optional[torch.Tensor] = None   # [N, k, frame] with k > 1
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (t.obs_size * self.history_length,),
@@ -161,6 +199,9 @@ class RobotVecEnv(VecEnv):
         terminated = terminated & ~diverged
         self._steps += 1
         truncated = ((self._steps >= self.episode_length) & ~terminated) | diverged
+        out = getattr(t, "out_of_bounds", None)
+        if out is not None:   # on a terrain: the base reached its edge
+            truncated = truncated | (out & ~terminated)
         done = terminated | truncated
         self._ep_return += reward
         k = self.history_length
@@ -235,6 +276,10 @@ class RobotVecEnv(VecEnv):
     def set_training_clock(self, steps_per_env: int, num_envs: int) -> None:
         """Set the task's training clock (``Joystick.set_clock``: its curricula follow it)."""
         self.task.set_clock(steps_per_env, num_envs)
+
+    def stats(self) -> dict[str, float]:
+        """The task's statistics now (``stat_names``: e.g. ``terrain/level``), floats (one host sync)."""
+        return {k: float(v) for k, v in self.task.stats().items()}
 
     def last_critic_obs(self) -> torch.Tensor:
         """The critic observation float32 ``[N, critic_obs_dim]`` of the last ``reset``/``step``."""

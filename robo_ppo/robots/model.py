@@ -6,9 +6,10 @@ scene edits the MuJoCo harness applies too): each joint's actuator computes
 the PD law of ``rules.pd_torques`` inside the physics step
 (``actuators="pd"``), the description's torque limits and armature, its
 ``extra_sensors``, one ``actuatorfrc`` sensor per joint for the privileged
-observation, meshes and textures dropped. It then resolves every name of the
-description to indices, failing at start-up with one line that names what the
-model lacks.
+observation, meshes and textures dropped; with a terrain (``terrain.Terrain`` of the
+deploy kit, docs/terrain.md), the description's floor geom becomes its heightfield.
+It then resolves every name of the description to indices, failing at start-up
+with one line that names what the model lacks.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class RobotModel:
         solver_iterations, solver_ls_iterations: constraint solver (line-search) iterations written
             into the model (None: the file's).
         meshes: keep visual meshes and textures (for video); training drops them.
+        terrain: a generated terrain (``robo_ppo.deploy_kit.terrain.Terrain``) that replaces the floor geom
+            ``desc.floor_geom`` (``scene.build_scene(terrain=...)``); None: the scene's own floor.
 
     Attributes (``J`` joints, ``F`` feet): ``model`` (``mujoco.MjModel``), ``njoints``,
     ``qpos_adr`` / ``dof_adr`` / ``act_ids`` int ``[J]``, ``default_pose`` float ``[J]`` (rad),
@@ -65,7 +68,10 @@ class RobotModel:
     ``joint_range`` float ``[J, 2]`` (rad), ``base_body``, ``floor_geom``, ``imu_site``,
     ``feet_sites`` int ``[F]``, ``sensor(role)`` -> slice of ``sensordata``,
     ``foot_sensor(kind)`` -> int ``[F, dim]`` indices, ``force_adr`` int ``[J]``, ``extra_sensors``
-    (the description's, expanded per foot: what the metadata carries for the deploy loop).
+    (the description's, expanded per foot: what the metadata carries for the deploy loop), ``terrain``
+    (the ``Terrain`` or None) and ``footprint`` (m: the horizontal reach of the robot's colliding geoms
+    from the base at the init keyframe; the deploy loop's fall check measures the base height from the
+    lowest ground within it).
 
     Raises:
         ConfigError: the model lacks a joint, actuator, body, site, sensor,
@@ -73,8 +79,10 @@ class RobotModel:
     """
 
     def __init__(self, desc: RobotDescription, sim_dt: float, meshes: bool = False,
-                 solver_iterations: int | None = None, solver_ls_iterations: int | None = None):
+                 solver_iterations: int | None = None, solver_ls_iterations: int | None = None,
+                 terrain=None):
         self.desc = desc
+        self.terrain = terrain
         self.path = model_file(desc)
         n = len(desc.joint_names)
         self.extra_sensors = expand_extra_sensors(desc)
@@ -83,7 +91,8 @@ class RobotModel:
                 self.path, desc.joint_names, per_joint(desc.kp, n), per_joint(desc.kd, n), desc.torque_limits,
                 actuators="pd", sim_dt=sim_dt, armature=desc.armature, extra_sensors=self.extra_sensors,
                 force_sensors=True, meshes=meshes, arena_mb=desc.arena_mb, solver_iterations=solver_iterations,
-                solver_ls_iterations=solver_ls_iterations)
+                solver_ls_iterations=solver_ls_iterations,
+                **({"terrain": terrain, "floor_geom": desc.floor_geom} if terrain is not None else {}))
         except SceneError as e:
             raise ConfigError(f"robot {desc.name}: {e} ({_config_key(str(e), list(desc.feet))})") from None
         self.model = m = built.model
@@ -114,6 +123,20 @@ class RobotModel:
                 self._feet[kind] = np.stack([np.arange(s.start, s.stop) for s in (
                     self._sensor(pattern.format(foot=f), f"robot.foot_sensors.{kind}") for f in desc.feet)])
         self.force_adr = np.array([self._sensor(FORCE_SENSOR.format(joint=j), "").start for j in desc.joint_names])
+        self.footprint = self._reach(key)
+
+    def _reach(self, key: int) -> float:
+        """The largest horizontal distance (m) from the base body to a colliding geom of the robot at
+        keyframe ``key``: the robot's footprint (the deploy loop's, ``harness.MujocoHarness``)."""
+        m = self.model
+        d = mujoco.MjData(m)
+        mujoco.mj_resetDataKeyframe(m, d, key)
+        mujoco.mj_kinematics(m, d)
+        robot = m.body_rootid[m.geom_bodyid] == m.body_rootid[self.base_body]
+        geoms = np.flatnonzero(robot & ((m.geom_contype != 0) | (m.geom_conaffinity != 0)))
+        if not geoms.size:
+            return 0.0
+        return float(np.linalg.norm(d.geom_xpos[geoms, :2] - d.xpos[self.base_body, :2], axis=1).max())
 
     # ------------------------------------------------------------------ names
     def _id(self, objtype, name: str, key: str) -> int:

@@ -22,7 +22,8 @@ iteration's rollout alone; ``recent_return``: mean of the last 100 finished
 training episodes; ``kl``: exact KL of the update (``algo.loss=kl`` only);
 ``early_stop``: 1 when ``target_kl`` ended the update; ``rss_mb``, ``py_heap_blocks``: process memory
 every ``memory_interval`` iterations (``runner/memory.py``); a robot task adds ``physics/diverged``, the
-env steps of the iteration whose physics diverged (``envs/robot_env.py``)."""
+env steps of the iteration whose physics diverged (``envs/robot_env.py``), and its statistics at the
+end of the rollout (the env's ``stat_names``: ``terrain/level``, the mean terrain level on a grid)."""
 
 TB_TAGS = {
     "episodic_return": "charts/episodic_return", "episodic_length": "charts/episodic_length",

@@ -314,10 +314,11 @@ class Trainer:
                 "checkpoint": str(checkpoints[-1]) if checkpoints else None}
 
     def _extra_columns(self) -> tuple[str, ...]:
-        """metrics.csv columns of this task: ``reward/<term>``, and ``physics/diverged`` where the env
-        checks its physics (robot tasks)."""
+        """metrics.csv columns of this task: ``reward/<term>``, ``physics/diverged`` where the env
+        checks its physics (robot tasks), and the env's statistics (``stat_names``, e.g. ``terrain/level``)."""
         terms = tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ()))
-        return terms + (("physics/diverged",) if self.envs.checks_divergence else ())
+        return (terms + (("physics/diverged",) if self.envs.checks_divergence else ())
+                + tuple(getattr(self.envs, "stat_names", ())))
 
     def _stop_agreed(self) -> bool:
         """Whether to stop after this iteration: a stop was requested here or,
@@ -425,6 +426,8 @@ class Trainer:
             row[f"reward/{term}"] = value
         if rollout.diverged is not None:
             row["physics/diverged"] = rollout.diverged
+        if getattr(self.envs, "stat_names", ()):   # the task's statistics at the end of the rollout
+            row.update(self.envs.stats())
         interval = self.cfg.memory_interval
         if interval > 0 and (self.iteration % interval == 0 or self.iteration == 1):
             row.update(memory_row())

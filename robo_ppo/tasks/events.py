@@ -13,7 +13,9 @@ with its parameter schema. Hooks, each optional:
 * ``pre_step(task, params)``: every control step after the joint targets are set, before physics;
 * ``post_step(task, params)``: every control step after the rewards;
 * ``clock(task, params)``: when the training clock ``task.step_count`` is set from outside
-  (``Joystick.set_clock``: the start of training, an evaluation), for events whose state follows it.
+  (``Joystick.set_clock``: the start of training, an evaluation), for events whose state follows it;
+* ``stats(task, params)``: the event's statistics, ``{name: scalar tensor}``, logged once per training
+  iteration (``Joystick.stats``; e.g. ``terrain/level``).
 
 Draws come from the task's generator (``task.gen``) through ``task.uniform`` / ``task.exp_steps``.
 Definitions follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written anew.
@@ -328,6 +330,77 @@ def _mismatch_factor(t, p: CurriculumParams) -> None:
     t.mismatch_factor = _ramp(t, p)
 
 
+@dataclass
+class TerrainCurriculumParams:
+    """Levels of a terrain grid (``env.terrain``, ``layout: grid``) that follow each env's progress: the
+    game-inspired curriculum of Rudin et al. 2022 ("Learning to walk in minutes using massively parallel deep
+    reinforcement learning", CoRL, Sec. 3.2), with the commanded distance integrated over the episode."""
+
+    max_init_level: int = 0
+    """Initial rows U{0 .. max_init_level} (clipped to the grid); columns U{0 .. num_cols - 1}."""
+    move_up: float = 0.5
+    """At a reset: one row up where the base ended farther than ``move_up x size`` (the patch side) from where
+    the episode started (``task.terrain_start``)."""
+    move_down: float = 0.5
+    """... one row down (where not up) where it fell (a termination) or ended nearer than ``move_down x`` the
+    distance its commands asked for during the episode (the integral of ``|(vx, vy)| dt``)."""
+    curriculum: bool = True
+    """False: no curriculum, every episode on a row drawn U{0 .. max_init_level}."""
+
+
+def _init_terrain_curriculum(t, p: TerrainCurriculumParams) -> None:
+    terrain = getattr(t, "terrain", None)
+    if terrain is None or terrain.config.layout != "grid":
+        raise ConfigError("env.task_params.events: terrain_curriculum needs a terrain grid (env.terrain with layout: "
+                          "grid, e.g. terrain=rough)")
+    if p.max_init_level < 0 or not p.move_up > 0 or not p.move_down >= 0:
+        raise ConfigError(f"env.task_params.events: terrain_curriculum needs max_init_level >= 0, move_up > 0 and "
+                          f"move_down >= 0, got {p.max_init_level}, {p.move_up}, {p.move_down}")
+    rows, cols = t.terrain_spawn.shape[:2]
+    t.terrain_row = _draw_index(t.uniform(0.0, 1.0), min(p.max_init_level + 1, rows))
+    t.terrain_col = _draw_index(t.uniform(0.0, 1.0), cols)
+    t.cmd_distance = torch.zeros(t.n, device=t.device)
+    """float32 ``[N]``: the distance (m) the velocity commands asked for since the episode began."""
+    t.terrain_level_of_row = torch.as_tensor(terrain.rows, dtype=torch.float32, device=t.device)
+
+
+def _draw_index(u: torch.Tensor, n: int) -> torch.Tensor:
+    """long: ``u`` (U(0, 1)) as a uniform index in 0 .. n - 1."""
+    return (u * n).long().clamp(0, n - 1)
+
+
+def _terrain_levels(t, state: ResetState, mask, p: TerrainCurriculumParams) -> None:
+    """Where ``mask`` ends an episode: the row moves up where the env walked far from its start, down where
+    it fell or walked less than ``move_down`` of its commanded distance, a row past the top becomes a random row
+    (Rudin et al.: the envs that master the hardest level spread over all levels), the bottom row stays; then a
+    new random column. Rows that start their first episode (``task.steps`` 0) keep their initial row. Draws two
+    numbers for every env (the random stream does not depend on which envs reset)."""
+    rows, cols = t.terrain_spawn.shape[:2]
+    u_row, u_col = t.uniform(0.0, 1.0), t.uniform(0.0, 1.0)
+    if p.curriculum:
+        r0 = t.robot.root_qpos
+        walked = (t.qpos[:, r0:r0 + 2] - t.terrain_start).norm(dim=1)
+        up = walked > p.move_up * t.terrain.config.size
+        down = ~up & (t.last_terminated | (walked < p.move_down * t.cmd_distance))
+        row = t.terrain_row + up.long() - down.long()
+        row = torch.where(row >= rows, _draw_index(u_row, rows), row.clamp(min=0))
+        t.terrain_row = torch.where(mask & (t.steps > 0), row, t.terrain_row)
+    else:
+        t.terrain_row = torch.where(mask, _draw_index(u_row, min(p.max_init_level + 1, rows)), t.terrain_row)
+    t.terrain_col = torch.where(mask, _draw_index(u_col, cols), t.terrain_col)
+    t.cmd_distance = torch.where(mask, 0.0, t.cmd_distance)
+
+
+def _commanded_distance(t, p: TerrainCurriculumParams) -> None:
+    """Before each physics step: add the planar command's distance over the step, ``|(vx, vy)| dt``."""
+    t.cmd_distance = t.cmd_distance + t.command[:, :2].norm(dim=1) * t.dt
+
+
+def _terrain_stats(t, p: TerrainCurriculumParams) -> dict[str, torch.Tensor]:
+    """``terrain/level``: the envs' mean level (their rows' levels in the full grid)."""
+    return {"terrain/level": t.terrain_level_of_row[t.terrain_row].mean()}
+
+
 @dataclass(frozen=True)
 class EventFunction:
     params: type
@@ -337,6 +410,7 @@ class EventFunction:
     pre_step: Optional[Callable[[Any, Any], None]] = None
     post_step: Optional[Callable[[Any, Any], None]] = None
     clock: Optional[Callable[[Any, Any], None]] = None
+    stats: Optional[Callable[[Any, Any], dict[str, torch.Tensor]]] = None
 
 
 EVENT_FUNCTIONS: dict[str, EventFunction] = {
@@ -351,9 +425,12 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
                                         clock=_command_ranges),
     "mismatch_curriculum": EventFunction(CurriculumParams, init=_init_mismatch_curriculum,
                                          pre_step=_mismatch_factor, clock=_mismatch_factor),
+    "terrain_curriculum": EventFunction(TerrainCurriculumParams, init=_init_terrain_curriculum,
+                                        reset=_terrain_levels, pre_step=_commanded_distance, stats=_terrain_stats),
 }
 """Event ``fn`` -> its hooks and parameter schema (see the module docstring)."""
 
 
 __all__ = ["EVENT_FUNCTIONS", "EventFunction", "ResetState", "COMMANDS", "RootStateParams",
-           "ModelRandomizationParams", "VelocityCommandParams", "PushParams", "CurriculumParams"]
+           "ModelRandomizationParams", "VelocityCommandParams", "PushParams", "CurriculumParams",
+           "TerrainCurriculumParams"]

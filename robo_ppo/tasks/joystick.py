@@ -17,6 +17,15 @@ named function in one place, in the manager style of Isaac Lab and mjlab:
 * events (``events``, ``tasks/events.py``): the initial state, domain
   randomization, the velocity command and pushes, run in the declared order.
 
+On a terrain (``robot.terrain``: ``env.terrain``, docs/terrain.md) every env stands on a patch of
+the grid (``terrain_row``, ``terrain_col``, moved by a ``terrain_curriculum`` event): a reset puts
+the initial state on that patch's spawn point, at the highest ground within the robot's footprint
+(``robot.footprint``) plus the keyframe's base height; heights are measured from the ground
+(``base_height``: above the lowest ground within the footprint, the deploy loop's fall rule; foot
+heights: above the ground under each foot); an env whose base comes within the footprint of the
+terrain's edge is out of bounds (``out_of_bounds``: the env truncates it). Without a terrain none of
+this runs and nothing changes.
+
 Actions follow the kit's rules too: the clipped action ``a`` becomes joint
 targets ``q* = q0 + action_scale a`` held by the PD law at the physics rate
 (``action_latency: 1`` applies the previous step's action). An optional gait
@@ -39,6 +48,7 @@ from omegaconf import MISSING, OmegaConf
 
 from robo_ppo.deploy_kit import rules
 from robo_ppo.deploy_kit.robot_metadata import Fall, Gait, ModelSource, ObsHistory, RobotMetadata
+from robo_ppo.deploy_kit.terrain import _disc
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.model import RobotModel
 from robo_ppo.robots.physics import Physics
@@ -94,6 +104,18 @@ class GaitParams:
 
 
 @dataclass
+class HeightScanParams:
+    """The privileged ``height_scan`` term: the base's height above the ground at a grid of points around it."""
+
+    points: list[int] = field(default_factory=lambda: [11, 7])
+    """Points along the base's heading and across it: a grid centred on the base, in its yaw frame."""
+    spacing: float = 0.1
+    """m between neighbouring points (11 x 7 at 0.1 m: 1.0 m x 0.6 m)."""
+    clip: float = 1.0
+    """Each value (base height above the ground at the point, m) clipped to [-clip, clip]."""
+
+
+@dataclass
 class JoystickParams:
     """Every number of the task (``env.task_params``)."""
 
@@ -136,6 +158,8 @@ class JoystickParams:
     """Event terms by name, run in this order at every reset and around every step: the initial
     state, domain randomization, the velocity command (exactly one ``velocity_command``), pushes."""
     gait: GaitParams = field(default_factory=GaitParams)
+    height_scan: HeightScanParams = field(default_factory=HeightScanParams)
+    """The ``height_scan`` privileged term's grid (used only where a task lists the term)."""
 
 
 GAIT_TERMS = ("gait_phase", "feet_phase")
@@ -212,6 +236,10 @@ def parse_params(params: Any) -> JoystickParams:
     if p.gait.enable and not 0 < lo <= hi:
         raise ConfigError(f"env.task_params.gait.frequency must be [lo, hi] Hz with 0 < lo <= hi, got "
                           f"{p.gait.frequency}")
+    hs = p.height_scan
+    if len(hs.points) != 2 or min(hs.points) < 1 or not (hs.spacing > 0 and hs.clip > 0):
+        raise ConfigError(f"env.task_params.height_scan needs points [nx, ny] >= 1, spacing > 0 and clip > 0, got "
+                          f"{hs.points}, {hs.spacing}, {hs.clip}")
     return p
 
 
@@ -287,13 +315,106 @@ class Joystick:
         self.step_count = 0        # control steps per env since training began (a curriculum's clock)
         self.clock_envs = N        # envs that step together in training (set_clock): env steps = step_count x this
         self.penalty_factor = 1.0  # on negative reward scales; a penalty_curriculum event ramps it
+        self._init_terrain()
         self._events = [(EVENT_FUNCTIONS[e.fn], e.params) for e in p.events.values()]
         for fn, params in self._events:
             if fn.init is not None:
                 fn.init(self, params)
+        if self.terrain is not None and self.terrain.config.layout == "grid" and not any(
+                e.fn == "terrain_curriculum" for e in p.events.values()):
+            raise ConfigError("env.terrain is a grid: env.task_params.events needs a terrain_curriculum event "
+                              "(it places the envs on the patches)")
+        self._stat_fns = [(fn.stats, params) for fn, params in self._events if fn.stats is not None]
         self._refresh()
         self._layouts()
         self._check_terms()
+        self.stat_names = tuple(self.stats())
+        """Names of the task's per-iteration statistics (``stats()``; e.g. ``terrain/level``)."""
+
+    def _init_terrain(self) -> None:
+        """The per-env terrain state (only on a terrain: without one, nothing is added, so the flat task's
+        state, random stream and numbers stay as they were)."""
+        self.terrain = terrain = self.robot.terrain
+        self.out_of_bounds: Optional[torch.Tensor] = None
+        """bool ``[N]`` after each step on a terrain: the base came within the robot's footprint of the terrain's
+        edge (the env truncates the episode); None without a terrain."""
+        if terrain is None:
+            return
+        N, dev = self.n, self.device
+        self.terrain_row = torch.zeros(N, dtype=torch.long, device=dev)
+        """long ``[N]``: each env's patch row (its level, in a grid without ``window``), set by the events."""
+        self.terrain_col = torch.zeros(N, dtype=torch.long, device=dev)
+        self.terrain_spawn = torch.as_tensor(terrain.spawn, dtype=torch.float32, device=dev)   # [R, C, 3]
+        self.terrain_start = torch.zeros(N, 2, device=dev)
+        """float32 ``[N, 2]``: the base's world x, y at the start of each env's episode (m)."""
+        self.last_terminated = torch.zeros(N, dtype=torch.bool, device=dev)   # the last step's terminations
+        self.out_of_bounds = torch.zeros(N, dtype=torch.bool, device=dev)
+        reach = float(self.robot.footprint)
+        ox, oy = _disc(reach, terrain.spacing)
+        # constants kept out of the state dict (a tuple, not tensor attributes)
+        self._footprint_offsets = (torch.as_tensor(ox, dtype=torch.float32, device=dev),
+                                   torch.as_tensor(oy, dtype=torch.float32, device=dev))
+        lo, hi = terrain.origin, terrain.origin + terrain.extent
+        self._bounds = (float(lo[0]) + reach, float(hi[0]) - reach, float(lo[1]) + reach, float(hi[1]) - reach)
+
+    # ---------------------------------------------------------------- terrain
+    def ground(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Ground height (m) at world ``x``, ``y`` (float32 tensors, any equal shape): the terrain's surface
+        as MuJoCo has it (``Terrain.height_at``), 0 without a terrain."""
+        if self.terrain is None:
+            return torch.zeros_like(x)
+        return self.terrain.height_at(x, y)
+
+    def _footprint_ground(self, x: torch.Tensor, y: torch.Tensor, highest: bool) -> torch.Tensor:
+        """float32 ``[N]``: the highest (else lowest) ground within the robot's footprint around ``x``, ``y`` ``[N]``."""
+        ox, oy = self._footprint_offsets
+        h = self.terrain.height_at(x[:, None] + ox, y[:, None] + oy)
+        return h.amax(1) if highest else h.amin(1)
+
+    def base_height(self) -> torch.Tensor:
+        """float32 ``[N]``: the base body's height (m) above the ground: ``z`` without a terrain; on one, above
+        the lowest ground within the robot's footprint (the deploy loop's rule, ``harness.base_height``: a
+        trunk above a step whose feet are below it has not fallen)."""
+        r0 = self.robot.root_qpos
+        z = self.qpos[:, r0 + 2]
+        if self.terrain is None:
+            return z
+        return z - self._footprint_ground(self.qpos[:, r0], self.qpos[:, r0 + 1], highest=False)
+
+    def height_scan(self) -> torch.Tensor:
+        """float32 ``[N, nx * ny]``: the base's height above the ground at each point of a grid around it in
+        its yaw frame (``height_scan``: ``points``, ``spacing``), clipped to ``[-clip, clip]``; x-major (the
+        points along the heading vary slowest)."""
+        hs, r0, dev = self.p.height_scan, self.robot.root_qpos, self.device
+        nx, ny = hs.points
+        gx = (torch.arange(nx, device=dev, dtype=torch.float32) - (nx - 1) / 2) * hs.spacing
+        gy = (torch.arange(ny, device=dev, dtype=torch.float32) - (ny - 1) / 2) * hs.spacing
+        gx, gy = (g.reshape(-1) for g in torch.meshgrid(gx, gy, indexing="ij"))
+        q = self.qpos[:, r0 + 3:r0 + 7]   # w, x, y, z
+        yaw = torch.atan2(2 * (q[:, 0] * q[:, 3] + q[:, 1] * q[:, 2]), 1 - 2 * (q[:, 2] ** 2 + q[:, 3] ** 2))
+        c, s = torch.cos(yaw)[:, None], torch.sin(yaw)[:, None]
+        x = self.qpos[:, r0:r0 + 1] + c * gx - s * gy
+        y = self.qpos[:, r0 + 1:r0 + 2] + s * gx + c * gy
+        return (self.qpos[:, r0 + 2:r0 + 3] - self.ground(x, y)).clamp(-hs.clip, hs.clip)
+
+    def _place(self, state: ResetState, mask: torch.Tensor) -> None:
+        """Put every row of ``state`` on its patch (``terrain_row``, ``terrain_col``): the spawn point's x, y
+        added, and the highest ground within the robot's footprint there added to the base height; the start
+        of the rows in ``mask`` kept in ``terrain_start``."""
+        r0 = self.robot.root_qpos
+        spawn = self.terrain_spawn[self.terrain_row, self.terrain_col]
+        x, y = state.qpos[:, r0] + spawn[:, 0], state.qpos[:, r0 + 1] + spawn[:, 1]
+        z = state.qpos[:, r0 + 2] + self._footprint_ground(x, y, highest=True)
+        state.qpos[:, r0:r0 + 3] = torch.stack([x, y, z], 1).to(state.qpos.dtype)
+        self.terrain_start = torch.where(mask[:, None], torch.stack([x, y], 1), self.terrain_start)
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        """The task's statistics now, scalar tensors by name (``stat_names``): what its events report (the
+        ``terrain_curriculum``'s ``terrain/level``, the mean level of the envs)."""
+        out: dict[str, torch.Tensor] = {}
+        for fn, params in self._stat_fns:
+            out.update(fn(self, params))
+        return out
 
     def _layouts(self) -> None:
         """Observation layouts from the declarations: entries ``{name, fn, start, size, scale[, sensor]}``
@@ -388,6 +509,8 @@ class Joystick:
         for fn, params in self._events:
             if fn.reset is not None:
                 fn.reset(self, state, mask, params)
+        if self.terrain is not None:   # after every event: a terrain_curriculum may have moved the env
+            self._place(state, mask)
         m = mask[:, None]
         self.last_act = torch.where(m, 0.0, self.last_act)
         self.air_time = torch.where(m, 0.0, self.air_time)
@@ -436,6 +559,11 @@ class Joystick:
         self.air_time = air_time * ~contact
         self.swing_peak = swing_peak * ~contact
         self.last_contact = contact
+        if self.terrain is not None:
+            self.last_terminated = terminated
+            x0, x1, y0, y1 = self._bounds
+            xy = self.qpos[:, self.robot.root_qpos:self.robot.root_qpos + 2]
+            self.out_of_bounds = (xy[:, 0] < x0) | (xy[:, 0] > x1) | (xy[:, 1] < y0) | (xy[:, 1] > y1)
         for fn, params in self._events:
             if fn.post_step is not None:
                 fn.post_step(self, params)
@@ -589,4 +717,5 @@ class _Inputs(dict):
         return value
 
 
-__all__ = ["Joystick", "JoystickParams", "ObsTerm", "GaitParams", "parse_params", "COMMANDS", "GAIT_TERMS"]
+__all__ = ["Joystick", "JoystickParams", "ObsTerm", "GaitParams", "HeightScanParams", "parse_params", "COMMANDS",
+           "GAIT_TERMS"]

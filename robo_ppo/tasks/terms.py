@@ -37,8 +37,11 @@ PRIVILEGED_OBS: dict[str, Callable[[Any, Any], torch.Tensor]] = {
     "foot_linvel": lambda t, term: t.sd[:, t.robot.foot_sensor("linvel")].flatten(1),
     # seconds since each foot left the floor
     "feet_air_time": lambda t, term: t.air_time,
-    # base body height (m)
-    "base_height": lambda t, term: t.qpos[:, t.robot.root_qpos + 2:t.robot.root_qpos + 3],
+    # base body height (m) above the ground (on a terrain: the lowest ground within the robot's footprint)
+    "base_height": lambda t, term: t.base_height()[:, None],
+    # the base's height above the ground at a grid of points around it, in its yaw frame (m, clipped;
+    # env.task_params.height_scan: 11 x 7 points 0.1 m apart by default)
+    "height_scan": lambda t, term: t.height_scan(),
     # floor friction, payload, com offset [3], kp and kd scales (the randomize_model event's draws)
     "randomization": lambda t, term: t.dr_summary,
     # added joint damping (x kd, mean over joints), motor strength, 1 if the env's actions are late
@@ -95,8 +98,8 @@ class StepState:
         return rules.projected_gravity(self._role("orientation"))
 
     @cached_property
-    def base_height(self) -> torch.Tensor:      # [N] (m)
-        return self.t.qpos[:, self.t.robot.root_qpos + 2]
+    def base_height(self) -> torch.Tensor:      # [N] (m) above the ground (Joystick.base_height)
+        return self.t.base_height()
 
     @cached_property
     def torque(self) -> torch.Tensor:           # [N, J] actuator force (N m)
@@ -115,8 +118,12 @@ class StepState:
         return self.t.air_time + self.t.dt
 
     @cached_property
-    def foot_z(self) -> torch.Tensor:           # [N, F] (m)
-        return self.t.sd[:, self.t.robot.foot_sensor("pos")[:, 2]]
+    def foot_z(self) -> torch.Tensor:           # [N, F] (m) above the ground under each foot
+        pos = self.t.robot.foot_sensor("pos")
+        z = self.t.sd[:, pos[:, 2]]
+        if self.t.terrain is None:
+            return z
+        return z - self.t.ground(self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]])
 
     @cached_property
     def swing_peak(self) -> torch.Tensor:       # [N, F] highest foot height of the swing (m)
