@@ -71,7 +71,7 @@ def test_mjwarp_trains_a_few_iterations_and_exports(tmp_path):
                    "algo.num_minibatches=2", "total_timesteps=192", "eval_episodes=2", "env.max_episode_steps=16",
                    "algo.actor_hidden_sizes=[32,32]", "algo.critic_hidden_sizes=[32,32]")
     trainer = Trainer(cfg, tmp_path / "run")
-    assert trainer.envs.engine == "mjwarp" and trainer.policy.critic_obs_dim == 94
+    assert trainer.envs.engine == "mjwarp" and trainer.policy.critic_obs_dim == 97
     summary = trainer.train()
     trainer.close()
     assert summary["finished"] and summary["global_step"] == 192
