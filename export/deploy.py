@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--damping", type=float, default=0.0,
                         help="passive damping added to every joint (N m s / rad; model mismatch)")
     parser.add_argument("--damping-kd", type=float, default=0.0,
-                        help="passive damping added to each joint, in multiples of its kd (the Go1's 2 N m s / rad "
-                             "is 4 kd: the same mismatch for a robot of other gains)")
+                        help="passive damping added to each joint, in multiples of its kd (the same mismatch for "
+                             "robots of other gains: 2 N m s / rad on a joint of kd 0.5 is 4 kd)")
     parser.add_argument("--frictionloss-scale", type=float, default=1.0, help="multiplies the joints' friction loss")
     parser.add_argument("--armature-scale", type=float, default=1.0, help="multiplies the joints' armature")
     parser.add_argument("--terrain", default=None,

@@ -88,7 +88,7 @@ class MujocoHarness:
         payload: kg added to the base body (after ``mass_scale``).
         damping: passive damping added to every joint of the policy (N m s / rad), beyond the model's.
         damping_kd: more passive damping, this multiple of each joint's kd (the same mismatch for robots of
-            other gains: the Go1's 2 N m s / rad is 4 kd).
+            other gains: 2 N m s / rad on a joint of kd 0.5 is 4 kd).
         frictionloss_scale, armature_scale: multiply the joints' friction loss and armature (rotor inertia).
         controller: the ``RobotController`` of ``policy_path`` to drive the robot with (default: a new one);
             the harness resets it with the robot.

@@ -163,8 +163,8 @@ class TerrainConfig:
     """A patch's spawn height is the highest ground within this radius of its centre (m)."""
     native_ccd: bool = False
     """False: the scene's convex collisions, heightfield contacts among them, use MuJoCo's libccd MPR with its
-    normal fix (``mjDSBL_NATIVECCD``). Native GJK/EPA gives feet that sink into the heightfield (the Go1's
-    soft feet: up to 2 cm) contacts on the side walls of the neighbouring prisms, with normals up to
+    normal fix (``mjDSBL_NATIVECCD``). Native GJK/EPA gives feet that sink into the heightfield (a small
+    quadruped's soft feet: up to 2 cm) contacts on the side walls of the neighbouring prisms, with normals up to
     horizontal, even where the ground is flat (docs/terrain.md). MuJoCo Warp ignores the flag."""
     window: Optional[list[int]] = None
     """``[row_lo, row_hi, col_lo, col_hi]``: generate only these patches (half-open ranges) of the grid, with
@@ -480,7 +480,7 @@ class Terrain:
 
     def lowest_near(self, x, y, radius: float) -> np.ndarray:
         """The lowest ground height (m) within ``radius`` m of world ``x``, ``y`` (numpy, any equal shape; sampled
-        every ``spacing``): the deploy loop measures base heights from it, so a robot whose trunk is above a step
+        every ``spacing``): the deploy loop measures base heights from it, so a robot whose base is above a step
         while its feet are below is not fallen."""
         ox, oy = _disc(radius, self.spacing)
         x, y = np.asarray(x, np.float64)[..., None], np.asarray(y, np.float64)[..., None]
