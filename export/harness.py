@@ -269,15 +269,17 @@ class MujocoHarness:
         """What tracks each command (``MEASURED``), from the current sensors, float64 ``[len(commands)]``."""
         return self.data.sensordata[self._measure].copy()
 
-    def fallen(self) -> bool:
-        """The robot's fall condition (``rules.fallen``): tilt from the orientation sensor (else the base
-        body's frame) and the base height."""
+    def gravity(self) -> np.ndarray:
+        """Gravity's direction in the base frame, float64 ``[3]`` (``rules.projected_gravity``): from the
+        orientation sensor, else the base body's frame."""
         if "orientation" in self._roles:
-            gravity = rules.projected_gravity(self.data.sensordata[self._roles["orientation"]])
-        else:
-            gravity = -self.data.xmat[self.base, 6:9]
+            return rules.projected_gravity(self.data.sensordata[self._roles["orientation"]])
+        return -self.data.xmat[self.base, 6:9]
+
+    def fallen(self) -> bool:
+        """The robot's fall condition (``rules.fallen``): tilt (:meth:`gravity`) and the base height."""
         fall = self.robot.fall
-        return bool(rules.fallen(gravity, fall.max_tilt_cos, self.base_height(), fall.min_base_height))
+        return bool(rules.fallen(self.gravity(), fall.max_tilt_cos, self.base_height(), fall.min_base_height))
 
     # --------------------------------------------------------------- step
     def step(self, command) -> np.ndarray:
@@ -328,7 +330,9 @@ class MujocoHarness:
         ``local_linvel`` role, yaw rate from ``gyro`` z), averaged over each segment after skipping its
         first ``skip_s`` s and ``skip_s`` s after each fall reset. Returns ``{"segments": [{"duration_s",
         "<c>_cmd", "<c>" for each command c, "falls", "min_height", "samples"}], "summary": {...},
-        "commands"}``; a segment with no sample after the skip has ``nan`` means. ``video``: MP4 at
+        "commands", "falls": [{"segment", "time_in_segment_s", "up_z", "base_height"}]}`` (``falls``: where
+        each fall was detected, the z of the base's up axis and its height in m); a segment with no sample
+        after the skip has ``nan`` means. ``video``: MP4 at
         ``1 / (control_dt * frame_every)`` fps. ``on_frame(frame, info) -> frame``: optional, called on
         each video frame (uint8 [H, W, 3]) before it is written; ``info`` holds ``step``, ``time_s``,
         ``segment`` (index), ``segments``, ``commands`` (names), ``command``, ``velocity`` (measured,
@@ -361,7 +365,7 @@ class MujocoHarness:
             cam.type, cam.trackbodyid = mujoco.mjtCamera.mjCAMERA_TRACKING, self.base
             cam.elevation, cam.azimuth = -20.0, 120.0
             writer = imageio.get_writer(str(video), fps=1.0 / (self.control_dt * frame_every))
-        t0, rows, k, fallen_before = time.perf_counter(), [], 0, 0
+        t0, rows, k, fallen_before, fall_events = time.perf_counter(), [], 0, 0, []
         self.pushes = 0
         self.reset()
         if writer is not None:
@@ -373,6 +377,9 @@ class MujocoHarness:
                 for i in range(round(duration / self.control_dt)):
                     if self.fallen():
                         falls += 1
+                        fall_events.append({"segment": seg, "time_in_segment_s": round(i * self.control_dt, 3),
+                                            "up_z": round(float(-self.gravity()[2]), 3),
+                                            "base_height": round(self.base_height(), 3)})
                         self.reset()
                         since_reset = 0
                     if i >= skip and since_reset >= skip:
@@ -409,7 +416,7 @@ class MujocoHarness:
         summary.update(falls=sum(r["falls"] for r in rows), pushes=self.pushes, wall_s=time.perf_counter() - t0,
                        sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency)
         out = {"policy": str(self.path), "robot_name": self.robot.name,
-               "commands": list(self.commands), "segments": rows, "summary": summary}
+               "commands": list(self.commands), "segments": rows, "summary": summary, "falls": fall_events}
         if self.terrain is not None:
             out["terrain"] = self.terrain.to_dict()
         return out

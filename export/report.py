@@ -31,6 +31,9 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{i:>3} {r['duration_s']:>5.1f} | {cells} | {r['falls']:>5}")
     errs = ", ".join(f"{c} {s[f'mean_abs_{c}_err']:.3f} {MEASURED[c][2]}" for c in commands)
     pushes = f"; pushes {s['pushes']}" if s.get("pushes") else ""
+    for e in result.get("falls", []):
+        lines.append(f"fall in segment {e['segment']} at {e['time_in_segment_s']:.2f} s: base {e['base_height']:.3f} m "
+                     f"high, its up axis at z {e['up_z']:+.2f}")
     lines.append(f"mean |err|: {errs}; falls {s['falls']}{pushes}; sim {s['sim_s']:.1f} s in "
                  f"{s['wall_s']:.1f} s wall")
     return "\n".join(lines)

@@ -349,6 +349,9 @@ def test_fall_is_counted_and_reset(zero_policy):
     assert [r["falls"] for r in result["segments"]] == [1, 0] and len(calls) == 2
     assert [r["samples"] for r in result["segments"]] == [15, 65]  # 0.2 s skipped after the reset at t=0
     assert result["summary"]["falls"] == 1 and not harness.fallen()
+    (event,) = result["falls"]   # where it fell: upside down at the first step, base height as reset
+    assert event["segment"] == 0 and event["time_in_segment_s"] == 0 and event["up_z"] == pytest.approx(-1.0, abs=1e-3)
+    assert "fall in segment 0 at 0.00 s" in report.format_table(result)
 
 
 def test_pushes(zero_policy):
