@@ -269,17 +269,18 @@ class MujocoHarness:
         """What tracks each command (``MEASURED``), from the current sensors, float64 ``[len(commands)]``."""
         return self.data.sensordata[self._measure].copy()
 
-    def gravity(self) -> np.ndarray:
-        """Gravity's direction in the base frame, float64 ``[3]`` (``rules.projected_gravity``): from the
-        orientation sensor, else the base body's frame."""
+    def orientation(self) -> np.ndarray:
+        """The base's orientation quaternion (w, x, y, z), float64 ``[4]``: the orientation sensor's, else the
+        base body's (``rules.projected_gravity`` turns it into the tilt)."""
         if "orientation" in self._roles:
-            return rules.projected_gravity(self.data.sensordata[self._roles["orientation"]])
-        return -self.data.xmat[self.base, 6:9]
+            return self.data.sensordata[self._roles["orientation"]].copy()
+        return self.data.xquat[self.base].copy()
 
     def fallen(self) -> bool:
-        """The robot's fall condition (``rules.fallen``): tilt (:meth:`gravity`) and the base height."""
+        """The robot's fall condition (``rules.fallen``): tilt (from :meth:`orientation`) and the base height."""
         fall = self.robot.fall
-        return bool(rules.fallen(self.gravity(), fall.max_tilt_cos, self.base_height(), fall.min_base_height))
+        return bool(rules.fallen(rules.projected_gravity(self.orientation()), fall.max_tilt_cos,
+                                 self.base_height(), fall.min_base_height))
 
     # --------------------------------------------------------------- step
     def step(self, command) -> np.ndarray:
@@ -378,7 +379,7 @@ class MujocoHarness:
                     if self.fallen():
                         falls += 1
                         fall_events.append({"segment": seg, "time_in_segment_s": round(i * self.control_dt, 3),
-                                            "up_z": round(float(-self.gravity()[2]), 3),
+                                            "up_z": round(float(-rules.projected_gravity(self.orientation())[2]), 3),
                                             "base_height": round(self.base_height(), 3)})
                         self.reset()
                         since_reset = 0
