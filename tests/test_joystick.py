@@ -153,7 +153,8 @@ def test_model_mismatch_randomization_damping_strength_and_latency():
     """``damping_kd``, ``motor_strength`` and ``latency_prob`` (issue #23): passive damping in units of each
     joint's kd, one torque scale on kp and kd, a per-env late action; drawn per env at every reset."""
     p = "env.task_params.events.randomize.params"
-    env, _ = make_env(64, f"{p}.damping_kd=[1.0,4.0]", f"{p}.motor_strength=[0.8,1.2]", f"{p}.latency_prob=0.5",
+    env, _ = make_env(64, f"{p}.damping_kd=[1.0,4.0]", f"{p}.damping_prob=null", f"{p}.motor_strength=[0.8,1.2]",
+                      f"{p}.latency_prob=0.5",
                       f"{p}.kp_scale=[1.0,1.0]", f"{p}.kd_scale=[1.0,1.0]", "~env.task_params.events.mismatch")
     rb = env.robot
     nom, dof, act = rb.model, rb.dof_adr, rb.act_ids
@@ -187,13 +188,31 @@ def test_model_mismatch_randomization_damping_strength_and_latency():
         make_env(2, f"{p}.motor_strength=[0.0,1.0]")
 
 
+def test_damping_prob_keeps_a_share_of_envs_at_the_model_damping():
+    """``damping_prob``: an env gets the ``damping_kd`` draw with this probability; the rest keep the file's
+    damping exactly (the nominal model stays in training), and the critic's summary says which is which."""
+    p = "env.task_params.events.randomize.params"
+    env, _ = make_env(64, f"{p}.damping_kd=[1.0,4.0]", f"{p}.damping_prob=0.5", "~env.task_params.events.mismatch")
+    rb = env.robot
+    env.reset(seed=3)
+    added = np.array([m.dof_damping[rb.dof_adr] - rb.model.dof_damping[rb.dof_adr] for m in env.physics.models])
+    damped = (added > 0).all(1)
+    assert (added[~damped] == 0).all()                       # all joints or none
+    assert 16 < int(damped.sum()) < 48
+    assert (added[damped] >= 1.0 * GO1.kd - 1e-5).all() and (added[damped] <= 4.0 * GO1.kd + 1e-5).all()
+    np.testing.assert_allclose(env.task.mismatch_summary[:, 0].numpy(), added.mean(1) / GO1.kd, rtol=1e-4, atol=1e-7)
+    env.close()
+    with pytest.raises(ConfigError, match="damping_prob must be in"):
+        make_env(2, f"{p}.damping_prob=-0.1")
+
+
 def test_mismatch_curriculum_starts_at_the_nominal_model_and_widens_to_the_ranges():
     """``mismatch_curriculum``: before ``begin`` env steps the mismatch draws are the nominal model (no
     added damping, strength 1, no late env, friction loss and armature x1); ``steps`` later, the full
     ranges; in between, ranges narrowed toward nominal by the factor. Same number of draws throughout."""
     p, c = "env.task_params.events.randomize.params", "env.task_params.events.mismatch.params"
     n = 64
-    env, cfg = make_env(n, f"{c}.begin=256", f"{c}.steps=256", f"{p}.latency_prob=1.0",
+    env, cfg = make_env(n, f"{c}.begin=256", f"{c}.steps=256", f"{p}.latency_prob=1.0", f"{p}.damping_prob=null",
                         f"{p}.damping_kd=[2.0,4.0]", f"{p}.motor_strength=[0.5,0.6]")
     rb = env.robot
     nom, dof, act = rb.model, rb.dof_adr, rb.act_ids

@@ -76,6 +76,9 @@ class ModelRandomizationParams:
     damping_kd: Optional[list[float]] = None
     """Passive joint damping added to each joint, U(lo, hi) x that joint's kd (N m s / rad: the gearbox
     and motor damping a model lacks; derived from the robot's gains, so one range fits every robot)."""
+    damping_prob: Optional[float] = None
+    """Probability that an env gets the ``damping_kd`` draw (per episode); the rest keep the model's own
+    damping, so the nominal model stays in the training distribution (None: every env gets it)."""
     motor_strength: Optional[list[float]] = None
     """A torque scale per env, U(lo, hi), on kp and kd together (a weaker or stronger motor)."""
     latency_prob: Optional[float] = None
@@ -122,12 +125,13 @@ _MODEL_FIELDS = ("geom_friction", "body_mass", "body_ipos", "dof_frictionloss", 
 
 def _init_model(t, p: ModelRandomizationParams) -> None:
     pairs = {"damping_kd": p.damping_kd, "motor_strength": p.motor_strength}
+    for name, prob in (("latency_prob", p.latency_prob), ("damping_prob", p.damping_prob)):
+        if prob is not None and not 0 <= prob <= 1:
+            raise ConfigError(f"env.task_params.events: randomize_model.{name} must be in [0, 1], got {prob}")
     for name, r in pairs.items():
         if r is not None and not (len(r) == 2 and 0 <= r[0] <= r[1] and (name != "motor_strength" or r[0] > 0)):
             raise ConfigError(f"env.task_params.events: randomize_model.{name} must be [lo, hi] with "
                               f"{'0 < lo' if name == 'motor_strength' else '0 <= lo'} <= hi, got {r}")
-    if p.latency_prob is not None and not 0 <= p.latency_prob <= 1:
-        raise ConfigError(f"env.task_params.events: randomize_model.latency_prob must be in [0, 1], got {p.latency_prob}")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
     m, floor = t.robot.model, t.robot.floor_geom   # contact pairs with the floor carry their own friction
     t.floor_pairs = torch.as_tensor(np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor)), device=t.device)
@@ -150,7 +154,8 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     ``task.mismatch_summary`` (damping in kd, motor strength, late). The model-mismatch ranges (friction
     loss, armature, damping, motor strength, latency) are narrowed by ``task.mismatch_factor`` (1 unless a
     ``mismatch_curriculum`` event ramps it): ``[lo, hi] -> 1 + f ([lo, hi] - 1)`` for scales,
-    ``f [lo, hi]`` for damping, ``f p`` for the latency probability; the number of draws is the same."""
+    ``f [lo, hi]`` for damping, ``f p`` for the latency probability; the number of draws is the same.
+    ``damping_prob`` (not ramped) keeps the added damping of a share of envs at 0."""
     nom, rb, f = t.nominal_model, t.robot, t.mismatch_factor
     N, J, dev = t.n, rb.njoints, t.device
     rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
@@ -172,6 +177,8 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     kd_nominal = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev)
     strength = t.uniform(*_toward_one(p.motor_strength, f)) if p.enable and p.motor_strength is not None else None
     damping_kd = t.uniform(*[x * f for x in p.damping_kd], J) if p.enable and p.damping_kd is not None else None
+    if damping_kd is not None and p.damping_prob is not None:
+        damping_kd = damping_kd * (t.uniform(0.0, 1.0) < p.damping_prob)[:, None]
     late = t.uniform(0.0, 1.0) < p.latency_prob * f if p.enable and p.latency_prob is not None else None
     kp = torch.as_tensor(rb.kp, dtype=torch.float32, device=dev) * kp_s[:, None]
     kd = kd_nominal * kd_s[:, None]
