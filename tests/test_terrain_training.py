@@ -219,7 +219,8 @@ def test_terrain_needs_its_curriculum_and_the_curriculum_a_grid():
 def test_exact_resume_state_holds_the_terrain_rows():
     # a fixed 1.5 m/s forward command: an episode of random actions ends short of half its commanded
     # distance, so every env above the bottom row moves down at its reset (the rows change in the window)
-    cfg = make_cfg(*ROUGH, "env.max_episode_steps=15", "env.task_params.events.command.params.ranges=[[1.5,1.5],[0.0,0.0],[0.0,0.0]]",
+    cfg = make_cfg(*ROUGH, "env.max_episode_steps=15",
+                   "env.task_params.events.command.params.ranges=[[1.5,1.5],[0.0,0.0],[0.0,0.0]]",
                    "~env.task_params.events.command_ranges")
     g = torch.Generator().manual_seed(0)
     actions = [torch.randn(8, 12, generator=g) for _ in range(40)]
