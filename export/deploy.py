@@ -11,6 +11,7 @@ from a MuJoCo scene). Prints the tracking table; optional MP4 and JSON.
     python deploy.py policy.onnx --floor-friction 0.4 --mass-scale 1.1 --payload 1.0   # other dynamics
     python deploy.py policy.onnx --terrain pyramid_stairs_up --level 5   # start on a terrain patch (terrain.py)
     python deploy.py policy.onnx --terrain stairs                        # the stairs corridor
+    python deploy.py policy.onnx --terrain stairs --schedule '[[20, 0.5, 0, 0]]'   # over it at 0.5 m/s
 
 Needs ``pip install numpy onnxruntime mujoco`` and the robot's model package (the
 policy's ``robot.model.install`` says how; or pass ``--model path/to/scene.xml``),
@@ -41,7 +42,9 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("policy", help="policy.onnx of a robot task (with 'robot' metadata)")
-    parser.add_argument("--schedule", choices=["default", "random"], default="default")
+    parser.add_argument("--schedule", default="default",
+                        help="default (forward, turn, sidestep, backward, stop; 5 s each), random (--segments x "
+                             "--seconds) or a JSON list of [seconds, *command], e.g. '[[20, 0.5, 0, 0]]'")
     parser.add_argument("--segments", type=int, default=20, help="random schedule: number of segments")
     parser.add_argument("--seconds", type=float, default=5.0, help="random schedule: seconds per segment")
     parser.add_argument("--seed", type=int, default=0)

@@ -330,10 +330,14 @@ class MujocoHarness:
         Achieved values are noise-free sensor readings (``MEASURED``: e.g. vx, vy from the
         ``local_linvel`` role, yaw rate from ``gyro`` z), averaged over each segment after skipping its
         first ``skip_s`` s and ``skip_s`` s after each fall reset. Returns ``{"segments": [{"duration_s",
-        "<c>_cmd", "<c>" for each command c, "falls", "min_height", "samples"}], "summary": {...},
+        "<c>_cmd", "<c>" for each command c, "falls", "min_height", "samples", "x_end", "y_end", "ground_max"}],
+        "summary": {...},
         "commands", "falls": [{"segment", "time_in_segment_s", "up_z", "base_height"}]}`` (``falls``: where
         each fall was detected, the z of the base's up axis and its height in m); a segment with no sample
-        after the skip has ``nan`` means. ``video``: MP4 at
+        after the skip has ``nan`` means. ``x_end``, ``y_end``: where the base is at the segment's end, in m
+        from its start point (world axes; a fall reset moves it back there); ``ground_max``: the highest
+        ground under the base during the segment, m above the start's ground (0 without terrain; the
+        summary's ``ground_max`` is the run's: +0.8 m on top of the stairs corridor). ``video``: MP4 at
         ``1 / (control_dt * frame_every)`` fps. ``on_frame(frame, info) -> frame``: optional, called on
         each video frame (uint8 [H, W, 3]) before it is written; ``info`` holds ``step``, ``time_s``,
         ``segment`` (index), ``segments``, ``commands`` (names), ``command``, ``velocity`` (measured,
@@ -373,8 +377,10 @@ class MujocoHarness:
             cam.distance = self._camera_distance()
         skip, since_reset = round(skip_s / self.control_dt), 0  # in control steps
         try:
+            start = self.data.xpos[self.base].copy()  # after reset: the start point
+            ground0 = self.terrain.spawn[2] if self.terrain is not None else 0.0
             for seg, (duration, *command) in enumerate(schedule):
-                samples, falls, min_h = [], 0, math.inf
+                samples, falls, min_h, ground_max = [], 0, math.inf, 0.0
                 for i in range(round(duration / self.control_dt)):
                     if self.fallen():
                         falls += 1
@@ -386,6 +392,9 @@ class MujocoHarness:
                     if i >= skip and since_reset >= skip:
                         samples.append(self.measured())
                     min_h = min(min_h, self.base_height())
+                    if self.terrain is not None:
+                        x, y = self.data.xpos[self.base, :2]
+                        ground_max = max(ground_max, float(self.terrain.terrain.height_at(x, y)) - ground0)
                     if writer is not None and k % frame_every == 0:
                         renderer.update_scene(self.data, camera=cam)
                         frame = renderer.render()
@@ -403,7 +412,9 @@ class MujocoHarness:
                 row: dict[str, Any] = {"duration_s": duration}
                 for c, want, got in zip(self.commands, command, mean, strict=True):
                     row[f"{c}_cmd"], row[c] = want, float(got)
-                row.update(falls=falls, min_height=min_h, samples=len(samples))
+                row.update(falls=falls, min_height=min_h, samples=len(samples),
+                           x_end=float(self.data.xpos[self.base, 0] - start[0]),
+                           y_end=float(self.data.xpos[self.base, 1] - start[1]), ground_max=ground_max)
                 rows.append(row)
                 fallen_before += falls
         finally:
@@ -415,7 +426,8 @@ class MujocoHarness:
             err = [abs(r[c] - r[f"{c}_cmd"]) for r in rows if r["samples"]]
             summary[f"mean_abs_{c}_err"] = float(np.mean(err)) if err else math.nan
         summary.update(falls=sum(r["falls"] for r in rows), pushes=self.pushes, wall_s=time.perf_counter() - t0,
-                       sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency)
+                       sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency,
+                       ground_max=max(r["ground_max"] for r in rows))
         out = {"policy": str(self.path), "robot_name": self.robot.name,
                "commands": list(self.commands), "segments": rows, "summary": summary, "falls": fall_events}
         if self.terrain is not None:

@@ -34,6 +34,10 @@ def format_table(result: dict[str, Any]) -> str:
     for e in result.get("falls", []):
         lines.append(f"fall in segment {e['segment']} at {e['time_in_segment_s']:.2f} s: base {e['base_height']:.3f} m "
                      f"high, its up axis at z {e['up_z']:+.2f}")
+    if "terrain" in result:
+        last = result["segments"][-1]
+        lines.append(f"terrain: highest ground under the base {s['ground_max']:+.2f} m (from the start's); the base "
+                     f"ends {last['x_end']:+.2f} m along x, {last['y_end']:+.2f} m along y from its start")
     lines.append(f"mean |err|: {errs}; falls {s['falls']}{pushes}; sim {s['sim_s']:.1f} s in "
                  f"{s['wall_s']:.1f} s wall")
     return "\n".join(lines)

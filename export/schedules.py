@@ -2,11 +2,13 @@
 
 A schedule is ``default`` (forward, turn, sidestep, backward, stop), ``random``
 (uniform commands inside the policy's ``command_ranges``) or an explicit list
-of ``[seconds, *command]`` in the policy's command order. numpy only.
+of ``[seconds, *command]`` in the policy's command order (on the command line:
+that list as JSON text, e.g. ``'[[20, 0.5, 0, 0]]'``). numpy only.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,8 +54,8 @@ def random_schedule(n_segments: int = 20, seconds: float = 5.0, seed: int = 0,
 
 def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, Sequence[float]] | None = None,
                    segments: int = 20, seconds: float = 5.0, seed: int = 0) -> list[tuple[float, ...]]:
-    """``"default"``, ``"random"`` (``segments`` x ``seconds``, ``seed``) or a list of
-    ``[seconds > 0, *command]`` -> a list of segment tuples.
+    """``"default"``, ``"random"`` (``segments`` x ``seconds``, ``seed``), a list of
+    ``[seconds > 0, *command]`` or that list as JSON text -> a list of segment tuples.
 
     Raises:
         ScheduleError: anything else (one line naming the expected form)."""
@@ -61,11 +63,16 @@ def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, 
         return default_schedule(commands)
     if isinstance(schedule, str) and schedule == "random":
         return random_schedule(segments, seconds, seed, ranges, commands=commands)
+    if isinstance(schedule, str):
+        try:
+            schedule = json.loads(schedule)
+        except ValueError:
+            pass  # the error below names the forms a schedule takes
     try:
         out = [tuple(float(v) for v in seg) for seg in schedule]
     except (TypeError, ValueError):
         out = []
     if not out or any(len(seg) != 1 + len(commands) or not seg[0] > 0 for seg in out):
-        raise ScheduleError(f"schedule must be default, random or a non-empty list of [seconds > 0, "
+        raise ScheduleError(f"schedule must be default, random or a non-empty (JSON) list of [seconds > 0, "
                             f"{', '.join(commands)}], got {schedule!r}")
     return out

@@ -378,7 +378,9 @@ def test_schedules(robot):
     assert schedules.parse_schedule("random", commands, ranges, segments=3, seconds=1.0, seed=5) == \
         schedules.random_schedule(3, 1.0, seed=5, ranges=ranges, commands=commands)
     assert schedules.parse_schedule([[1, 0.5, 0, 0]], commands) == [(1.0, 0.5, 0.0, 0.0)]
-    for bad in ("sideways", [], [[1, 0.5]], [[0, 0, 0, 0]], 7):
+    assert schedules.parse_schedule("[[1, 0.5, 0, 0], [2, 0, 0, 1]]", commands) == [(1.0, 0.5, 0.0, 0.0),
+                                                                                     (2.0, 0.0, 0.0, 1.0)]
+    for bad in ("sideways", [], [[1, 0.5]], [[0, 0, 0, 0]], 7, "[[1, 0.5]]", "[[1, 0.5, 0, 0]"):
         with pytest.raises(schedules.ScheduleError, match="schedule must be"):
             schedules.parse_schedule(bad, commands, ranges)
     with pytest.raises(schedules.ScheduleError, match="command_ranges"):

@@ -214,6 +214,10 @@ def test_deploy_terrain_option(deploy, capsys):
     assert "terrain: pyramid_stairs_up level 5" in out and "start at" in out and "mean |err|" in out
     assert deploy.main(argv + ["--terrain", str(ROOT / "conf/terrain/stairs.yaml")]) == 0
     assert "stairs corridor: 8 steps up" in capsys.readouterr().out
+    # a schedule as JSON text: 1.5 s at 0.5 m/s towards the first step, 1 m ahead on the flat approach
+    assert deploy.main([str(POLICY), "--terrain", "stairs", "--schedule", "[[1.5, 0.5, 0, 0]]"]) == 0
+    out = capsys.readouterr().out
+    assert "terrain: highest ground under the base +0.00 m" in out and "ends +0." in out
     assert deploy.main(argv + ["--level", "5"]) == 2
     assert "--level and --terrain-seed need --terrain" in capsys.readouterr().err
     assert deploy.main(argv + ["--terrain", "random_rough", "--level", "10"]) == 2
@@ -230,3 +234,6 @@ def test_harness_starts_on_the_patch(deploy):
     result = h.run([(1.0, 0.0, 0.0, 0.0)])
     assert result["terrain"]["type"] == "pyramid_stairs_down" and result["terrain"]["level"] == 9
     assert result["summary"]["falls"] == 0
+    row = result["segments"][0]  # standing on the pit's floor: no ground above the start's under the base
+    assert row["ground_max"] == result["summary"]["ground_max"] == pytest.approx(0.0, abs=1e-9)
+    assert np.hypot(row["x_end"], row["y_end"]) < 0.1
