@@ -68,7 +68,7 @@ def write_metrics(path, n: int, extra: tuple[str, ...] = (), eval_every: int = 1
             w.writerow(row)
 
 
-@pytest.mark.parametrize("extra", [(), ("reward/tracking_lin_vel", "reward/feet_air_time")])
+@pytest.mark.parametrize("extra", [(), ("reward/tracking_lin_vel", "reward/feet_air_time"), ("terrain/level",)])
 def test_learning_curve_plots_rolling_mean_and_band(tmp_path, extra):
     from PIL import Image
 
@@ -78,7 +78,9 @@ def test_learning_curve_plots_rolling_mean_and_band(tmp_path, extra):
     write_metrics(csv_path, 240, extra)
     drawn = plot_learning_curve(csv_path, png, title="synthetic")
     n_train = sum(1 for i in range(240) if i % 7 != 3)
-    assert drawn == {"points": n_train, "window": smoothing_window(n_train), "eval_points": 24}
+    levels = 240 if "terrain/level" in extra else 0  # a terrain run: its mean level on a right-hand axis
+    assert drawn == {"points": n_train, "window": smoothing_window(n_train), "eval_points": 24,
+                     "level_points": levels}
     assert drawn["window"] == 10
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size == (700, 400)
@@ -93,5 +95,5 @@ def test_learning_curve_without_episodes(tmp_path):
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerow({k: "" for k in COLUMNS} | {"iteration": 1, "global_step": 64})
-    assert plot_learning_curve(csv_path, png) == {"points": 0, "window": 1, "eval_points": 0}
+    assert plot_learning_curve(csv_path, png) == {"points": 0, "window": 1, "eval_points": 0, "level_points": 0}
     assert png.stat().st_size > 1000

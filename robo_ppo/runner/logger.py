@@ -128,18 +128,22 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
 
     Training: each iteration's mean episode return as a faint line, its rolling mean
     (:func:`smoothing_window` iterations) bold with a +-1 std band of the same window;
-    evaluation (deterministic) as points with their std across episodes. Columns beyond
-    ``COLUMNS`` (e.g. ``reward/<term>``) are ignored. Returns ``{"points", "window",
-    "eval_points"}`` (what was drawn).
+    evaluation (deterministic) as points with their std across episodes; a run on terrain
+    (a ``terrain/level`` column) adds the envs' mean terrain level on a right-hand axis.
+    Other columns beyond ``COLUMNS`` (e.g. ``reward/<term>``) are ignored. Returns
+    ``{"points", "window", "eval_points", "level_points"}`` (what was drawn).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, train, esteps, evals, estd = [], [], [], [], []
+    steps, train, esteps, evals, estd, lsteps, levels = [], [], [], [], [], [], []
     with open(csv_path, newline="") as f:
         for row in csv.DictReader(f):
+            if row.get("terrain/level"):
+                lsteps.append(int(row["global_step"]))
+                levels.append(float(row["terrain/level"]))
             if row.get("episodic_return"):
                 steps.append(int(row["global_step"]))
                 train.append(float(row["episodic_return"]))
@@ -161,12 +165,19 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     ax.set_ylabel("episode return")
     ax.set_title(title or "learning curve")
     ax.grid(alpha=0.3)
-    if train or evals:
-        ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if levels:
+        ax2 = ax.twinx()
+        ax2.plot(lsteps, levels, color="tab:green", linewidth=1.5, label="mean terrain level (right axis)")
+        ax2.set_ylabel("mean terrain level")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(handles, labels)
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
-    return {"points": len(train), "window": window, "eval_points": len(evals)}
+    return {"points": len(train), "window": window, "eval_points": len(evals), "level_points": len(levels)}
 
 
 WANDB_HINT = "pip install 'robo_ppo[wandb]' (the wandb extra)"
