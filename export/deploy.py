@@ -11,7 +11,7 @@ from a MuJoCo scene). Prints the tracking table; optional MP4 and JSON.
     python deploy.py policy.onnx --floor-friction 0.4 --mass-scale 1.1 --payload 1.0   # other dynamics
     python deploy.py policy.onnx --terrain pyramid_stairs_up --level 5   # start on a terrain patch (terrain.py)
     python deploy.py policy.onnx --terrain stairs                        # the stairs corridor
-    python deploy.py policy.onnx --terrain stairs --schedule '[[20, 0.5, 0, 0]]'   # over it at 0.5 m/s
+    python deploy.py policy.onnx --terrain stairs --schedule '[[16, 0.5, 0, 0]]'   # over it at 0.5 m/s
 
 Needs ``pip install numpy onnxruntime mujoco`` and the robot's model package (the
 policy's ``robot.model.install`` says how; or pass ``--model path/to/scene.xml``),
