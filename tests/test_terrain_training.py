@@ -39,7 +39,7 @@ def test_terrain_is_a_config_group_and_flat_is_the_default():
     assert make_cfg("env=go1_joystick").env.terrain.layout == "none"
     assert make_cfg("env=go1_joystick", "terrain=rough").env.terrain.num_cols == 10
     rough = make_cfg("env=go1_rough").env
-    assert (rough.terrain.layout, rough.terrain.size, rough.task_params.obs_history) == ("grid", 4.0, 3)
+    assert (rough.terrain.layout, rough.terrain.size, rough.task_params.obs_history) == ("grid", 4.0, 1)
     assert make_cfg("env=go1_rough", "terrain=rough").env.terrain.size == 8.0
     assert make_cfg("env=halfcheetah").env.terrain.layout == "none"
     with pytest.raises(ConfigError, match="env.terrain.size"):
@@ -95,7 +95,8 @@ def test_curriculum_moves_rows_up_down_and_past_the_top():
     t.steps = torch.tensor([50, 50, 50, 50, 50, 50, 50, 0])
     start = t.terrain_start
     walked = torch.tensor([3.0, 0.1, 1.5, 1.5, 3.0, 0.0, 3.0, 3.0])   # m; half a patch is 2 m
-    t.cmd_distance = torch.tensor([6.0, 5.0, 2.0, 2.0, 6.0, 5.0, 6.0, 6.0])
+    asked = torch.tensor([6.0, 5.0, 2.0, 2.0, 6.0, 5.0, 6.0, 6.0])   # m, the commanded displacement's length
+    t.cmd_displacement = torch.stack([asked * 0.8, asked * -0.6], 1)
     t.last_terminated = torch.tensor([False, False, False, True, False, False, False, False])
     qpos = t.qpos.clone()
     qpos[:, :2] = start + torch.stack([walked * 0.6, walked * 0.8], 1)
@@ -108,17 +109,27 @@ def test_curriculum_moves_rows_up_down_and_past_the_top():
     # up (walked 3 m), down (0.1 m of 5 m commanded), stays (1.5 of 2 m), down (fell), past the top -> a random
     # row, stays at the bottom, not reset, first episode (no steps yet)
     assert rows[:4] == [4, 2, 3, 2] and 0 <= rows[4] <= 9 and rows[5:] == [0, 3, 3]
-    assert t.terrain_col[6] == 4 and (t.cmd_distance[mask] == 0).all() and t.cmd_distance[6] == 6.0
+    assert t.terrain_col[6] == 4 and (t.cmd_displacement[mask] == 0).all()
+    assert t.cmd_displacement[6].norm() == pytest.approx(6.0)
     # two draws per env whatever the mask: the random stream does not depend on which envs reset
     after = t.gen.get_state()
     t.gen.set_state(before)
     fn.reset(t, state, torch.zeros(8, dtype=torch.bool), params)
     assert torch.equal(t.gen.get_state(), after)
-    # the commanded distance integrates |(vx, vy)| dt before every physics step
-    t.cmd_distance = torch.zeros(8)
+    # the commanded displacement integrates R(yaw) (vx, vy) dt before every physics step: the command (in the
+    # base's yaw frame) turned into the world frame by the base's heading
+    t.cmd_displacement = torch.zeros(8, 2)
     t.command = torch.tensor([[0.6, 0.8, 0.3]]).repeat(8, 1)
+    yaw = t.base_yaw()
+    assert yaw.abs().max() > 0.01   # reset_root_state turned the bases
     fn.pre_step(t, params)
-    assert torch.allclose(t.cmd_distance, torch.full((8,), t.dt))
+    heading = torch.stack([torch.cos(yaw), torch.sin(yaw)], 1)
+    assert torch.allclose(t.cmd_displacement.norm(dim=1), torch.full((8,), t.dt))
+    assert torch.allclose((t.cmd_displacement * heading).sum(1), torch.full((8,), 0.6 * t.dt))
+    # a command that turns back asks for no displacement: a robot that tracked it has not walked too little
+    t.command = torch.tensor([[-0.6, -0.8, 0.3]]).repeat(8, 1)
+    fn.pre_step(t, params)
+    assert t.cmd_displacement.abs().max() < 1e-6
     assert fn.stats(t, params)["terrain/level"] == t.terrain_row.float().mean()
     env.close()
 
@@ -234,7 +245,7 @@ def test_exact_resume_state_holds_the_terrain_rows():
         a.step(x)
     rows = a.task.terrain_row.clone()
     snapshot = a.get_state()
-    assert {"terrain_row", "terrain_col", "cmd_distance", "last_terminated"} <= snapshot["task"]["tensors"].keys()
+    assert {"terrain_row", "terrain_col", "cmd_displacement", "last_terminated"} <= snapshot["task"]["tensors"].keys()
     expected = [a.step(x) for x in actions[20:]] + [a.task.terrain_row.clone()]
     b = make()
     b.reset(seed=99)
@@ -253,10 +264,10 @@ def test_exact_resume_state_holds_the_terrain_rows():
 
 @pytest.mark.slow
 def test_train_go1_rough_exports_a_policy_with_history(tmp_path):
-    """``robo-ppo-train env=go1_rough``, one iteration: policy.onnx carries the observation history, and
-    metrics.csv the mean terrain level."""
+    """``robo-ppo-train env=go1_rough env.task_params.obs_history=3``, one iteration: policy.onnx carries the
+    observation history, and metrics.csv the mean terrain level."""
     run = tmp_path / "run"
-    args = ["env=go1_rough", "algo.num_envs=8", "algo.num_steps=16", "algo.num_minibatches=2",
+    args = ["env=go1_rough", "env.task_params.obs_history=3", "algo.num_envs=8", "algo.num_steps=16", "algo.num_minibatches=2",
             "algo.update_epochs=1", "total_timesteps=128", "eval_episodes=1", "env.max_episode_steps=40",
             "deploy_check.enabled=false", "progress=false", "tensorboard=false", "engine.num_threads=1",
             f"hydra.run.dir={run}"]

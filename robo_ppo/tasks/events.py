@@ -350,7 +350,10 @@ class TerrainCurriculumParams:
     the episode started (``task.terrain_start``)."""
     move_down: float = 0.5
     """... one row down (where not up) where it fell (a termination) or ended nearer than ``move_down x`` the
-    distance its commands asked for during the episode (the integral of ``|(vx, vy)| dt``)."""
+    displacement its commands asked for during the episode: ``|integral of R(yaw) (vx, vy) dt|``, the planar
+    command turned into the world frame by the base's heading, so a robot that tracks every command ends
+    at it (a path length, ``integral of |(vx, vy)| dt``, would send a perfect tracker down whenever its
+    commands changed direction: 4 segments of random heading ask for a path about twice the displacement)."""
     curriculum: bool = True
     """False: no curriculum, every episode on a row drawn U{0 .. max_init_level}."""
 
@@ -366,8 +369,9 @@ def _init_terrain_curriculum(t, p: TerrainCurriculumParams) -> None:
     rows, cols = t.terrain_spawn.shape[:2]
     t.terrain_row = _draw_index(t.uniform(0.0, 1.0), min(p.max_init_level + 1, rows))
     t.terrain_col = _draw_index(t.uniform(0.0, 1.0), cols)
-    t.cmd_distance = torch.zeros(t.n, device=t.device)
-    """float32 ``[N]``: the distance (m) the velocity commands asked for since the episode began."""
+    t.cmd_displacement = torch.zeros(t.n, 2, device=t.device)
+    """float32 ``[N, 2]``: the world-frame displacement (m) the velocity commands asked for since the episode
+    began."""
     t.terrain_level_of_row = torch.as_tensor(terrain.rows, dtype=torch.float32, device=t.device)
 
 
@@ -388,19 +392,23 @@ def _terrain_levels(t, state: ResetState, mask, p: TerrainCurriculumParams) -> N
         r0 = t.robot.root_qpos
         walked = (t.qpos[:, r0:r0 + 2] - t.terrain_start).norm(dim=1)
         up = walked > p.move_up * t.terrain.config.size
-        down = ~up & (t.last_terminated | (walked < p.move_down * t.cmd_distance))
+        down = ~up & (t.last_terminated | (walked < p.move_down * t.cmd_displacement.norm(dim=1)))
         row = t.terrain_row + up.long() - down.long()
         row = torch.where(row >= rows, _draw_index(u_row, rows), row.clamp(min=0))
         t.terrain_row = torch.where(mask & (t.steps > 0), row, t.terrain_row)
     else:
         t.terrain_row = torch.where(mask, _draw_index(u_row, min(p.max_init_level + 1, rows)), t.terrain_row)
     t.terrain_col = torch.where(mask, _draw_index(u_col, cols), t.terrain_col)
-    t.cmd_distance = torch.where(mask, 0.0, t.cmd_distance)
+    t.cmd_displacement = torch.where(mask[:, None], 0.0, t.cmd_displacement)
 
 
-def _commanded_distance(t, p: TerrainCurriculumParams) -> None:
-    """Before each physics step: add the planar command's distance over the step, ``|(vx, vy)| dt``."""
-    t.cmd_distance = t.cmd_distance + t.command[:, :2].norm(dim=1) * t.dt
+def _commanded_displacement(t, p: TerrainCurriculumParams) -> None:
+    """Before each physics step: add the planar command over the step in the world frame, ``R(yaw) (vx, vy) dt``
+    (``yaw``: the base's heading; the command is in the base's yaw frame)."""
+    yaw, v = t.base_yaw(), t.command[:, :2]
+    c, s = torch.cos(yaw), torch.sin(yaw)
+    world = torch.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1]], 1)
+    t.cmd_displacement = t.cmd_displacement + world * t.dt
 
 
 def _terrain_stats(t, p: TerrainCurriculumParams) -> dict[str, torch.Tensor]:
@@ -433,7 +441,7 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
     "mismatch_curriculum": EventFunction(CurriculumParams, init=_init_mismatch_curriculum,
                                          pre_step=_mismatch_factor, clock=_mismatch_factor),
     "terrain_curriculum": EventFunction(TerrainCurriculumParams, init=_init_terrain_curriculum,
-                                        reset=_terrain_levels, pre_step=_commanded_distance, stats=_terrain_stats),
+                                        reset=_terrain_levels, pre_step=_commanded_displacement, stats=_terrain_stats),
 }
 """Event ``fn`` -> its hooks and parameter schema (see the module docstring)."""
 

@@ -381,6 +381,11 @@ class Joystick:
             return z
         return z - self._footprint_ground(self.qpos[:, r0], self.qpos[:, r0 + 1], highest=False)
 
+    def base_yaw(self) -> torch.Tensor:
+        """float32 ``[N]``: the base's heading (rad), the yaw of its ``w, x, y, z`` quaternion."""
+        q = self.qpos[:, self.robot.root_qpos + 3:self.robot.root_qpos + 7]
+        return torch.atan2(2 * (q[:, 0] * q[:, 3] + q[:, 1] * q[:, 2]), 1 - 2 * (q[:, 2] ** 2 + q[:, 3] ** 2))
+
     def height_scan(self) -> torch.Tensor:
         """float32 ``[N, nx * ny]``: the base's height above the ground at each point of a grid around it in
         its yaw frame (``height_scan``: ``points``, ``spacing``), clipped to ``[-clip, clip]``; x-major (the
@@ -390,8 +395,7 @@ class Joystick:
         gx = (torch.arange(nx, device=dev, dtype=torch.float32) - (nx - 1) / 2) * hs.spacing
         gy = (torch.arange(ny, device=dev, dtype=torch.float32) - (ny - 1) / 2) * hs.spacing
         gx, gy = (g.reshape(-1) for g in torch.meshgrid(gx, gy, indexing="ij"))
-        q = self.qpos[:, r0 + 3:r0 + 7]   # w, x, y, z
-        yaw = torch.atan2(2 * (q[:, 0] * q[:, 3] + q[:, 1] * q[:, 2]), 1 - 2 * (q[:, 2] ** 2 + q[:, 3] ** 2))
+        yaw = self.base_yaw()
         c, s = torch.cos(yaw)[:, None], torch.sin(yaw)[:, None]
         x = self.qpos[:, r0:r0 + 1] + c * gx - s * gy
         y = self.qpos[:, r0 + 1:r0 + 2] + s * gx + c * gy
