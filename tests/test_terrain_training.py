@@ -130,7 +130,14 @@ def test_curriculum_moves_rows_up_down_and_past_the_top():
     t.command = torch.tensor([[-0.6, -0.8, 0.3]]).repeat(8, 1)
     fn.pre_step(t, params)
     assert t.cmd_displacement.abs().max() < 1e-6
-    assert fn.stats(t, params)["terrain/level"] == t.terrain_row.float().mean()
+    stats = fn.stats(t, params)
+    assert stats["terrain/level"] == t.terrain_row.float().mean()
+    # per type: the mean level of the envs on that type's columns
+    kinds = t.terrain.type_ids[0][t.terrain_col.numpy()]
+    for k in set(kinds.tolist()):
+        on = kinds == k
+        want = t.terrain_row.float().numpy()[on].mean()
+        assert float(stats[f"terrain/level/{t.terrain.type_names[k]}"]) == pytest.approx(want)
     env.close()
 
 

@@ -373,6 +373,9 @@ def _init_terrain_curriculum(t, p: TerrainCurriculumParams) -> None:
     """float32 ``[N, 2]``: the world-frame displacement (m) the velocity commands asked for since the episode
     began."""
     t.terrain_level_of_row = torch.as_tensor(terrain.rows, dtype=torch.float32, device=t.device)
+    t.terrain_type_of_col = torch.as_tensor(terrain.type_ids[0], dtype=torch.long, device=t.device)
+    t.terrain_type_names = {int(k): terrain.type_names[k] for k in np.unique(terrain.type_ids[0])}
+    """The grid's types by id (those its columns hold), for ``terrain/level/<type>``."""
 
 
 def _draw_index(u: torch.Tensor, n: int) -> torch.Tensor:
@@ -412,8 +415,15 @@ def _commanded_displacement(t, p: TerrainCurriculumParams) -> None:
 
 
 def _terrain_stats(t, p: TerrainCurriculumParams) -> dict[str, torch.Tensor]:
-    """``terrain/level``: the envs' mean level (their rows' levels in the full grid)."""
-    return {"terrain/level": t.terrain_level_of_row[t.terrain_row].mean()}
+    """``terrain/level``: the envs' mean level (their rows' levels in the full grid); ``terrain/level/<type>``:
+    the mean level of the envs on that type's columns (0 while no env is on one)."""
+    level = t.terrain_level_of_row[t.terrain_row]
+    out = {"terrain/level": level.mean()}
+    kind = t.terrain_type_of_col[t.terrain_col]
+    for k, name in t.terrain_type_names.items():
+        on = kind == k
+        out[f"terrain/level/{name}"] = (level * on).sum() / on.sum().clamp(min=1)
+    return out
 
 
 @dataclass(frozen=True)
