@@ -68,7 +68,8 @@ def write_metrics(path, n: int, extra: tuple[str, ...] = (), eval_every: int = 1
             w.writerow(row)
 
 
-@pytest.mark.parametrize("extra", [(), ("reward/tracking_lin_vel", "reward/feet_air_time"), ("terrain/level",)])
+@pytest.mark.parametrize("extra", [(), ("reward/tracking_lin_vel", "reward/feet_air_time"), ("terrain/level",),
+                                   ("terrain/level", "terrain/level/flat", "terrain/level/pyramid_stairs_up")])
 def test_learning_curve_plots_rolling_mean_and_band(tmp_path, extra):
     from PIL import Image
 
@@ -79,8 +80,9 @@ def test_learning_curve_plots_rolling_mean_and_band(tmp_path, extra):
     drawn = plot_learning_curve(csv_path, png, title="synthetic")
     n_train = sum(1 for i in range(240) if i % 7 != 3)
     levels = 240 if "terrain/level" in extra else 0  # a terrain run: its mean level on a right-hand axis
+    types = sum(k.startswith("terrain/level/") for k in extra)  # and the level per terrain type, thin
     assert drawn == {"points": n_train, "window": smoothing_window(n_train), "eval_points": 24,
-                     "level_points": levels}
+                     "level_points": levels, "type_lines": types}
     assert drawn["window"] == 10
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size == (700, 400)
@@ -95,5 +97,6 @@ def test_learning_curve_without_episodes(tmp_path):
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
         w.writerow({k: "" for k in COLUMNS} | {"iteration": 1, "global_step": 64})
-    assert plot_learning_curve(csv_path, png) == {"points": 0, "window": 1, "eval_points": 0, "level_points": 0}
+    assert plot_learning_curve(csv_path, png) == {"points": 0, "window": 1, "eval_points": 0, "level_points": 0,
+                                               "type_lines": 0}
     assert png.stat().st_size > 1000

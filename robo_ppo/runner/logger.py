@@ -129,9 +129,10 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     Training: each iteration's mean episode return as a faint line, its rolling mean
     (:func:`smoothing_window` iterations) bold with a +-1 std band of the same window;
     evaluation (deterministic) as points with their std across episodes; a run on terrain
-    (a ``terrain/level`` column) adds the envs' mean terrain level on a right-hand axis.
+    (a ``terrain/level`` column) adds the envs' mean terrain level on a right-hand axis, and
+    each ``terrain/level/<type>`` column (the mean level on that type's patches) as a thin line.
     Other columns beyond ``COLUMNS`` (e.g. ``reward/<term>``) are ignored. Returns
-    ``{"points", "window", "eval_points", "level_points"}`` (what was drawn).
+    ``{"points", "window", "eval_points", "level_points", "type_lines"}`` (what was drawn).
     """
     import matplotlib
 
@@ -139,11 +140,15 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     import matplotlib.pyplot as plt
 
     steps, train, esteps, evals, estd, lsteps, levels = [], [], [], [], [], [], []
+    by_type: dict[str, list[float]] = {}
     with open(csv_path, newline="") as f:
         for row in csv.DictReader(f):
             if row.get("terrain/level"):
                 lsteps.append(int(row["global_step"]))
                 levels.append(float(row["terrain/level"]))
+                for k, v in row.items():
+                    if k.startswith("terrain/level/") and v:
+                        by_type.setdefault(k.removeprefix("terrain/level/"), []).append(float(v))
             if row.get("episodic_return"):
                 steps.append(int(row["global_step"]))
                 train.append(float(row["episodic_return"]))
@@ -169,15 +174,19 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     if levels:
         ax2 = ax.twinx()
         ax2.plot(lsteps, levels, color="tab:green", linewidth=1.5, label="mean terrain level (right axis)")
+        for name, values in by_type.items():
+            if len(values) == len(lsteps):
+                ax2.plot(lsteps, values, linewidth=0.7, alpha=0.7, linestyle="--", label=f"on {name}")
         ax2.set_ylabel("mean terrain level")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
     if handles:
-        ax.legend(handles, labels)
+        ax.legend(handles, labels, **({"fontsize": "x-small", "ncol": 2, "framealpha": 0.6} if len(handles) > 5 else {}))
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
-    return {"points": len(train), "window": window, "eval_points": len(evals), "level_points": len(levels)}
+    return {"points": len(train), "window": window, "eval_points": len(evals), "level_points": len(levels),
+            "type_lines": sum(len(v) == len(lsteps) for v in by_type.values()) if levels else 0}
 
 
 WANDB_HINT = "pip install 'robo_ppo[wandb]' (the wandb extra)"
