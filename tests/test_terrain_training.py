@@ -182,6 +182,14 @@ def test_base_and_foot_heights_are_measured_from_the_ground():
     ground = terrain.height_at(fx, fy)
     assert sorted(np.round(ground[0], 6)) == [0.0, 0.0, step, step]
     assert np.allclose(StepState(t, t.last_act).foot_z.numpy(), fz - ground, atol=1e-5)
+    # feet_ground_radius: each foot measured from the highest ground within r of it: at 0.3 m the front feet
+    # (on the first step) see the second, the rear feet (on the floor) the first
+    for r, want in ((0.1, [step, step, 0.0, 0.0]), (0.3, [2 * step, 2 * step, step, step])):
+        t.p.feet_ground_radius = r
+        near = np.max([terrain.height_at(fx + dx, fy + dy) for dx, dy in
+                       ((0, 0), (r, 0), (-r, 0), (0, r), (0, -r))], axis=0)
+        assert np.allclose(StepState(t, t.last_act).foot_z.numpy(), fz - near, atol=1e-5)
+        assert np.allclose(near[0], want, atol=1e-6)
     env.close()
 
 

@@ -132,6 +132,11 @@ class JoystickParams:
     tracking_sigma: float = 0.25
     max_foot_height: float = 0.1
     """Target swing height (m) of the feet terms (``feet_phase``: the height at mid-swing)."""
+    feet_ground_radius: float = 0.0
+    """On a terrain, the feet terms measure a foot's height above the highest ground within this distance
+    (m) of it: under the foot and 4 points this far along +-x and +-y. 0: the ground under the foot. A swing
+    that nears a riser then has the step's top as its ground, so ``max_foot_height`` asks for a foot that
+    clears the step (flat ground: no difference)."""
     feet_air_time_min: float = 0.1
     """``feet_air_time`` rewards each swing's air time above this (s)."""
     feet_air_time_max: Optional[float] = None

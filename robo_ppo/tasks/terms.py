@@ -118,12 +118,16 @@ class StepState:
         return self.t.air_time + self.t.dt
 
     @cached_property
-    def foot_z(self) -> torch.Tensor:           # [N, F] (m) above the ground under each foot
+    def foot_z(self) -> torch.Tensor:           # [N, F] (m) above the ground under each foot (feet_ground_radius)
         pos = self.t.robot.foot_sensor("pos")
         z = self.t.sd[:, pos[:, 2]]
         if self.t.terrain is None:
             return z
-        return z - self.t.ground(self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]])
+        x, y, r = self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]], self.t.p.feet_ground_radius
+        if r <= 0:
+            return z - self.t.ground(x, y)
+        ox, oy = x.new_tensor([0.0, r, -r, 0.0, 0.0]), x.new_tensor([0.0, 0.0, 0.0, r, -r])
+        return z - self.t.ground(x[..., None] + ox, y[..., None] + oy).amax(-1)
 
     @cached_property
     def swing_peak(self) -> torch.Tensor:       # [N, F] highest foot height of the swing (m)
