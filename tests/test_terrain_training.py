@@ -3,6 +3,7 @@ patches, the terrain curriculum, heights from the ground, the privileged height 
 resume, flat unchanged, and a go1_rough run that exports its policy."""
 
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -80,6 +81,7 @@ def test_envs_spawn_on_their_patches_above_the_ground():
     # the base stands the keyframe's height above the highest ground within the footprint, so no foot starts
     # inside a step or an obstacle
     assert (t.base_height().numpy() >= keyframe_z - 1e-4).all()
+    t.p.feet_ground_radius = 0.0   # each foot above the ground under it (go1_rough's feet terms look 0.15 m around)
     assert (StepState(t, t.last_act).foot_z.numpy() > -2e-3).all()
     env.close()
 
@@ -138,6 +140,16 @@ def test_curriculum_moves_rows_up_down_and_past_the_top():
         on = kinds == k
         want = t.terrain_row.float().numpy()[on].mean()
         assert float(stats[f"terrain/level/{t.terrain.type_names[k]}"]) == pytest.approx(want)
+    # random_column false (one type per env, as legged_gym): rows move, columns stay, the same draws
+    cols = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    t.terrain_col, t.terrain_row = cols.clone(), torch.full((8,), 3)
+    before = t.gen.get_state()
+    fn.reset(t, state, torch.ones(8, dtype=torch.bool), dataclasses.replace(params, random_column=False))
+    assert torch.equal(t.terrain_col, cols) and (t.terrain_row != 3).any()
+    after = t.gen.get_state()
+    t.gen.set_state(before)
+    fn.reset(t, state, torch.ones(8, dtype=torch.bool), params)
+    assert torch.equal(t.gen.get_state(), after)
     env.close()
 
 

@@ -356,6 +356,10 @@ class TerrainCurriculumParams:
     commands changed direction: 4 segments of random heading ask for a path about twice the displacement)."""
     curriculum: bool = True
     """False: no curriculum, every episode on a row drawn U{0 .. max_init_level}."""
+    random_column: bool = True
+    """True: every reset draws a new column (terrain type), so an env's level follows its progress over all
+    types. False: an env keeps the column it started on (legged_gym's assignment: one type per env), so its
+    level follows its progress on that type and ``terrain/level/<type>`` is the level reached on it."""
 
 
 def _init_terrain_curriculum(t, p: TerrainCurriculumParams) -> None:
@@ -387,8 +391,9 @@ def _terrain_levels(t, state: ResetState, mask, p: TerrainCurriculumParams) -> N
     """Where ``mask`` ends an episode: the row moves up where the env walked far from its start, down where
     it fell or walked less than ``move_down`` of its commanded distance, a row past the top becomes a random row
     (Rudin et al.: the envs that master the hardest level spread over all levels), the bottom row stays; then a
-    new random column. Rows that start their first episode (``task.steps`` 0) keep their initial row. Draws two
-    numbers for every env (the random stream does not depend on which envs reset)."""
+    new random column (``random_column``; else the env's own). Rows that start their first episode
+    (``task.steps`` 0) keep their initial row. Draws two numbers for every env (the random stream does not
+    depend on which envs reset)."""
     rows, cols = t.terrain_spawn.shape[:2]
     u_row, u_col = t.uniform(0.0, 1.0), t.uniform(0.0, 1.0)
     if p.curriculum:
@@ -401,7 +406,8 @@ def _terrain_levels(t, state: ResetState, mask, p: TerrainCurriculumParams) -> N
         t.terrain_row = torch.where(mask & (t.steps > 0), row, t.terrain_row)
     else:
         t.terrain_row = torch.where(mask, _draw_index(u_row, min(p.max_init_level + 1, rows)), t.terrain_row)
-    t.terrain_col = torch.where(mask, _draw_index(u_col, cols), t.terrain_col)
+    if p.random_column:
+        t.terrain_col = torch.where(mask, _draw_index(u_col, cols), t.terrain_col)
     t.cmd_displacement = torch.where(mask[:, None], 0.0, t.cmd_displacement)
 
 
@@ -416,7 +422,8 @@ def _commanded_displacement(t, p: TerrainCurriculumParams) -> None:
 
 def _terrain_stats(t, p: TerrainCurriculumParams) -> dict[str, torch.Tensor]:
     """``terrain/level``: the envs' mean level (their rows' levels in the full grid); ``terrain/level/<type>``:
-    the mean level of the envs on that type's columns (0 while no env is on one)."""
+    the mean level of the envs on that type's columns (0 while no env is on one; with ``random_column``
+    the column is redrawn at every reset, so these follow the overall level, not progress on the type)."""
     level = t.terrain_level_of_row[t.terrain_row]
     out = {"terrain/level": level.mean()}
     kind = t.terrain_type_of_col[t.terrain_col]
