@@ -156,6 +156,7 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
                 esteps.append(int(row["global_step"]))
                 evals.append(float(row["eval_return"]))
                 estd.append(float(row.get("eval_return_std") or 0.0))
+    by_type = {k: v for k, v in by_type.items() if len(v) == len(lsteps)}  # a column every terrain row has
     window = smoothing_window(len(train))
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
@@ -175,8 +176,7 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
         ax2 = ax.twinx()
         ax2.plot(lsteps, levels, color="tab:green", linewidth=1.5, label="mean terrain level (right axis)")
         for name, values in by_type.items():
-            if len(values) == len(lsteps):
-                ax2.plot(lsteps, values, linewidth=0.7, alpha=0.7, linestyle="--", label=f"on {name}")
+            ax2.plot(lsteps, values, linewidth=0.7, alpha=0.7, linestyle="--", label=f"on {name}")
         ax2.set_ylabel("mean terrain level")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
@@ -186,7 +186,7 @@ def plot_learning_curve(csv_path: Path, out_path: Path, title: Optional[str] = N
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return {"points": len(train), "window": window, "eval_points": len(evals), "level_points": len(levels),
-            "type_lines": sum(len(v) == len(lsteps) for v in by_type.values()) if levels else 0}
+            "type_lines": len(by_type) if levels else 0}
 
 
 WANDB_HINT = "pip install 'robo_ppo[wandb]' (the wandb extra)"
