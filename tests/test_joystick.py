@@ -423,6 +423,39 @@ def test_penalty_curriculum_scales_the_cost_terms_and_ramps_to_one():
     full.close()
 
 
+def test_swing_height_curriculum_ramps_the_feet_terms_target():
+    """``swing_height_curriculum``: the feet terms ask for ``max_foot_height x factor``; before ``begin``
+    the terms equal those of a task whose ``max_foot_height`` is ``start x`` it, after the ramp those of
+    the full height; every other term is untouched throughout."""
+    n, h = 4, 0.14
+    ramp = (f"env.task_params.max_foot_height={h}", "+env.task_params.events.swing.fn=swing_height_curriculum",
+            "+env.task_params.events.swing.params.start=0.5", "+env.task_params.events.swing.params.begin=16",
+            "+env.task_params.events.swing.params.steps=16")
+    env, cfg = make_env(n, *NOMINAL, *ramp)
+    low, _ = make_env(n, *NOMINAL, f"env.task_params.max_foot_height={0.5 * h}")
+    high, _ = make_env(n, *NOMINAL, f"env.task_params.max_foot_height={h}")
+    feet = torch.tensor([k in ("feet_clearance", "feet_height") for k in env.reward_terms])
+    for e in (env, low, high):
+        e.reset(seed=3)
+    actions = torch.linspace(-0.5, 0.5, 12).expand(n, 12)
+    targets = []
+    for t in range(12):   # 4 envs: begin after 4 control steps, full height after 8
+        _, _, _, _, info = env.step(actions)
+        refs = [e.step(actions)[4]["reward_terms"] for e in (low, high)]
+        targets.append(env.task.swing_target)
+        torch.testing.assert_close(info["reward_terms"][:, ~feet], refs[0][:, ~feet])
+        if t <= 4:
+            torch.testing.assert_close(info["reward_terms"], refs[0])
+        if t >= 8:
+            torch.testing.assert_close(info["reward_terms"], refs[1])
+    assert targets[0] == pytest.approx(0.5 * h) and targets[-1] == pytest.approx(h) and targets == sorted(targets)
+    assert not torch.allclose(refs[0][:, feet], refs[1][:, feet])   # the two heights give other feet terms
+    with pytest.raises(ConfigError, match="swing_height_curriculum needs"):
+        make_env(1, *ramp[:2], "+env.task_params.events.swing.params.start=1.5")
+    for e in (env, low, high):
+        e.close()
+
+
 def test_auto_reset_gives_final_obs_and_episode_stats():
     env, cfg = make_env(4, "env.max_episode_steps=5")
     obs = env.reset(seed=0)

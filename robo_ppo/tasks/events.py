@@ -337,6 +337,19 @@ def _mismatch_factor(t, p: CurriculumParams) -> None:
     t.mismatch_factor = _ramp(t, p)
 
 
+def _init_swing_height_curriculum(t, p: CurriculumParams) -> None:
+    _check_curriculum("swing_height_curriculum", p)
+    _swing_target(t, p)
+
+
+def _swing_target(t, p: CurriculumParams) -> None:
+    """The feet terms' target swing height, ``task_params.max_foot_height x factor`` (m): the gait is
+    learned at the lower swing, then the target rises. A high target from the first step costs more than
+    a clumsy walk earns and the robot learns to stand (docs/terrain.md, "Fifth run"); the ramp follows
+    ``penalty_curriculum``'s (Hwangbo et al. 2019): what is hard is asked for once the basics hold."""
+    t.swing_target = t.p.max_foot_height * _ramp(t, p)
+
+
 @dataclass
 class TerrainCurriculumParams:
     """Levels of a terrain grid (``env.terrain``, ``layout: grid``) that follow each env's progress: the
@@ -457,6 +470,8 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
                                         clock=_command_ranges),
     "mismatch_curriculum": EventFunction(CurriculumParams, init=_init_mismatch_curriculum,
                                          pre_step=_mismatch_factor, clock=_mismatch_factor),
+    "swing_height_curriculum": EventFunction(CurriculumParams, init=_init_swing_height_curriculum,
+                                             pre_step=_swing_target, clock=_swing_target),
     "terrain_curriculum": EventFunction(TerrainCurriculumParams, init=_init_terrain_curriculum,
                                         reset=_terrain_levels, pre_step=_commanded_displacement, stats=_terrain_stats),
 }

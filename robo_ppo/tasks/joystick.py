@@ -131,7 +131,8 @@ class JoystickParams:
     soft_joint_limit_factor: float = 0.95
     tracking_sigma: float = 0.25
     max_foot_height: float = 0.1
-    """Target swing height (m) of the feet terms (``feet_phase``: the height at mid-swing)."""
+    """Target swing height (m) of the feet terms (``feet_phase``: the height at mid-swing); a
+    ``swing_height_curriculum`` event ramps the target up to it."""
     feet_ground_radius: float = 0.0
     """On a terrain, the feet terms measure a foot's height above the highest ground within this distance
     (m) of it: under the foot and 4 points this far along +-x and +-y. 0: the ground under the foot. A swing
@@ -320,6 +321,7 @@ class Joystick:
         self.step_count = 0        # control steps per env since training began (a curriculum's clock)
         self.clock_envs = N        # envs that step together in training (set_clock): env steps = step_count x this
         self.penalty_factor = 1.0  # on negative reward scales; a penalty_curriculum event ramps it
+        self.swing_target = p.max_foot_height   # m, the feet terms' target; a swing_height_curriculum event ramps it
         self._init_terrain()
         self._events = [(EVENT_FUNCTIONS[e.fn], e.params) for e in p.events.values()]
         for fn, params in self._events:

@@ -200,8 +200,8 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     "pose": lambda t, s: torch.exp(-(torch.square(s.q - t.q0) * t.pose_weights).sum(-1)),
     "feet_air_time": _air_time,
     "feet_slip": lambda t, s: (_sq(s.feet_vxy) * s.contact).sum(-1) * s.moving,
-    "feet_clearance": lambda t, s: ((s.foot_z - t.p.max_foot_height).abs() * s.feet_vxy.norm(dim=-1).sqrt()).sum(-1),
-    "feet_height": lambda t, s: (torch.square(s.swing_peak / t.p.max_foot_height - 1.0) * s.first_contact).sum(-1)
+    "feet_clearance": lambda t, s: ((s.foot_z - t.swing_target).abs() * s.feet_vxy.norm(dim=-1).sqrt()).sum(-1),
+    "feet_height": lambda t, s: (torch.square(s.swing_peak / t.swing_target - 1.0) * s.first_contact).sum(-1)
     * s.moving,
     "dof_pos_limits": lambda t, s: ((t.soft_lower - s.q).clamp(min=0) + (s.q - t.soft_upper).clamp(min=0)).sum(-1),
     "stand_still": lambda t, s: (s.q - t.q0).abs().sum(-1) * (1.0 - s.moving),
@@ -209,7 +209,7 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     "posture": lambda t, s: torch.where(s.moving > 0, 1.0, torch.exp(
         -t.p.posture_sharpness * (torch.square(s.q - t.q0) * t.pose_weights).sum(-1))),
     # exp(-sum_f (z_f - z*(phase_f))^2 / sigma): feet follow the gait clock's swing profile
-    "feet_phase": lambda t, s: torch.exp(-_sq(s.foot_z - swing_height(s.gait_phase, t.p.max_foot_height))
+    "feet_phase": lambda t, s: torch.exp(-_sq(s.foot_z - swing_height(s.gait_phase, t.swing_target))
                                          / t.p.feet_phase_sigma),
     "termination": lambda t, s: s.terminated.float(),
 }
