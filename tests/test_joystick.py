@@ -431,7 +431,7 @@ def test_swing_height_curriculum_ramps_the_feet_terms_target():
     ramp = (f"env.task_params.max_foot_height={h}", "+env.task_params.events.swing.fn=swing_height_curriculum",
             "+env.task_params.events.swing.params.start=0.5", "+env.task_params.events.swing.params.begin=16",
             "+env.task_params.events.swing.params.steps=16")
-    env, cfg = make_env(n, *NOMINAL, *ramp)
+    env, _ = make_env(n, *NOMINAL, *ramp)
     low, _ = make_env(n, *NOMINAL, f"env.task_params.max_foot_height={0.5 * h}")
     high, _ = make_env(n, *NOMINAL, f"env.task_params.max_foot_height={h}")
     feet = torch.tensor([k in ("feet_clearance", "feet_height") for k in env.reward_terms])
