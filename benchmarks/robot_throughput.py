@@ -1,8 +1,10 @@
-"""Robot task throughput (the Go1 joystick): raw MuJoCo, the engines, and robo_ppo end to end.
+"""Robot task throughput (the Go1 joystick, or another robot task with ``--env``): raw MuJoCo, the engines,
+and robo_ppo end to end.
 
     python benchmarks/robot_throughput.py                                   # CPU: 1024 envs, 2 threads
     python benchmarks/robot_throughput.py --num-envs 256 1024 --mjwarp-envs 64
     python benchmarks/robot_throughput.py --device cuda --num-envs 4096 8192 --skip-cpu   # GPU (MuJoCo Warp)
+    python benchmarks/robot_throughput.py --device cuda --num-envs 4096 8192 --skip-cpu --env g1_joystick
 
 Rows (control steps/s = env steps/s; one control step = 5 physics steps of 4 ms):
 
@@ -38,13 +40,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measure  # noqa: E402
 
+ENV = "go1_joystick"   # the robot task every row measures (--env)
+
 
 def _robot(overrides=()):
     from robo_ppo.robots.description import parse_robot
     from robo_ppo.robots.model import RobotModel
     from robo_ppo.tasks.joystick import parse_params
 
-    cfg = measure.compose_config(["env=go1_joystick", *overrides])
+    cfg = measure.compose_config([f"env={ENV}", *overrides])
     params = parse_params(dict(cfg.env.task_params))
     return RobotModel(parse_robot(cfg.env.robot), params.sim_dt), round(params.control_dt / params.sim_dt)
 
@@ -105,7 +109,7 @@ def phases(overrides: list[str], iterations: int = 3, warmup: int = 1) -> dict[s
 
     from robo_ppo.runner.trainer import Trainer
 
-    cfg = measure.compose_config([*measure.BENCH_OVERRIDES, "env=go1_joystick", *overrides])
+    cfg = measure.compose_config([*measure.BENCH_OVERRIDES, f"env={ENV}", *overrides])
     trainer = Trainer(cfg, tempfile.mkdtemp(prefix="robo_ppo_phases_"))
     clock: dict[str, float] = {"physics": 0.0, "env_step": 0.0}
 
@@ -161,7 +165,7 @@ def update_costs(num_envs: int = 1024, repeats: int = 2) -> list[dict[str, Any]]
 
     from robo_ppo.runner.trainer import Trainer
 
-    quiet = [*measure.BENCH_OVERRIDES, "env=go1_joystick"]
+    quiet = [*measure.BENCH_OVERRIDES, f"env={ENV}"]
     source = Trainer(measure.compose_config([*quiet, f"algo.num_envs={num_envs}"]), tempfile.mkdtemp())
     source.iteration = 1
     source.ppo.begin_iteration(1)
@@ -209,7 +213,7 @@ def task_cuda(num_envs: int, steps: int = 200) -> dict[str, Any]:
 
     from robo_ppo.envs import make_vec_env
 
-    cfg = measure.compose_config(["env=go1_joystick", "engine=mjwarp"])
+    cfg = measure.compose_config([f"env={ENV}", "engine=mjwarp"])
     env = make_vec_env(cfg.env, cfg.engine, num_envs, device="cuda", seed=0)
     env.reset(seed=0)
     acts = torch.rand(16, num_envs, env.action_space.shape[0], device="cuda") * 2 - 1
@@ -223,11 +227,13 @@ def task_cuda(num_envs: int, steps: int = 200) -> dict[str, Any]:
         if rep:                      # the first block captures the CUDA graphs
             out.append(num_envs * steps / (time.perf_counter() - t0))
     env.close()
-    return {"kind": "task_mjwarp", "num_envs": num_envs, "device": "cuda", "sps": measure._summary(out)}
+    return {"kind": "task_mjwarp", "env": ENV, "num_envs": num_envs, "device": "cuda", "sps": measure._summary(out)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    global ENV
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default=ENV, help="the robot task (conf/env/<name>.yaml), e.g. spot_joystick")
     p.add_argument("--num-envs", type=int, nargs="+", default=[1024])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--mjwarp-envs", type=int, nargs="*", default=[64],
@@ -239,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="also the update-cost table: network sizes x epochs, minibatches, threads (~6 min)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    ENV = args.env
     import torch
 
     torch.set_num_threads(1)
@@ -253,16 +260,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.skip_cpu:
             add(raw_rollout(n, args.threads))
             add(physics_mujoco(n, args.threads))
-            add({**measure.adapter_engine("mujoco", "go1_joystick", n, [f"engine.num_threads={args.threads}"]),
+            add({**measure.adapter_engine("mujoco", ENV, n, [f"engine.num_threads={args.threads}"]),
                  "kind": "task_mujoco"})
-            train = measure.robo_ppo_train(["env=go1_joystick", f"algo.num_envs={n}",
+            train = measure.robo_ppo_train([f"env={ENV}", f"algo.num_envs={n}",
                                             f"engine.num_threads={args.threads}"], iterations=args.train_iters)
             raw = rows[-3]["sps"]["median"]
             add({**train, "kind": "train_mujoco", "e2e_over_raw": round(train["e2e_sps"]["median"] / raw, 3)})
             add(phases([f"algo.num_envs={n}", f"engine.num_threads={args.threads}"], iterations=args.train_iters))
         if args.device.startswith("cuda"):
             add(task_cuda(n))
-            add({**measure.robo_ppo_train(["env=go1_joystick", "preset=mjwarp_gpu", f"algo.num_envs={n}",
+            add({**measure.robo_ppo_train([f"env={ENV}", "preset=mjwarp_gpu", f"algo.num_envs={n}",
                                            f"device={args.device}"], iterations=args.train_iters),
                  "kind": "train_mjwarp"})
     if args.update_table:
@@ -270,10 +277,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             add(row)
     if not args.device.startswith("cuda"):
         for n in [n for n in args.mjwarp_envs if n]:
-            add({**measure.adapter_engine("mjwarp", "go1_joystick", n, ["device=cpu"], repeats=3, seconds=3.0),
+            add({**measure.adapter_engine("mjwarp", ENV, n, ["device=cpu"], repeats=3, seconds=3.0),
                  "kind": "task_mjwarp_cpu"})
     result = {"machine": {"loadavg_start": load0, "loadavg_end": os.getloadavg(), "cpus": os.cpu_count(),
-                          "device": args.device, "command": " ".join([sys.executable, *sys.argv])},
+                          "device": args.device, "env": ENV, "command": " ".join([sys.executable, *sys.argv])},
               "rows": rows}
     print(f"\n{'row':>16} {'envs':>6} {'steps/s':>9}")
     for r in rows:
@@ -287,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif "e2e_over_raw" in r:
             note = f"  {100 * r['e2e_over_raw']:.0f}% of raw_rollout"
         print(f"{r['kind']:>16} {r['num_envs']:>6} {value:>9.0f}{note}")
-    measure.write_result(result, args.out, f"robot_throughput_{args.device}")
+    measure.write_result(result, args.out, f"robot_throughput_{args.device}" + ("" if ENV == "go1_joystick" else f"_{ENV}"))
     return result
 
 
