@@ -245,6 +245,45 @@ def test_mismatch_curriculum_starts_at_the_nominal_model_and_widens_to_the_range
         make_env(2, "~env.task_params.events.randomize")
 
 
+def test_randomize_curriculum_starts_at_the_nominal_model_and_widens_the_other_draws():
+    """``randomize_curriculum``: before ``begin`` env steps the draws that are not model mismatch (floor
+    friction, payload, centre of mass, link masses, kp/kd scales, encoder offsets) are the nominal model;
+    ``steps`` later, the full ranges. At factor 1 the draws are the ones without the event."""
+    p, c = "env.task_params.events.randomize.params", "env.task_params.events.randomize_ramp"
+    n = 64
+    env, _ = make_env(n, f"+{c}.fn=randomize_curriculum", f"+{c}.params.start=0.0", f"+{c}.params.begin=256",
+                      f"+{c}.params.steps=256", f"{p}.floor_friction=[0.2,0.3]", f"{p}.payload=2.0")
+    act = env.robot.act_ids
+
+    def draws(step_count):
+        env.set_training_clock(step_count, n)
+        env.reset(seed=5)
+        kp = np.array([m.actuator_gainprm[act, 0] for m in env.physics.models])
+        return env.task.randomize_factor, env.task.dr_summary.clone(), env.task.joint_offset.clone(), kp
+
+    f0, dr, offset, kp = draws(0)
+    friction0 = env.task.nominal_floor_friction
+    assert f0 == 0.0 and friction0 > 0.3
+    np.testing.assert_allclose(dr[:, 0], friction0, rtol=1e-6)            # floor friction: the floor's own
+    assert dr[:, 1:5].abs().max() == 0 and offset.abs().max() == 0        # payload, com, encoder offsets
+    np.testing.assert_allclose(dr[:, 5:7], 1.0)                           # kp, kd scales
+    f, dr, offset, _ = draws(6)                                           # 384 env steps: half way
+    assert f == 0.5 and (dr[:, 1].abs() <= 1.0 + 1e-6).all() and dr[:, 1].abs().max() > 0.5
+    f, dr_full, offset_full, kp_full = draws(8)                           # 512 env steps: the full ranges
+    assert f == 1.0 and ((dr_full[:, 0] >= 0.2 - 1e-6) & (dr_full[:, 0] <= 0.3 + 1e-6)).all()
+    env.close()
+    plain, _ = make_env(n, f"{p}.floor_friction=[0.2,0.3]", f"{p}.payload=2.0")   # no curriculum event
+    plain.set_training_clock(8, n)
+    plain.reset(seed=5)
+    torch.testing.assert_close(plain.task.dr_summary, dr_full, rtol=0, atol=0)
+    torch.testing.assert_close(plain.task.joint_offset, offset_full, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.array([m.actuator_gainprm[act, 0] for m in plain.physics.models]), kp_full)
+    plain.close()
+    with pytest.raises(ConfigError, match="randomize_curriculum must come after"):
+        make_env(2, "~env.task_params.events.randomize", "~env.task_params.events.mismatch",
+                 f"+{c}.fn=randomize_curriculum")
+
+
 def test_sensor_bias_is_constant_within_an_episode_and_redrawn_at_reset():
     """``ObsTerm.bias``: the gyro reads ``value + b``, ``b ~ U(-0.1, 0.1)`` per env and element, fixed for the
     episode; the critic sees the true value."""

@@ -139,11 +139,14 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     t.mismatch_summary[:, 1] = 1.0
     t.mismatch_summary[:, 2] = float(t.p.action_latency)
     t.mismatch_factor = 1.0    # a mismatch_curriculum event ramps it
+    t.randomize_factor = 1.0   # a randomize_curriculum event ramps it
+    t.nominal_floor_friction = float(m.geom_friction[floor, 0])   # where it narrows floor_friction to
 
 
-def _toward_one(r: list[float], f: float) -> list[float]:
-    """A scale range narrowed toward 1 by the factor ``f``: ``1 + f (r - 1)`` (``f = 1``: ``r`` itself)."""
-    return r if f == 1.0 else [1.0 + f * (x - 1.0) for x in r]
+def _toward_one(r: list[float], f: float, center: float = 1.0) -> list[float]:
+    """A range narrowed toward ``center`` (a scale's 1) by the factor ``f``: ``c + f (r - c)`` (``f = 1``:
+    ``r`` itself)."""
+    return r if f == 1.0 else [center + f * (x - center) for x in r]
 
 
 def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) -> None:
@@ -155,19 +158,21 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     loss, armature, damping, motor strength, latency) are narrowed by ``task.mismatch_factor`` (1 unless a
     ``mismatch_curriculum`` event ramps it): ``[lo, hi] -> 1 + f ([lo, hi] - 1)`` for scales,
     ``f [lo, hi]`` for damping, ``f p`` for the latency probability; the number of draws is the same.
-    ``damping_prob`` (not ramped) keeps the added damping of a share of envs at 0."""
-    nom, rb, f = t.nominal_model, t.robot, t.mismatch_factor
+    ``damping_prob`` (not ramped) keeps the added damping of a share of envs at 0. The other draws are
+    narrowed the same way by ``task.randomize_factor`` (a ``randomize_curriculum`` event's; friction
+    toward the floor's own, offsets toward 0)."""
+    nom, rb, f, fb = t.nominal_model, t.robot, t.mismatch_factor, t.randomize_factor
     N, J, dev = t.n, rb.njoints, t.device
     rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
     fields = {k: rep(v) for k, v in nom.items()}
     if p.enable:
-        friction = t.uniform(*p.floor_friction)
-        com = t.uniform(-p.com_offset, p.com_offset, 3)
-        payload = t.uniform(-p.payload, p.payload)
-        kp_s, kd_s = t.uniform(*p.kp_scale), t.uniform(*p.kd_scale)
-        mass_s = t.uniform(*p.link_mass_scale, nom["body_mass"].shape[0])
+        friction = t.uniform(*_toward_one(p.floor_friction, fb, t.nominal_floor_friction))
+        com = t.uniform(-p.com_offset * fb, p.com_offset * fb, 3)
+        payload = t.uniform(-p.payload * fb, p.payload * fb)
+        kp_s, kd_s = t.uniform(*_toward_one(p.kp_scale, fb)), t.uniform(*_toward_one(p.kd_scale, fb))
+        mass_s = t.uniform(*_toward_one(p.link_mass_scale, fb), nom["body_mass"].shape[0])
         fl_s, arm_s = t.uniform(*_toward_one(p.frictionloss_scale, f), J), t.uniform(*_toward_one(p.armature_scale, f), J)
-        offset = t.uniform(-p.joint_offset, p.joint_offset, J)
+        offset = t.uniform(-p.joint_offset * fb, p.joint_offset * fb, J)
     else:
         friction = fields["geom_friction"][:, rb.floor_geom, 0].clone()
         com, payload, offset = torch.zeros(N, 3, device=dev), torch.zeros(N, device=dev), torch.zeros(N, J, device=dev)
@@ -337,6 +342,21 @@ def _mismatch_factor(t, p: CurriculumParams) -> None:
     t.mismatch_factor = _ramp(t, p)
 
 
+def _init_randomize_curriculum(t, p: CurriculumParams) -> None:
+    _check_curriculum("randomize_curriculum", p)
+    if not hasattr(t, "randomize_factor"):
+        raise ConfigError("env.task_params.events: randomize_curriculum must come after the randomize_model "
+                          "event (it narrows that event's ranges)")
+    _randomize_factor(t, p)
+
+
+def _randomize_factor(t, p: CurriculumParams) -> None:
+    """The other draws' factor (``_randomize_model``: floor friction, masses, payload, centre of mass, kp/kd,
+    encoder offsets): the nominal model until the policy balances, then the full ranges (as
+    ``mismatch_curriculum`` for the mismatch draws)."""
+    t.randomize_factor = _ramp(t, p)
+
+
 def _init_swing_height_curriculum(t, p: CurriculumParams) -> None:
     _check_curriculum("swing_height_curriculum", p)
     _swing_target(t, p)
@@ -470,6 +490,8 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
                                         clock=_command_ranges),
     "mismatch_curriculum": EventFunction(CurriculumParams, init=_init_mismatch_curriculum,
                                          pre_step=_mismatch_factor, clock=_mismatch_factor),
+    "randomize_curriculum": EventFunction(CurriculumParams, init=_init_randomize_curriculum,
+                                          pre_step=_randomize_factor, clock=_randomize_factor),
     "swing_height_curriculum": EventFunction(CurriculumParams, init=_init_swing_height_curriculum,
                                              pre_step=_swing_target, clock=_swing_target),
     "terrain_curriculum": EventFunction(TerrainCurriculumParams, init=_init_terrain_curriculum,

@@ -598,12 +598,13 @@ class Joystick:
     def state_dict(self) -> dict[str, Any]:
         """The task's state between two steps, for exact resume: every tensor the task and its events
         hold (commands, last actions, gait clock, air times, push and command timers, randomized offsets,
-        curriculum ranges; the constants too, which is harmless), the training clock, the penalty
-        and model-mismatch factors and the generator. Tensors are CPU copies."""
+        curriculum ranges; the constants too, which is harmless), the training clock, the penalty,
+        model-mismatch and randomization factors and the generator. Tensors are CPU copies."""
         tensors = {k: v.detach().cpu().clone() for k, v in vars(self).items()
                    if isinstance(v, torch.Tensor) and k not in self.READINGS}
         return {"tensors": tensors, "step_count": int(self.step_count), "penalty_factor": float(self.penalty_factor),
                 "mismatch_factor": float(getattr(self, "mismatch_factor", 1.0)),
+                "randomize_factor": float(getattr(self, "randomize_factor", 1.0)),
                 "generator": self.gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -622,6 +623,7 @@ class Joystick:
         self.step_count, self.penalty_factor = int(state["step_count"]), float(state["penalty_factor"])
         if hasattr(self, "mismatch_factor"):   # a randomize_model event's (checkpoints before it: 1)
             self.mismatch_factor = float(state.get("mismatch_factor", 1.0))
+            self.randomize_factor = float(state.get("randomize_factor", 1.0))
         self.gen.set_state(state["generator"])
         self._refresh()
 
