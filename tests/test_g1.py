@@ -129,6 +129,20 @@ def test_floor_friction_reaches_the_feet():
     assert pairs and ((friction >= lo) & (friction <= hi)).all() and len(np.unique(friction)) > 1
 
 
+def test_randomize_curriculum_starts_at_the_pairs_own_friction():
+    """Before its ramp, ``randomize_curriculum`` keeps the feet's contact friction at the file's 0.6 (the pairs'),
+    not the floor geom's 1.0."""
+    c = "+env.task_params.events.randomize_ramp"
+    env = make_env(8, f"{c}.fn=randomize_curriculum", f"{c}.params.start=0.0", f"{c}.params.begin=1000000")
+    env.reset(seed=1)
+    rb = env.robot
+    pairs = [i for i in range(rb.model.npair) if rb.floor_geom in (rb.model.pair_geom1[i], rb.model.pair_geom2[i])]
+    friction = np.array([m.pair_friction[pairs, :2] for m in env.physics.models])
+    env.close()
+    assert rb.model.geom_friction[rb.floor_geom, 0] == 1.0
+    np.testing.assert_allclose(friction, 0.6, rtol=1e-6)
+
+
 def test_deploy_floor_friction_reaches_the_feet(tmp_path):
     """The deploy loop's ``--floor-friction`` writes the floor's contact pairs too (as training does)."""
     from kit_helpers import load_kit, write_robot_policy

@@ -140,7 +140,8 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     t.mismatch_summary[:, 2] = float(t.p.action_latency)
     t.mismatch_factor = 1.0    # a mismatch_curriculum event ramps it
     t.randomize_factor = 1.0   # a randomize_curriculum event ramps it
-    t.nominal_floor_friction = float(m.geom_friction[floor, 0])   # where it narrows floor_friction to
+    pairs = t.floor_pairs.cpu().numpy()   # where randomize_curriculum narrows floor_friction to: the contact's own
+    t.nominal_floor_friction = float(m.pair_friction[pairs[0], 0] if len(pairs) else m.geom_friction[floor, 0])
 
 
 def _toward_one(r: list[float], f: float, center: float = 1.0) -> list[float]:
