@@ -328,34 +328,22 @@ def _command_ranges(t, p: CurriculumParams) -> None:
     t.cmd_lo, t.cmd_hi = t.cmd_lo_full * factor, t.cmd_hi_full * factor
 
 
-def _init_mismatch_curriculum(t, p: CurriculumParams) -> None:
-    _check_curriculum("mismatch_curriculum", p)
-    if not hasattr(t, "mismatch_factor"):
-        raise ConfigError("env.task_params.events: mismatch_curriculum must come after the randomize_model "
-                          "event (it narrows that event's model-mismatch ranges)")
-    _mismatch_factor(t, p)
+def _model_factor_curriculum(name: str, attr: str, what: str) -> EventFunction:
+    """A curriculum event that ramps ``task.<attr>``, a factor ``_randomize_model`` narrows some of its
+    ranges by (the nominal model at 0): the nominal model first, while the gait is learned, then the full
+    ranges (as ``penalty_curriculum``, Hwangbo et al. 2019, for the costs). Draws at a reset use the
+    factor of that moment; an episode keeps its model until its next reset."""
+    def factor(t, p: CurriculumParams) -> None:
+        setattr(t, attr, _ramp(t, p))
 
+    def init(t, p: CurriculumParams) -> None:
+        _check_curriculum(name, p)
+        if not hasattr(t, attr):
+            raise ConfigError(f"env.task_params.events: {name} must come after the randomize_model event (it "
+                              f"narrows that event's {what})")
+        factor(t, p)
 
-def _mismatch_factor(t, p: CurriculumParams) -> None:
-    """The model-mismatch ranges' factor (``_randomize_model``): the nominal model first, while the gait
-    is learned, then the full ranges (as ``penalty_curriculum``, Hwangbo et al. 2019, for the costs).
-    Draws at a reset use the factor of that moment; an episode keeps its model until its next reset."""
-    t.mismatch_factor = _ramp(t, p)
-
-
-def _init_randomize_curriculum(t, p: CurriculumParams) -> None:
-    _check_curriculum("randomize_curriculum", p)
-    if not hasattr(t, "randomize_factor"):
-        raise ConfigError("env.task_params.events: randomize_curriculum must come after the randomize_model "
-                          "event (it narrows that event's ranges)")
-    _randomize_factor(t, p)
-
-
-def _randomize_factor(t, p: CurriculumParams) -> None:
-    """The other draws' factor (``_randomize_model``: floor friction, masses, payload, centre of mass, kp/kd,
-    encoder offsets): the nominal model until the policy balances, then the full ranges (as
-    ``mismatch_curriculum`` for the mismatch draws)."""
-    t.randomize_factor = _ramp(t, p)
+    return EventFunction(CurriculumParams, init=init, pre_step=factor, clock=factor)
 
 
 def _init_swing_height_curriculum(t, p: CurriculumParams) -> None:
@@ -489,10 +477,11 @@ EVENT_FUNCTIONS: dict[str, EventFunction] = {
                                         clock=_penalty_factor),
     "command_curriculum": EventFunction(CurriculumParams, init=_init_command_curriculum, pre_step=_command_ranges,
                                         clock=_command_ranges),
-    "mismatch_curriculum": EventFunction(CurriculumParams, init=_init_mismatch_curriculum,
-                                         pre_step=_mismatch_factor, clock=_mismatch_factor),
-    "randomize_curriculum": EventFunction(CurriculumParams, init=_init_randomize_curriculum,
-                                          pre_step=_randomize_factor, clock=_randomize_factor),
+    # the model-mismatch draws (friction loss, armature, damping, motor strength, latency)
+    "mismatch_curriculum": _model_factor_curriculum("mismatch_curriculum", "mismatch_factor",
+                                                    "model-mismatch ranges"),
+    # the other draws (floor friction, masses, payload, centre of mass, kp/kd, encoder offsets)
+    "randomize_curriculum": _model_factor_curriculum("randomize_curriculum", "randomize_factor", "ranges"),
     "swing_height_curriculum": EventFunction(CurriculumParams, init=_init_swing_height_curriculum,
                                              pre_step=_swing_target, clock=_swing_target),
     "terrain_curriculum": EventFunction(TerrainCurriculumParams, init=_init_terrain_curriculum,
