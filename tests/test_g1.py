@@ -118,8 +118,9 @@ def test_zero_action_falls_in_the_scene_file_as_loaded_too():
 
 def test_floor_friction_reaches_the_feet():
     """The G1's feet touch the floor through the scene's contact pairs (friction 0.6 in the file), which
-    ignore the floor geom's friction: randomize_model writes its draw into those pairs too."""
-    env = make_env(8)
+    ignore the floor geom's friction: randomize_model writes its draw into those pairs too (the env file's
+    randomize_curriculum, which keeps the nominal model for the first 5M steps, set to the full ranges)."""
+    env = make_env(8, "env.task_params.events.randomize_ramp.params.start=1.0")
     lo, hi = cfg().env.task_params.events.randomize.params.floor_friction
     env.reset(seed=1)
     rb = env.robot
@@ -130,10 +131,9 @@ def test_floor_friction_reaches_the_feet():
 
 
 def test_randomize_curriculum_starts_at_the_pairs_own_friction():
-    """Before its ramp, ``randomize_curriculum`` keeps the feet's contact friction at the file's 0.6 (the pairs'),
-    not the floor geom's 1.0."""
-    c = "+env.task_params.events.randomize_ramp"
-    env = make_env(8, f"{c}.fn=randomize_curriculum", f"{c}.params.start=0.0", f"{c}.params.begin=1000000")
+    """Before its ramp (the env file's, until 5M steps), ``randomize_curriculum`` keeps the feet's contact
+    friction at the file's 0.6 (the pairs'), not the floor geom's 1.0."""
+    env = make_env(8)
     env.reset(seed=1)
     rb = env.robot
     pairs = [i for i in range(rb.model.npair) if rb.floor_geom in (rb.model.pair_geom1[i], rb.model.pair_geom2[i])]
