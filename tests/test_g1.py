@@ -116,6 +116,11 @@ def test_zero_action_falls_in_the_scene_file_as_loaded_too():
     assert d.qpos[2] < min_height
 
 
+def floor_pairs(rb):
+    """The scene's contact pairs with the floor (the G1's feet touch it only through them)."""
+    return [i for i in range(rb.model.npair) if rb.floor_geom in (rb.model.pair_geom1[i], rb.model.pair_geom2[i])]
+
+
 def test_floor_friction_reaches_the_feet():
     """The G1's feet touch the floor through the scene's contact pairs (friction 0.6 in the file), which
     ignore the floor geom's friction: randomize_model writes its draw into those pairs too (the env file's
@@ -124,7 +129,7 @@ def test_floor_friction_reaches_the_feet():
     lo, hi = cfg().env.task_params.events.randomize.params.floor_friction
     env.reset(seed=1)
     rb = env.robot
-    pairs = [i for i in range(rb.model.npair) if rb.floor_geom in (rb.model.pair_geom1[i], rb.model.pair_geom2[i])]
+    pairs = floor_pairs(rb)
     friction = np.array([m.pair_friction[pairs, 0] for m in env.physics.models])
     env.close()
     assert pairs and ((friction >= lo) & (friction <= hi)).all() and len(np.unique(friction)) > 1
@@ -136,7 +141,7 @@ def test_randomize_curriculum_starts_at_the_pairs_own_friction():
     env = make_env(8)
     env.reset(seed=1)
     rb = env.robot
-    pairs = [i for i in range(rb.model.npair) if rb.floor_geom in (rb.model.pair_geom1[i], rb.model.pair_geom2[i])]
+    pairs = floor_pairs(rb)
     friction = np.array([m.pair_friction[pairs, :2] for m in env.physics.models])
     env.close()
     assert rb.model.geom_friction[rb.floor_geom, 0] == 1.0

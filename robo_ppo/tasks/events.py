@@ -134,19 +134,20 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
                               f"{'0 < lo' if name == 'motor_strength' else '0 <= lo'} <= hi, got {r}")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
     m, floor = t.robot.model, t.robot.floor_geom   # contact pairs with the floor carry their own friction
-    t.floor_pairs = torch.as_tensor(np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor)), device=t.device)
+    pairs = np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor))
+    t.floor_pairs = torch.as_tensor(pairs, device=t.device)
     t.mismatch_summary = torch.zeros(t.n, 3, device=t.device)
     t.mismatch_summary[:, 1] = 1.0
     t.mismatch_summary[:, 2] = float(t.p.action_latency)
     t.mismatch_factor = 1.0    # a mismatch_curriculum event ramps it
     t.randomize_factor = 1.0   # a randomize_curriculum event ramps it
-    pairs = t.floor_pairs.cpu().numpy()   # where randomize_curriculum narrows floor_friction to: the contact's own
+    # where randomize_curriculum narrows floor_friction to: the floor contact's own
     t.nominal_floor_friction = float(m.pair_friction[pairs[0], 0] if len(pairs) else m.geom_friction[floor, 0])
 
 
-def _toward_one(r: list[float], f: float, center: float = 1.0) -> list[float]:
-    """A range narrowed toward ``center`` (a scale's 1) by the factor ``f``: ``c + f (r - c)`` (``f = 1``:
-    ``r`` itself)."""
+def _narrowed(r: list[float], f: float, center: float = 1.0) -> list[float]:
+    """The range ``r`` narrowed toward ``center`` (a scale's 1) by the factor ``f``: ``c + f (r - c)``
+    (``f = 1``: ``r`` itself)."""
     return r if f == 1.0 else [center + f * (x - center) for x in r]
 
 
@@ -167,12 +168,12 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     rep = lambda x: x.unsqueeze(0).repeat(N, *([1] * x.dim()))  # noqa: E731
     fields = {k: rep(v) for k, v in nom.items()}
     if p.enable:
-        friction = t.uniform(*_toward_one(p.floor_friction, fb, t.nominal_floor_friction))
+        friction = t.uniform(*_narrowed(p.floor_friction, fb, t.nominal_floor_friction))
         com = t.uniform(-p.com_offset * fb, p.com_offset * fb, 3)
         payload = t.uniform(-p.payload * fb, p.payload * fb)
-        kp_s, kd_s = t.uniform(*_toward_one(p.kp_scale, fb)), t.uniform(*_toward_one(p.kd_scale, fb))
-        mass_s = t.uniform(*_toward_one(p.link_mass_scale, fb), nom["body_mass"].shape[0])
-        fl_s, arm_s = t.uniform(*_toward_one(p.frictionloss_scale, f), J), t.uniform(*_toward_one(p.armature_scale, f), J)
+        kp_s, kd_s = t.uniform(*_narrowed(p.kp_scale, fb)), t.uniform(*_narrowed(p.kd_scale, fb))
+        mass_s = t.uniform(*_narrowed(p.link_mass_scale, fb), nom["body_mass"].shape[0])
+        fl_s, arm_s = t.uniform(*_narrowed(p.frictionloss_scale, f), J), t.uniform(*_narrowed(p.armature_scale, f), J)
         offset = t.uniform(-p.joint_offset * fb, p.joint_offset * fb, J)
     else:
         friction = fields["geom_friction"][:, rb.floor_geom, 0].clone()
@@ -181,7 +182,7 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
         mass_s, fl_s, arm_s = torch.ones_like(fields["body_mass"]), torch.ones(N, J, device=dev), torch.ones(N, J, device=dev)
     dof, act, base = t.dof_adr, t.act_ids, rb.base_body
     kd_nominal = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev)
-    strength = t.uniform(*_toward_one(p.motor_strength, f)) if p.enable and p.motor_strength is not None else None
+    strength = t.uniform(*_narrowed(p.motor_strength, f)) if p.enable and p.motor_strength is not None else None
     damping_kd = t.uniform(*[x * f for x in p.damping_kd], J) if p.enable and p.damping_kd is not None else None
     if damping_kd is not None and p.damping_prob is not None:
         damping_kd = damping_kd * (t.uniform(0.0, 1.0) < p.damping_prob)[:, None]
