@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                              "robots of other gains: 2 N m s / rad on a joint of kd 0.5 is 4 kd)")
     parser.add_argument("--frictionloss-scale", type=float, default=1.0, help="multiplies the joints' friction loss")
     parser.add_argument("--armature-scale", type=float, default=1.0, help="multiplies the joints' armature")
+    parser.add_argument("--substeps", type=int, default=None,
+                        help="integration steps per physics step, the PD torque held (default: 1, or with added "
+                             "damping enough to integrate it stably: harness.DAMPING_STEP_LIMIT)")
     parser.add_argument("--terrain", default=None,
                         help="start on generated terrain: a type (" + ", ".join(terrain_mod.TERRAIN_TYPES) + "), a "
                              "preset (" + ", ".join(terrain_mod.PRESETS) + ") or a terrain config .yaml/.json")
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                                 latency=args.latency, push=args.push, push_interval=tuple(args.push_interval),
                                 floor_friction=args.floor_friction, mass_scale=args.mass_scale, payload=args.payload,
                                 damping=args.damping, frictionloss_scale=args.frictionloss_scale,
-                                armature_scale=args.armature_scale, damping_kd=args.damping_kd, terrain=placement)
+                                armature_scale=args.armature_scale, damping_kd=args.damping_kd, terrain=placement,
+                                substeps=args.substeps)
         schedule = parse_schedule(args.schedule, harness.commands, harness.robot.command_ranges,
                                   segments=args.segments, seconds=args.seconds, seed=args.seed)
         result = harness.run(schedule, video=args.video)

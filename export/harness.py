@@ -47,7 +47,16 @@ except ImportError:  # run from the kit's folder
     from robot_controller import RobotController
     from schedules import ScheduleError, default_schedule
 
-__all__ = ["DeployError", "MujocoHarness", "run", "SKIP_S"]
+__all__ = ["DAMPING_STEP_LIMIT", "DeployError", "MujocoHarness", "damping_step", "run", "SKIP_S"]
+
+DAMPING_STEP_LIMIT = 0.5
+"""The largest ``h * rho(M^-1 D)`` the harness lets one integration step of the joints' passive damping
+take (h: the step, M: the joint-space inertia at the keyframe, D: the joints' passive damping, rho: the
+largest eigenvalue). MuJoCo integrates damping explicitly when a scene disables ``eulerdamp`` (all the robot
+scenes here do), and the explicit update ``v <- (1 - h M^-1 D) v`` keeps ``1 - h lambda`` of a mode's
+velocity where the physics keeps ``exp(-h lambda)``: it diverges past 2 and flips the sign past 1; at 0.5 it
+keeps 0.50 against 0.61. Added damping (``damping``, ``damping_kd``) beyond this limit is integrated in
+substeps (``MujocoHarness.substeps``)."""
 
 SKIP_S = 1.0
 """Seconds skipped at the start of each segment (and after a fall reset) before averaging velocities."""
@@ -69,6 +78,25 @@ def _sensor_slice(model: mujoco.MjModel, name: Any, what: str) -> slice:
     i = _named(model, mujoco.mjtObj.mjOBJ_SENSOR, name, what)
     adr = int(model.sensor_adr[i])
     return slice(adr, adr + int(model.sensor_dim[i]))
+
+
+def damping_step(model: mujoco.MjModel, dofs, qpos0=None) -> float:
+    """``h * rho(M^-1 D)``: the explicit damping step's size for the joints ``dofs`` (dof addresses), with
+    ``h`` the model's timestep, ``M`` the joint-space inertia at ``qpos0`` (default: the model's
+    ``qpos0``), ``D`` the passive damping of ``dofs`` (``dof_damping``) and ``rho`` the largest eigenvalue
+    (those of ``M^-1 D`` are those of the symmetric ``D^1/2 M^-1 D^1/2``, real and >= 0). Explicit
+    integration of the damping is stable below 2 and monotone below 1 (``DAMPING_STEP_LIMIT``)."""
+    data = mujoco.MjData(model)
+    if qpos0 is not None:
+        data.qpos[:] = qpos0
+    mujoco.mj_forward(model, data)
+    full = np.zeros((model.nv, model.nv))
+    mujoco.mj_fullM(model, data, full)
+    dofs = np.asarray(dofs)
+    root_d = np.zeros(model.nv)
+    root_d[dofs] = np.sqrt(np.maximum(model.dof_damping[dofs], 0.0))
+    sym = root_d[:, None] * np.linalg.inv(full) * root_d[None, :]
+    return float(model.opt.timestep * np.linalg.eigvalsh(sym).max())
 
 
 class MujocoHarness:
@@ -97,6 +125,11 @@ class MujocoHarness:
             reset puts the robot on the placement's spawn point (the keyframe shifted by its x, y and ground
             height); base heights (fall check, ``min_height``) are then measured from the lowest ground within
             the robot's footprint (the horizontal reach of its colliding geoms from the base, at the keyframe).
+        substeps: integration steps per physics step (each ``sim_dt / substeps``, the PD torque held over
+            them, so the controller runs as on the model's step). None (default): 1, or where added damping
+            (``damping``, ``damping_kd``) takes the explicit damping step (:func:`damping_step`) past
+            ``DAMPING_STEP_LIMIT``, the fewest that keep it within: 4 for the G1 at +4 kd, whose damping
+            the model's 2 ms step would integrate unstably. Attribute ``substeps``; in ``run``'s summary.
 
     Attributes: ``controller`` (``RobotController``), ``robot`` (its ``RobotMetadata``), ``model``,
     ``data``, ``commands``, ``control_dt``, ``latency``, ``terrain`` (the ``Placement`` or None).
@@ -110,7 +143,7 @@ class MujocoHarness:
                  push_interval: tuple[float, float] = (5.0, 10.0), floor_friction: float | None = None,
                  mass_scale: float = 1.0, payload: float = 0.0, damping: float = 0.0, frictionloss_scale: float = 1.0,
                  armature_scale: float = 1.0, controller: RobotController | None = None, damping_kd: float = 0.0,
-                 terrain: Any = None):
+                 terrain: Any = None, substeps: int | None = None):
         self.controller = ctrl = controller if controller is not None else RobotController(policy_path)
         self.robot = robot = ctrl.robot
         self.path = ctrl.policy.path
@@ -153,6 +186,7 @@ class MujocoHarness:
             self.key = _named(model, mujoco.mjtObj.mjOBJ_KEY, robot.init_keyframe, "init_keyframe")
         else:
             self.key = 0 if model.nkey else -1
+        self._set_substeps(substeps, added_damping=damping > 0 or damping_kd > 0)
         # the sensor roles the controller reads, those that measure tracking, and the orientation (falls)
         self.commands = list(robot.commands)
         measure_roles = [MEASURED[c][0] for c in self.commands]
@@ -246,6 +280,18 @@ class MujocoHarness:
             return 0.0
         return float(np.linalg.norm(d.geom_xpos[geoms, :2] - d.xpos[self.base, :2], axis=1).max())
 
+    def _set_substeps(self, substeps: int | None, added_damping: bool) -> None:
+        """``substeps`` as given (an int >= 1), or chosen (class docstring); the model's timestep divided by it."""
+        if substeps is None:
+            substeps = 1
+            if added_damping:
+                qpos0 = self.model.key_qpos[self.key] if self.key >= 0 else None
+                substeps = max(1, math.ceil(damping_step(self.model, self.dadr, qpos0) / DAMPING_STEP_LIMIT))
+        elif isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
+            raise DeployError(f"substeps must be an integer >= 1, got {substeps!r}")
+        self.substeps = int(substeps)
+        self.model.opt.timestep /= self.substeps
+
     def _push_steps(self) -> int:
         return round(self.rng.uniform(*self.push_interval) / self.control_dt) if self.push > 0 else 0
 
@@ -306,10 +352,12 @@ class MujocoHarness:
 
     def physics_step(self, torques) -> None:
         """One physics step (``sim_dt``) with joint ``torques`` (N m, ``joint_names`` order) on the motors:
-        ``mj_step2`` then ``mj_step1``, so the sensors describe the new state (the engines' order)."""
+        ``mj_step2`` then ``mj_step1``, so the sensors describe the new state (the engines' order); ``substeps``
+        times, at ``sim_dt / substeps``, with the same torques."""
         self.data.ctrl[self.act_idx] = torques
-        mujoco.mj_step2(self.model, self.data)
-        mujoco.mj_step1(self.model, self.data)
+        for _ in range(self.substeps):
+            mujoco.mj_step2(self.model, self.data)
+            mujoco.mj_step1(self.model, self.data)
 
     def _camera_distance(self) -> float:
         """3.5x the robot's radius (its geoms around the base's subtree centre of mass, now)."""
@@ -426,7 +474,7 @@ class MujocoHarness:
             err = [abs(r[c] - r[f"{c}_cmd"]) for r in rows if r["samples"]]
             summary[f"mean_abs_{c}_err"] = float(np.mean(err)) if err else math.nan
         summary.update(falls=sum(r["falls"] for r in rows), pushes=self.pushes, wall_s=time.perf_counter() - t0,
-                       sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency,
+                       sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency, substeps=self.substeps,
                        ground_max=max(r["ground_max"] for r in rows))
         out = {"policy": str(self.path), "robot_name": self.robot.name,
                "commands": list(self.commands), "segments": rows, "summary": summary, "falls": fall_events}
@@ -439,13 +487,13 @@ def run(policy_path: str | Path, schedule=None, seed: int = 0, video: str | Path
         model_xml: str | Path | None = None, latency: int | None = None, push: float = 0.0,
         floor_friction: float | None = None, mass_scale: float = 1.0, payload: float = 0.0, damping: float = 0.0,
         frictionloss_scale: float = 1.0, armature_scale: float = 1.0, damping_kd: float = 0.0,
-        terrain: Any = None, **kwargs) -> dict[str, Any]:
+        terrain: Any = None, substeps: int | None = None, **kwargs) -> dict[str, Any]:
     """Build a :class:`MujocoHarness` (meshes only when ``video``) and run ``schedule`` (default
     :func:`schedules.default_schedule` of the policy's commands); ``kwargs`` go to :meth:`MujocoHarness.run`."""
     harness = MujocoHarness(policy_path, model_xml=model_xml, meshes=video is not None, seed=seed, latency=latency,
                             push=push, floor_friction=floor_friction, mass_scale=mass_scale, payload=payload,
                             damping=damping, frictionloss_scale=frictionloss_scale, armature_scale=armature_scale,
-                            damping_kd=damping_kd, terrain=terrain)
+                            damping_kd=damping_kd, terrain=terrain, substeps=substeps)
     plan = schedule if schedule is not None else default_schedule(harness.commands)
     return harness.run(plan, video=video, **kwargs)
 

@@ -31,6 +31,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{i:>3} {r['duration_s']:>5.1f} | {cells} | {r['falls']:>5}")
     errs = ", ".join(f"{c} {s[f'mean_abs_{c}_err']:.3f} {MEASURED[c][2]}" for c in commands)
     pushes = f"; pushes {s['pushes']}" if s.get("pushes") else ""
+    substeps = f" ({s['substeps']} substeps per physics step)" if s.get("substeps", 1) > 1 else ""
     for e in result.get("falls", []):
         lines.append(f"fall in segment {e['segment']} at {e['time_in_segment_s']:.2f} s: base {e['base_height']:.3f} m "
                      f"high, its up axis at z {e['up_z']:+.2f}")
@@ -39,7 +40,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"terrain: highest ground under the base {s['ground_max']:+.2f} m (from the start's); the base "
                      f"ends {last['x_end']:+.2f} m along x, {last['y_end']:+.2f} m along y from its start")
     lines.append(f"mean |err|: {errs}; falls {s['falls']}{pushes}; sim {s['sim_s']:.1f} s in "
-                 f"{s['wall_s']:.1f} s wall")
+                 f"{s['wall_s']:.1f} s wall{substeps}")
     return "\n".join(lines)
 
 

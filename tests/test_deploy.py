@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -225,6 +226,42 @@ def test_model_mismatch_options_change_the_joints(zero_policy):
     # --damping-kd: in multiples of each joint's kd (the same mismatch for a robot of other gains)
     scaled = MujocoHarness(zero_policy, damping_kd=4.0)
     np.testing.assert_allclose(scaled.model.dof_damping[d], base.model.dof_damping[d] + 4.0 * np.asarray(base.robot.kd))
+
+
+def _joint_speed_over(harness, steps: int = 60) -> float:
+    """Largest joint speed (rad/s) in ``steps`` physics steps of zero torque from the keyframe with every
+    joint moving at 0.1 rad/s; inf where MuJoCo found a diverging acceleration (and reset the state)."""
+    harness.reset()
+    harness.data.qvel[harness.dadr] = 0.1
+    mujoco.mj_forward(harness.model, harness.data)
+    fastest = 0.0
+    for _ in range(steps):
+        harness.physics_step(np.zeros(len(harness.dadr)))
+        fastest = max(fastest, float(np.abs(harness.data.qvel[harness.dadr]).max()))
+    return math.inf if harness.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number else fastest
+
+
+def test_stiff_added_damping_is_integrated_in_substeps(zero_policy, capsys):
+    """Added damping past the explicit step's limit (the robot scenes disable MuJoCo's implicit damping):
+    at the model's step the damped joints' speeds grow as |1 - h lambda|^n, as ``damping_step`` predicts;
+    the harness's substeps make them decay."""
+    base = MujocoHarness(zero_policy)
+    assert base.substeps == 1 and base.model.opt.timestep == base.robot.sim_dt
+    qpos0 = base.model.key_qpos[base.key]
+    explicit = MujocoHarness(zero_policy, damping=12.0, substeps=1)
+    full_step = harness_mod.damping_step(explicit.model, explicit.dadr, qpos0)
+    assert full_step > 2.0                          # beyond explicit Euler's stability bound
+    stiff = MujocoHarness(zero_policy, damping=12.0)  # substeps chosen
+    assert stiff.substeps == int(np.ceil(full_step / harness_mod.DAMPING_STEP_LIMIT)) > 1
+    assert stiff.model.opt.timestep == pytest.approx(stiff.robot.sim_dt / stiff.substeps)
+    assert harness_mod.damping_step(stiff.model, stiff.dadr, qpos0) <= harness_mod.DAMPING_STEP_LIMIT
+    assert _joint_speed_over(explicit) > 100.0      # diverging: the integrator, not the robot
+    assert _joint_speed_over(stiff) < 2.0             # the robot sags without torque, damped
+    assert MujocoHarness(zero_policy, damping=0.2).substeps == 1   # a mild mismatch keeps the model's step
+    with pytest.raises(harness_mod.DeployError, match="substeps must be an integer >= 1"):
+        MujocoHarness(zero_policy, substeps=0)
+    assert deploy.main([str(zero_policy), "--damping", "12", "--schedule", "[[0.2, 0, 0, 0]]"]) == 0
+    assert f"({stiff.substeps} substeps per physics step)" in capsys.readouterr().out
 
 
 def test_bad_policies_exit_2(robot, meta, zero_policy, tmp_path, capsys):
