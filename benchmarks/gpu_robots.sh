@@ -14,6 +14,9 @@
 #         the CPU recipe (conf/env/_joystick_base.yaml) at 8x the envs, its minibatch size and minibatch
 #         steps per sample kept
 #      d: the CPU recipe itself (512 envs x 20, 4 minibatches x 5 epochs) on MuJoCo Warp: the engine's check
+#      e: the CPU recipe's update per iteration (4 minibatches x 5 epochs: 20 Adam steps) on 8x the envs
+#         (4096; minibatches of 20,480) and its curricula 8x as long in steps (12M), so as many iterations;
+#         a checkpoint every 2.05M steps
 #      g: the G1 (conf/env/g1_joystick.yaml) as c: 4096 envs, 32 minibatches x 5 epochs, its own curricula,
 #         a checkpoint every 3.3M steps
 #      h: the Berkeley Humanoid as g, with the G1's ramps (randomize_curriculum from 5M to 7M steps, the
@@ -22,7 +25,7 @@
 #         h rho(M^-1 D) is 2.08, past explicit Euler's bound of 2; export/harness.py damping_step)
 #    The CPU recipe takes 20 minibatch steps per 10,240 samples and ramps its curricula over 1.5M steps
 #    (146 iterations); at 82k-164k samples per iteration the same 1.5M steps would be 9-18 iterations.
-#    Session 2 (docs/go1.md) ran SHAPES="a b" for 240 s; session 3 SHAPES="c d h i".
+#    Session 2 (docs/go1.md) ran SHAPES="a b" for 240 s; session 3 SHAPES="c d h i", then SHAPES="e" alone.
 # 2. Exports every checkpoint to ONNX (robo-ppo-export; parity checked) and runs each in the deploy loop
 #    (export/deploy.py, 20 random 5 s segments, seeds 0-2): $OUT/eval.txt has one line per checkpoint and
 #    seed (run, steps, training seconds at that step from metrics.csv, MAE vx vy yaw, falls, goal met).
@@ -68,6 +71,7 @@ shape() {   # one run, by letter (the list in the header)
     b) train go1_b go1_joystick preset=mjwarp_gpu checkpoint_interval=10 ;;
     c) train go1_c go1_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=20 ;;
     d) train go1_d go1_joystick $GPU checkpoint_interval=100 ;;
+    e) train go1_e go1_joystick $GPU algo.num_envs=4096 checkpoint_interval=25 $(curricula 12000000) ;;
     g) train g1_c g1_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=40 ;;
     h) train bh_ramp berkeley_humanoid_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=40 \
          "+env.task_params.events.randomize_ramp={fn: randomize_curriculum, params: {start: 0.0, begin: 5000000, steps: 2000000}}" \
