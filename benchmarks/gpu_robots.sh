@@ -8,15 +8,15 @@
 #    after the given seconds (default 240, process start and kernel compile included), with a checkpoint
 #    every 1.64M steps (d: every 1.02M):
 #      a: 4096 envs x 20 steps, 16 minibatches of 5,120 x 5 epochs, curricula over 6M steps
-#      b: `preset=mjwarp_gpu` as it is: 8192 envs x 20 steps, 32 minibatches of 5,120 x 4 epochs (MuJoCo
-#         Playground's Go1 shape), curricula over 12M steps
+#      b: 8192 envs x 20 steps, 32 minibatches of 5,120 x 4 epochs (MuJoCo Playground's Go1 shape; the
+#         preset's shape in session 2), curricula over 12M steps
 #      c: 4096 envs x 20 steps, 32 minibatches of 2,560 x 5 epochs, the CPU recipe's curricula (1.5M steps):
 #         the CPU recipe (conf/env/_joystick_base.yaml) at 8x the envs, its minibatch size and minibatch
 #         steps per sample kept
 #      d: the CPU recipe itself (512 envs x 20, 4 minibatches x 5 epochs) on MuJoCo Warp: the engine's check
 #      e: the CPU recipe's update per iteration (4 minibatches x 5 epochs: 20 Adam steps) on 8x the envs
 #         (4096; minibatches of 20,480) and its curricula 8x as long in steps (12M), so as many iterations;
-#         a checkpoint every 2.05M steps
+#         a checkpoint every 2.05M steps: `preset=mjwarp_gpu` since session 3
 #      g: the G1 (conf/env/g1_joystick.yaml) as c: 4096 envs, 32 minibatches x 5 epochs, its own curricula,
 #         a checkpoint every 3.3M steps
 #      h: the Berkeley Humanoid as g, with the G1's ramps (randomize_curriculum from 5M to 7M steps, the
@@ -68,7 +68,8 @@ shape() {   # one run, by letter (the list in the header)
   case $1 in
     a) train go1_a go1_joystick preset=mjwarp_gpu algo.num_envs=4096 algo.num_minibatches=16 algo.update_epochs=5 \
          checkpoint_interval=20 $(curricula 6000000) ;;
-    b) train go1_b go1_joystick preset=mjwarp_gpu checkpoint_interval=10 ;;
+    b) train go1_b go1_joystick preset=mjwarp_gpu algo.num_envs=8192 algo.num_minibatches=32 algo.update_epochs=4 \
+         checkpoint_interval=10 ;;
     c) train go1_c go1_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=20 ;;
     d) train go1_d go1_joystick $GPU checkpoint_interval=100 ;;
     e) train go1_e go1_joystick $GPU algo.num_envs=4096 checkpoint_interval=25 $(curricula 12000000) ;;
