@@ -206,6 +206,44 @@ def test_damping_prob_keeps_a_share_of_envs_at_the_model_damping():
         make_env(2, f"{p}.damping_prob=-0.1")
 
 
+def test_damping_step_limit_caps_the_damping_draw_where_explicit_integration_stays_stable():
+    """``damping_step_limit``: the ``damping_kd`` draw's upper bound is lowered to the largest multiple of kd
+    whose explicit damping step ``h rho(M^-1 D)`` (the deploy kit's ``harness.damping_step``) stays within
+    the limit; a limit the range never reaches leaves the draws (and the random stream) as they were."""
+    import copy
+
+    from robo_ppo.deploy_kit.harness import damping_step
+
+    p = "env.task_params.events.randomize.params"
+    base = (f"{p}.damping_kd=[0.0,8.0]", f"{p}.damping_prob=null", "~env.task_params.events.mismatch")
+    env, _ = make_env(32, *base, f"+{p}.damping_step_limit=1.0")
+    rb, cap = env.robot, env.task.damping_kd_max
+    model, own = copy.copy(rb.model), rb.model.dof_damping[rb.dof_adr].copy()
+
+    def step(x):
+        model.dof_damping[rb.dof_adr] = own + x * np.asarray(rb.kd, dtype=np.float64)
+        return damping_step(model, rb.dof_adr, rb.init_qpos)
+
+    assert 4.0 < cap < 4.5                                   # the Go1: 4.3 kd (docs/robots.md)
+    assert step(cap) <= 1.0 < step(cap + 2e-3) and step(8.0) > 1.5
+    env.reset(seed=2)
+    added = np.array([m.dof_damping[rb.dof_adr] - own for m in env.physics.models])
+    kd = np.broadcast_to(np.asarray(GO1.kd, dtype=np.float64), added.shape)
+    assert (added <= cap * kd + 1e-5).all() and (added / kd).max() > 0.8 * cap
+    env.close()
+    loose, _ = make_env(32, *base, f"+{p}.damping_step_limit=100.0")   # never reached: the plain draws
+    plain, _ = make_env(32, *base)
+    assert loose.task.damping_kd_max == plain.task.damping_kd_max == 8.0
+    for e in (loose, plain):
+        e.reset(seed=2)
+    np.testing.assert_array_equal(np.array([m.dof_damping for m in loose.physics.models]),
+                                  np.array([m.dof_damping for m in plain.physics.models]))
+    loose.close()
+    plain.close()
+    with pytest.raises(ConfigError, match="damping_step_limit must be > 0"):
+        make_env(2, f"+{p}.damping_step_limit=0.0")
+
+
 def test_mismatch_curriculum_starts_at_the_nominal_model_and_widens_to_the_ranges():
     """``mismatch_curriculum``: before ``begin`` env steps the mismatch draws are the nominal model (no
     added damping, strength 1, no late env, friction loss and armature x1); ``steps`` later, the full

@@ -23,6 +23,7 @@ Definitions follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +77,12 @@ class ModelRandomizationParams:
     damping_kd: Optional[list[float]] = None
     """Passive joint damping added to each joint, U(lo, hi) x that joint's kd (N m s / rad: the gearbox
     and motor damping a model lacks; derived from the robot's gains, so one range fits every robot)."""
+    damping_step_limit: Optional[float] = None
+    """Where set, the ``damping_kd`` draw's upper bound is lowered, per robot, to the largest multiple of
+    kd whose explicit integration step ``h rho(M^-1 D)`` at the init keyframe stays within this limit
+    (``deploy_kit.harness.damping_step``: the robot scenes integrate damping explicitly, which diverges past
+    2; docs/robots.md "Added damping and the explicit step"). At 1: 4.3 kd for the Go1, 2.4 kd for the
+    Berkeley Humanoid, 2.0 kd for the G1. The bound is ``task.damping_kd_max``."""
     damping_prob: Optional[float] = None
     """Probability that an env gets the ``damping_kd`` draw (per episode); the rest keep the model's own
     damping, so the nominal model stays in the training distribution (None: every env gets it)."""
@@ -132,7 +139,13 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
         if r is not None and not (len(r) == 2 and 0 <= r[0] <= r[1] and (name != "motor_strength" or r[0] > 0)):
             raise ConfigError(f"env.task_params.events: randomize_model.{name} must be [lo, hi] with "
                               f"{'0 < lo' if name == 'motor_strength' else '0 <= lo'} <= hi, got {r}")
+    if p.damping_step_limit is not None and not p.damping_step_limit > 0:
+        raise ConfigError(f"env.task_params.events: randomize_model.damping_step_limit must be > 0, got "
+                          f"{p.damping_step_limit}")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
+    t.damping_kd_max = None if p.damping_kd is None else float(p.damping_kd[1])
+    if t.damping_kd_max is not None and p.damping_step_limit is not None:
+        t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
     m, floor = t.robot.model, t.robot.floor_geom   # contact pairs with the floor carry their own friction
     pairs = np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor))
     t.floor_pairs = torch.as_tensor(pairs, device=t.device)
@@ -143,6 +156,31 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     t.randomize_factor = 1.0   # a randomize_curriculum event ramps it
     # where randomize_curriculum narrows floor_friction to: the floor contact's own
     t.nominal_floor_friction = float(m.pair_friction[pairs[0], 0] if len(pairs) else m.geom_friction[floor, 0])
+
+
+def _largest_stable_damping_kd(rb, hi: float, limit: float) -> float:
+    """The largest multiple ``x`` of each joint's kd in ``[0, hi]``, to 1e-3 kd, whose added damping keeps
+    ``harness.damping_step`` (``h rho(M^-1 D)`` at the init keyframe) within ``limit``; 0 if even the
+    model's own damping exceeds it. Bisection: the step grows with ``x``."""
+    from robo_ppo.deploy_kit.harness import damping_step
+
+    model = copy.copy(rb.model)   # MjModel's copy: its own arrays
+    own = model.dof_damping[rb.dof_adr].copy()
+    kd = np.asarray(rb.kd, dtype=np.float64)
+
+    def step(x: float) -> float:
+        model.dof_damping[rb.dof_adr] = own + x * kd
+        return damping_step(model, rb.dof_adr, rb.init_qpos)
+
+    if step(hi) <= limit:
+        return float(hi)
+    lo, up = 0.0, float(hi)
+    if step(lo) > limit:
+        return 0.0
+    while up - lo > 1e-3:
+        mid = 0.5 * (lo + up)
+        lo, up = (mid, up) if step(mid) <= limit else (lo, mid)
+    return lo
 
 
 def _narrowed(r: list[float], f: float, center: float = 1.0) -> list[float]:
@@ -183,7 +221,8 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     dof, act, base = t.dof_adr, t.act_ids, rb.base_body
     kd_nominal = torch.as_tensor(rb.kd, dtype=torch.float32, device=dev)
     strength = t.uniform(*_narrowed(p.motor_strength, f)) if p.enable and p.motor_strength is not None else None
-    damping_kd = t.uniform(*[x * f for x in p.damping_kd], J) if p.enable and p.damping_kd is not None else None
+    damping_kd = (t.uniform(*[min(x, t.damping_kd_max) * f for x in p.damping_kd], J)
+                  if p.enable and p.damping_kd is not None else None)
     if damping_kd is not None and p.damping_prob is not None:
         damping_kd = damping_kd * (t.uniform(0.0, 1.0) < p.damping_prob)[:, None]
     late = t.uniform(0.0, 1.0) < p.latency_prob * f if p.enable and p.latency_prob is not None else None
