@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
           + " | ".join(f"{c} MAE" for c in commands) + " | falls |")
     print("|---|" + "---:|" * (len(commands) + 1))
     for label, s in out.items():
-        pushes = f" ({s['pushes']} kicks)" if s.get("pushes") else ""
-        pushes += f" ({s['substeps']} substeps)" if s.get("substeps", 1) > 1 else ""
-        print(f"| {label}{pushes} | " + " | ".join(f"{s[f'mean_abs_{c}_err']:.3f}" for c in commands)
+        notes = f" ({s['pushes']} kicks)" if s.get("pushes") else ""
+        notes += f" ({s['substeps']} substeps)" if s.get("substeps", 1) > 1 else ""
+        print(f"| {label}{notes} | " + " | ".join(f"{s[f'mean_abs_{c}_err']:.3f}" for c in commands)
               + f" | {s['falls']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(json_safe(out), indent=2))

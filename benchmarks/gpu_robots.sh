@@ -64,22 +64,22 @@ curricula() {   # steps of the penalty and command ramps, and of the mismatch ra
        env.task_params.events.mismatch.params.begin="$1" env.task_params.events.mismatch.params.steps="$1"
 }
 GPU="engine=mjwarp device=auto eval_interval=0"   # the env file's recipe on MuJoCo Warp (what the preset keeps)
+PER_SAMPLE="algo.num_envs=4096 algo.num_minibatches=32"   # 8x the envs, the CPU's Adam steps per sample (c, g, h, i)
+G1_RAMPS="env.task_params.events.mismatch.params.begin=7000000"   # h, i: the G1's ramps (with the event below)
+RAMP_EVENT="+env.task_params.events.randomize_ramp={fn: randomize_curriculum, params: {start: 0.0, begin: 5000000, steps: 2000000}}"
 shape() {   # one run, by letter (the list in the header)
   case $1 in
     a) train go1_a go1_joystick preset=mjwarp_gpu algo.num_envs=4096 algo.num_minibatches=16 algo.update_epochs=5 \
          checkpoint_interval=20 $(curricula 6000000) ;;
     b) train go1_b go1_joystick preset=mjwarp_gpu algo.num_envs=8192 algo.num_minibatches=32 algo.update_epochs=4 \
          checkpoint_interval=10 ;;
-    c) train go1_c go1_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=20 ;;
+    c) train go1_c go1_joystick $GPU $PER_SAMPLE checkpoint_interval=20 ;;
     d) train go1_d go1_joystick $GPU checkpoint_interval=100 ;;
     e) train go1_e go1_joystick $GPU algo.num_envs=4096 checkpoint_interval=25 $(curricula 12000000) ;;
-    g) train g1_c g1_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=40 ;;
-    h) train bh_ramp berkeley_humanoid_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=40 \
-         "+env.task_params.events.randomize_ramp={fn: randomize_curriculum, params: {start: 0.0, begin: 5000000, steps: 2000000}}" \
-         env.task_params.events.mismatch.params.begin=7000000 ;;
-    i) train bh_ramp_cap berkeley_humanoid_joystick $GPU algo.num_envs=4096 algo.num_minibatches=32 checkpoint_interval=40 \
-         "+env.task_params.events.randomize_ramp={fn: randomize_curriculum, params: {start: 0.0, begin: 5000000, steps: 2000000}}" \
-         env.task_params.events.mismatch.params.begin=7000000 "env.task_params.events.randomize.params.damping_kd=[0.0, 2.0]" ;;
+    g) train g1_c g1_joystick $GPU $PER_SAMPLE checkpoint_interval=40 ;;
+    h) train bh_ramp berkeley_humanoid_joystick $GPU $PER_SAMPLE checkpoint_interval=40 "$RAMP_EVENT" $G1_RAMPS ;;
+    i) train bh_ramp_cap berkeley_humanoid_joystick $GPU $PER_SAMPLE checkpoint_interval=40 "$RAMP_EVENT" $G1_RAMPS \
+         "env.task_params.events.randomize.params.damping_kd=[0.0, 2.0]" ;;
     *) log "unknown shape $1" ;;
   esac
 }
@@ -98,10 +98,11 @@ evaluate() {   # one ONNX file: a line per seed
   secs=$(awk -F, -v s="$steps" '$2 == s {print $3}' "$(dirname "$(dirname "$onnx")")/metrics.csv")
   for seed in 0 1 2; do
     $PY export/deploy.py "$onnx" --schedule random --segments 20 --seed $seed --json "$onnx.s$seed.json" >/dev/null 2>&1
-    $PY -c "import json,sys; from robo_ppo.deploy_check import meets_goal; m=json.load(open(sys.argv[1]))['summary']
+    $PY -c "import json,sys; from robo_ppo.config import DeployCheckConfig; from robo_ppo.deploy_check import meets_goal
+m = json.load(open(sys.argv[1]))['summary']   # the goal: deploy_check's (robo-ppo-train's end-of-run check)
 print(sys.argv[2], sys.argv[3], sys.argv[4] or '-', 'seed', sys.argv[5], 'mae %.3f %.3f %.3f falls %d goal %s' % (
       m['mean_abs_vx_err'], m['mean_abs_vy_err'], m['mean_abs_yaw_rate_err'], m['falls'],
-      meets_goal(m, {'vx': 0.15, 'vy': 0.15, 'yaw_rate': 0.2})))" \
+      meets_goal(m, DeployCheckConfig().goal)))" \
       "$onnx.s$seed.json" "$run" "$steps" "$secs" $seed 2>/dev/null || echo "$run $steps eval failed (seed $seed)"
   done
 }
