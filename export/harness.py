@@ -47,7 +47,7 @@ except ImportError:  # run from the kit's folder
     from robot_controller import RobotController
     from schedules import ScheduleError, default_schedule
 
-__all__ = ["DAMPING_STEP_LIMIT", "DeployError", "MujocoHarness", "damping_step", "run", "SKIP_S"]
+__all__ = ["DAMPING_STEP_LIMIT", "DeployError", "MujocoHarness", "damping_step", "damping_substeps", "run", "SKIP_S"]
 
 DAMPING_STEP_LIMIT = 0.5
 """The largest ``h * rho(M^-1 D)`` the harness lets one integration step of the joints' passive damping
@@ -97,6 +97,13 @@ def damping_step(model: mujoco.MjModel, dofs, qpos0=None) -> float:
     root_d[dofs] = np.sqrt(np.maximum(model.dof_damping[dofs], 0.0))
     sym = root_d[:, None] * np.linalg.inv(full) * root_d[None, :]
     return float(model.opt.timestep * np.linalg.eigvalsh(sym).max())
+
+
+def damping_substeps(model: mujoco.MjModel, dofs, qpos0=None, limit: float = DAMPING_STEP_LIMIT) -> int:
+    """The fewest integration steps per physics step, ``max(1, ceil(damping_step / limit))``, that keep
+    each one's ``h rho(M^-1 D)`` (:func:`damping_step`, same arguments) within ``limit``. The deploy loop
+    uses it with ``DAMPING_STEP_LIMIT``; training (``randomize_model.damping_substeps``) with its own limit."""
+    return max(1, math.ceil(damping_step(model, dofs, qpos0) / limit))
 
 
 class MujocoHarness:
@@ -286,7 +293,7 @@ class MujocoHarness:
             substeps = 1
             if added_damping:
                 qpos0 = self.model.key_qpos[self.key] if self.key >= 0 else None
-                substeps = max(1, math.ceil(damping_step(self.model, self.dadr, qpos0) / DAMPING_STEP_LIMIT))
+                substeps = damping_substeps(self.model, self.dadr, qpos0)
         elif isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
             raise DeployError(f"substeps must be an integer >= 1, got {substeps!r}")
         self.substeps = int(substeps)

@@ -244,6 +244,64 @@ def test_damping_step_limit_caps_the_damping_draw_where_explicit_integration_sta
         make_env(2, f"+{p}.damping_step_limit=0.0")
 
 
+def test_damping_substeps_integrate_each_stiff_env_in_the_deploy_loops_substeps():
+    """``damping_substeps``: the full ``damping_kd`` range is drawn (no cap) and each env whose added
+    damping takes ``h rho(M^-1 D)`` past ``damping_step_limit`` integrates every physics step in
+    ``harness.damping_substeps`` of its own randomized model (1 without added damping). At 16-24 kd on the
+    Go1 (step 3.6-6, past explicit Euler's bound of 2; the joints' friction loss holds small oscillations
+    below ~4) the model's step diverges; the substeps stay stable, and the physics with substeps is the
+    plain MuJoCo loop at ``timestep / k``, bit for bit."""
+    import copy
+
+    import mujoco
+
+    from robo_ppo.deploy_kit.harness import damping_substeps
+
+    p = "env.task_params.events.randomize.params"
+    stiff = (f"{p}.damping_kd=[16.0,24.0]", f"{p}.damping_prob=0.5", "~env.task_params.events.mismatch",
+             "env.max_episode_steps=100000")
+    env, _ = make_env(16, *stiff, f"+{p}.damping_step_limit=1.0", f"+{p}.damping_substeps=true")
+    rb, task, physics = env.robot, env.task, env.physics
+    assert task.damping_kd_max == 24.0                      # no cap
+    env.reset(seed=1)
+    own = rb.model.dof_damping[rb.dof_adr]
+    for i, m in enumerate(physics.models):
+        added = (m.dof_damping[rb.dof_adr] - own).max() > 0
+        at_model_step = copy.copy(m)
+        at_model_step.opt.timestep = rb.model.opt.timestep
+        k = damping_substeps(at_model_step, rb.dof_adr, rb.init_qpos, 1.0) if added else 1
+        assert task.substeps[i] == physics._substeps[i] == k
+        assert m.opt.timestep == rb.model.opt.timestep / k
+    assert 1 in task.substeps.tolist() and task.substeps.max() >= 5
+    assert float(task.stats()["physics/substeps"]) == pytest.approx(task.substeps.float().mean().item())
+    # the physics at k substeps is MuJoCo's own loop at timestep / k, ctrl held
+    i = int(task.substeps.argmax())
+    m, d = copy.copy(physics.models[i]), mujoco.MjData(physics.models[i])
+    mujoco.mj_setState(m, d, physics.snapshot()["integration"][i].numpy(), mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_step1(m, d)
+    ctrl = torch.as_tensor(np.tile(rb.model.key_ctrl[0], (16, 1)), dtype=torch.float32)
+    physics.step(ctrl, 2)
+    d.ctrl[:] = ctrl[i].double().numpy()
+    for _ in range(2 * int(task.substeps[i])):
+        mujoco.mj_step2(m, d)
+        mujoco.mj_step1(m, d)
+    np.testing.assert_array_equal(physics.models[i].opt.timestep, m.opt.timestep)
+    np.testing.assert_array_equal(physics.datas[i].qvel, d.qvel)
+    zeros = torch.zeros(16, rb.njoints)
+
+    def diverged(e):   # the env adapter's flag (MuJoCo's warnings, non-finite or runaway states)
+        return sum(int(e.step(zeros)[4]["diverged"].sum()) for _ in range(50))
+
+    assert diverged(env) == 0
+    env.close()
+    plain, _ = make_env(16, *stiff)            # the same draws at the model's step (no limit): diverges
+    plain.reset(seed=1)
+    assert diverged(plain) > 0
+    plain.close()
+    with pytest.raises(ConfigError, match="damping_substeps needs damping_kd and damping_step_limit"):
+        make_env(2, f"+{p}.damping_substeps=true")
+
+
 def test_mismatch_curriculum_starts_at_the_nominal_model_and_widens_to_the_ranges():
     """``mismatch_curriculum``: before ``begin`` env steps the mismatch draws are the nominal model (no
     added damping, strength 1, no late env, friction loss and armature x1); ``steps`` later, the full

@@ -169,3 +169,22 @@ def test_set_model_rejects_bad_fields(pair):
         physics.set_model(mask, {"geom_size": torch.zeros(N, physics.model.ngeom, 3)})
     with pytest.raises(ValueError, match="shape"):
         physics.set_model(mask, {"body_mass": torch.zeros(physics.model.nbody)})
+
+
+def test_per_env_substeps_are_refused_with_the_fix(robot):
+    """MuJoCo Warp steps every world at the model's timestep: ``randomize_model.damping_substeps`` is
+    refused when the task is built (naming the fix), and ``set_substeps`` accepts only 1s."""
+    from conftest import make_cfg
+
+    from robo_ppo.envs import make_vec_env
+    from robo_ppo.errors import ConfigError
+
+    p = "env.task_params.events.randomize.params"
+    cfg = make_cfg("env=go1_joystick", "engine=mjwarp", f"+{p}.damping_step_limit=1.0",
+                   f"+{p}.damping_substeps=true")
+    with pytest.raises(ConfigError, match="damping_substeps needs engine=mujoco"):
+        make_vec_env(cfg.env, cfg.engine, 2, seed=0)
+    physics = MjWarpPhysics(robot.model, 2)
+    physics.set_substeps(torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.long))   # the model's step
+    with pytest.raises(NotImplementedError, match="per-env substeps need engine=mujoco"):
+        physics.set_substeps(torch.tensor([False, True]), torch.tensor([1, 2]))

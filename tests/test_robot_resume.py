@@ -29,9 +29,16 @@ def _steps(env, actions):
     return [env.step(a) for a in actions]
 
 
-@pytest.mark.parametrize("engine", ["mujoco", "mjwarp"])
-def test_env_snapshot_continues_bit_for_bit(engine):
-    cfg = make_cfg(*SMALL, f"engine={engine}")
+_P = "env.task_params.events.randomize.params"
+SUBSTEPS = (f"{_P}.damping_kd=[8.0,24.0]", "~env.task_params.events.mismatch", f"+{_P}.damping_step_limit=1.0",
+            f"+{_P}.damping_substeps=true")
+"""Stiff damping draws integrated in per-env substeps (``randomize_model.damping_substeps``)."""
+
+
+@pytest.mark.parametrize("engine, extra", [("mujoco", ()), ("mjwarp", ()), ("mujoco", SUBSTEPS)],
+                         ids=["mujoco", "mjwarp", "mujoco-substeps"])
+def test_env_snapshot_continues_bit_for_bit(engine, extra):
+    cfg = make_cfg(*SMALL, f"engine={engine}", *extra)
     require_engine(cfg)
     g = torch.Generator().manual_seed(0)
     actions = [torch.randn(8, 12, generator=g) for _ in range(60)]
@@ -56,6 +63,9 @@ def test_env_snapshot_continues_bit_for_bit(engine):
         assert torch.equal(i1["reward_terms"], i2["reward_terms"])
         resets += int((te1 | tr1).sum())
     assert resets >= 8   # the window crosses episode ends (time limit 20 steps)
+    if extra:            # the substeps come back with the snapshot, and change with the redraws
+        assert torch.equal(a.task.substeps, b.task.substeps) and a.task.substeps.max() > 1
+        assert not torch.equal(a.task.substeps, snapshot["task"]["tensors"]["substeps"])
     a.close()
     b.close()
 

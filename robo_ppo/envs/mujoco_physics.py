@@ -66,6 +66,7 @@ class MujocoPhysics(Physics):
         self._ctrl = np.zeros((n, model.nu))
         self._bad = np.zeros(n, dtype=bool)
         self._time = np.zeros(n)
+        self._substeps = np.ones(n, dtype=np.int64)   # integration steps per physics step (set_substeps)
         threads = num_threads or os.cpu_count() or 1
         bounds = np.linspace(0, n, min(threads, n) + 1).astype(int)
         self._chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
@@ -92,12 +93,12 @@ class MujocoPhysics(Physics):
         # nsubsteps x (step2, step1) done as step2, (nsubsteps - 1) x mj_step, step1: the same
         # computation for the Euler integrator (mj_step = step1 + step2) in fewer calls
         step, step1, step2 = mujoco.mj_step, mujoco.mj_step1, mujoco.mj_step2
-        models, datas, ctrl = self.models, self.datas, self._ctrl
+        models, datas, ctrl, substeps = self.models, self.datas, self._ctrl, self._substeps
         for i in range(lo, hi):
             m, d = models[i], datas[i]
             d.ctrl[:] = ctrl[i]
             step2(m, d)
-            for _ in range(nsubsteps - 1):
+            for _ in range(nsubsteps * int(substeps[i]) - 1):   # each at timestep / substeps[i]
                 step(m, d)
             step1(m, d)
             self._read(i)
@@ -149,6 +150,23 @@ class MujocoPhysics(Physics):
             for i in rows:
                 getattr(self.models[i], name)[...] = values[i]
 
+    per_env_substeps = True
+
+    def set_substeps(self, mask: torch.Tensor, substeps: torch.Tensor) -> None:
+        """Each masked env's model gets ``timestep / substeps[i]`` and ``step`` runs ``substeps[i]`` times as
+        many steps of it (``Physics.set_substeps``).
+
+        Raises:
+            ValueError: a value < 1.
+        """
+        rows = np.flatnonzero(mask.cpu().numpy())
+        values = substeps.detach().cpu().numpy().astype(np.int64)
+        if len(rows) and values[rows].min() < 1:
+            raise ValueError(f"substeps must be >= 1, got {values[rows].min()}")
+        for i in rows:
+            self._substeps[i] = values[i]
+            self.models[i].opt.timestep = self.model.opt.timestep / values[i]
+
     def bad_state(self) -> torch.Tensor:
         bad = torch.from_numpy(self._bad.copy())
         self._bad[:] = False
@@ -157,16 +175,16 @@ class MujocoPhysics(Physics):
     def snapshot(self) -> dict[str, torch.Tensor]:
         """``integration``: float64 ``[N, mj_stateSize(mjSTATE_INTEGRATION)]``; ``sensordata`` float64
         ``[N, nsensordata]`` (the acceleration-stage sensors are the last physics step's); ``model``:
-        each ``RANDOMIZABLE`` field float64 ``[N, *shape]``."""
+        each ``RANDOMIZABLE`` field float64 ``[N, *shape]``; ``substeps`` int64 ``[N]``."""
         state = np.empty((self.num_envs, mujoco.mj_stateSize(self.model, STATE_SPEC)))
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
             mujoco.mj_getState(m, d, state[i], STATE_SPEC)
         model = {name: torch.from_numpy(np.stack([getattr(m, name) for m in self.models])) for name in RANDOMIZABLE}
         return {"integration": torch.from_numpy(state), "sensordata": torch.from_numpy(self._sensordata.copy()),
-                "model": model}
+                "model": model, "substeps": torch.from_numpy(self._substeps.copy())}
 
     def restore(self, snapshot: dict[str, torch.Tensor]) -> None:
-        """Write the model fields and ``mj_setState`` each env, then ``mj_step1`` (the timing contract's
+        """Write the model fields and substeps and ``mj_setState`` each env, then ``mj_step1`` (the timing contract's
         "after step1": the same position/velocity-stage data the interrupted run had) and put the saved
         sensor values back."""
         state, sensordata = snapshot["integration"].numpy(), snapshot["sensordata"].numpy()
@@ -175,6 +193,9 @@ class MujocoPhysics(Physics):
             raise ValueError(f"the physics snapshot holds states {state.shape} and sensors {sensordata.shape}; this "
                              f"engine has {expected} and {self._sensordata.shape}")
         model = {name: snapshot["model"][name].numpy() for name in RANDOMIZABLE if name in snapshot["model"]}
+        # (a snapshot from before per-env substeps: every env at the model's step)
+        self.set_substeps(torch.ones(self.num_envs, dtype=torch.bool),
+                          snapshot.get("substeps", torch.ones(self.num_envs, dtype=torch.int64)))
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
             for name, values in model.items():
                 getattr(m, name)[...] = values[i]

@@ -16,7 +16,9 @@ therefore hold the values of the last physics step. ``set_state`` runs a full
 ``mj_forward`` on the rows it writes.
 
 Per-environment model parameters (domain randomization) are written with
-``set_model``; the fields an engine must allow are ``RANDOMIZABLE``.
+``set_model``; the fields an engine must allow are ``RANDOMIZABLE``. ``set_substeps``
+lets an env integrate each physics step in several shorter ones (native MuJoCo
+only), for randomized damping too stiff for the model's step.
 
 Exact resume: ``snapshot`` returns every env's simulator state (MuJoCo's
 integration state: time, qpos, qvel, act, warm start, ctrl, ...; the sensors;
@@ -83,6 +85,22 @@ class Physics(ABC):
         """Where ``mask`` (bool ``[N]``): write per-env model parameters, ``fields[name]`` float32
         ``[N, *shape of MjModel.<name>]`` for names in ``RANDOMIZABLE``. Takes effect at the next
         ``step`` / ``set_state``."""
+
+    per_env_substeps: bool = False
+    """Whether ``set_substeps`` can give an env more than one integration step per physics step."""
+
+    def set_substeps(self, mask: torch.Tensor, substeps: torch.Tensor) -> None:
+        """Where ``mask`` (bool ``[N]``): integrate each of the env's physics steps as ``substeps`` (int64
+        ``[N]``, >= 1) steps of ``timestep / substeps``, ``ctrl`` held (the actuators, the PD law's
+        included, are evaluated at every one). 1 is the model's own step. Used where a randomized model's
+        added damping would integrate unstably at the model's step (``randomize_model.damping_substeps``).
+
+        Raises:
+            NotImplementedError: a value > 1 on an engine that steps every env at the model's timestep.
+        """
+        if bool((substeps[mask.to(substeps.device)] != 1).any()):
+            raise NotImplementedError(f"{type(self).__name__} integrates every env at the model's timestep; "
+                                      f"per-env substeps need engine=mujoco")
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """Every env's simulator state and randomized model fields, as CPU tensors (checkpoint-safe)."""

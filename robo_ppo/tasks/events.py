@@ -83,6 +83,11 @@ class ModelRandomizationParams:
     (``deploy_kit.harness.damping_step``: the robot scenes integrate damping explicitly, which diverges past
     2; docs/robots.md "Added damping and the explicit step"). At 1: 4.3 kd for the Go1, 2.4 kd for the
     Berkeley Humanoid, 2.0 kd for the G1. The bound is ``task.damping_kd_max``."""
+    damping_substeps: bool = False
+    """With ``damping_step_limit``: keep the full ``damping_kd`` range and integrate each env whose added
+    damping takes the step past the limit in substeps instead (``deploy_kit.harness.damping_substeps`` of
+    that env's randomized model: the deploy loop's rule, at this limit; ``physics.set_substeps``, native
+    MuJoCo only). Costs physics time in proportion; logged as ``physics/substeps`` (the envs' mean)."""
     damping_prob: Optional[float] = None
     """Probability that an env gets the ``damping_kd`` draw (per episode); the rest keep the model's own
     damping, so the nominal model stays in the training distribution (None: every env gets it)."""
@@ -142,9 +147,18 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     if p.damping_step_limit is not None and not p.damping_step_limit > 0:
         raise ConfigError(f"env.task_params.events: randomize_model.damping_step_limit must be > 0, got "
                           f"{p.damping_step_limit}")
+    if p.damping_substeps and (p.damping_step_limit is None or p.damping_kd is None):
+        raise ConfigError("env.task_params.events: randomize_model.damping_substeps needs damping_kd and "
+                          "damping_step_limit (the step each integration step may take)")
+    if p.damping_substeps and not t.physics.per_env_substeps:
+        raise ConfigError(f"env.task_params.events: randomize_model.damping_substeps needs engine=mujoco "
+                          f"({type(t.physics).__name__} steps every env at the model's timestep); set "
+                          f"damping_substeps=false to cap the damping draw at damping_step_limit instead")
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
+    t.substeps = torch.ones(t.n, dtype=torch.long, device=t.device)   # integration steps per physics step
+    t.damping_model = copy.copy(t.robot.model) if p.damping_substeps else None   # scratch for damping_substeps
     t.damping_kd_max = None if p.damping_kd is None else float(p.damping_kd[1])
-    if t.damping_kd_max is not None and p.damping_step_limit is not None:
+    if t.damping_kd_max is not None and p.damping_step_limit is not None and not p.damping_substeps:
         t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
     m, floor = t.robot.model, t.robot.floor_geom   # contact pairs with the floor carry their own friction
     pairs = np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor))
@@ -244,6 +258,8 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     fields["actuator_biasprm"][:, act, 1] = -kp
     fields["actuator_biasprm"][:, act, 2] = -kd
     t.physics.set_model(mask, fields)
+    if p.damping_substeps and damping_kd is not None:
+        _set_damping_substeps(t, mask, fields, damping_kd.amax(1) > 0, p.damping_step_limit)
     m = mask[:, None]
     t.joint_offset = torch.where(m, offset, t.joint_offset)
     if late is not None:
@@ -254,6 +270,33 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     t.mismatch_summary = torch.where(m, mismatch, t.mismatch_summary)
     summary = torch.cat([friction[:, None], payload[:, None], com, kp_s[:, None], kd_s[:, None]], 1)
     t.dr_summary = torch.where(m, summary, t.dr_summary)
+
+
+_STEP_FIELDS = ("dof_damping", "dof_armature", "body_mass", "body_ipos")
+"""The randomized model fields that ``h rho(M^-1 D)`` depends on (the damping, and the inertia ``M``)."""
+
+
+def _set_damping_substeps(t, mask, fields: dict[str, torch.Tensor], added, limit: float) -> None:
+    """Per masked env with added damping (``added``, bool ``[N]``), the deploy loop's rule on the env's
+    randomized model: ``harness.damping_substeps`` at ``limit``; 1 elsewhere. Written to ``task.substeps``
+    and ``physics.set_substeps``. Draws no random numbers."""
+    from robo_ppo.deploy_kit.harness import damping_substeps
+
+    rb, model = t.robot, t.damping_model
+    host = {k: fields[k].detach().cpu().double().numpy() for k in _STEP_FIELDS}
+    substeps = torch.ones(t.n, dtype=torch.long)
+    for i in np.flatnonzero((mask & added).cpu().numpy()):
+        for k, values in host.items():
+            getattr(model, k)[...] = values[i]
+        substeps[i] = damping_substeps(model, rb.dof_adr, rb.init_qpos, limit)
+    substeps = substeps.to(t.device)
+    t.physics.set_substeps(mask, substeps)
+    t.substeps = torch.where(mask, substeps, t.substeps)
+
+
+def _substeps_stats(t, p: ModelRandomizationParams) -> dict[str, torch.Tensor]:
+    """``physics/substeps``: the envs' mean integration steps per physics step (with ``damping_substeps``)."""
+    return {"physics/substeps": t.substeps.float().mean()} if p.damping_substeps else {}
 
 
 def _init_command(t, p: VelocityCommandParams) -> None:
@@ -509,7 +552,8 @@ class EventFunction:
 
 EVENT_FUNCTIONS: dict[str, EventFunction] = {
     "reset_root_state": EventFunction(RootStateParams, reset=_reset_root_state),
-    "randomize_model": EventFunction(ModelRandomizationParams, init=_init_model, reset=_randomize_model),
+    "randomize_model": EventFunction(ModelRandomizationParams, init=_init_model, reset=_randomize_model,
+                                     stats=_substeps_stats),
     "velocity_command": EventFunction(VelocityCommandParams, init=_init_command, reset=_reset_command,
                                       post_step=_resample_command),
     "push_base": EventFunction(PushParams, init=_init_push, reset=_reset_push, pre_step=_push),
