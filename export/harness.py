@@ -18,8 +18,6 @@ video); never torch or robo_ppo.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -27,8 +25,11 @@ from typing import Any
 
 import numpy as np
 
-if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless offscreen rendering; read when mujoco is imported
+try:
+    from .headless import default_gl
+except ImportError:  # run from the kit's folder
+    from headless import default_gl
+default_gl()   # before mujoco's import, which reads MUJOCO_GL
 import mujoco  # noqa: E402
 
 try:

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from robo_ppo.config import TrainConfig, register_configs
+from robo_ppo.deploy_kit.headless import default_gl
 from robo_ppo.errors import CheckpointError, ConfigError, ExportError, report_errors
 from robo_ppo.hydra_utils import run_app
 from robo_ppo.runner.distributed import DistContext, env_rank, init_distributed, shutdown_distributed
@@ -324,6 +325,7 @@ def _task(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    default_gl()   # before mujoco is imported: the end-of-run deploy video renders headless
     register_configs()
     if env_rank() > 0:
         sys.argv.extend(RANK_OVERRIDES)

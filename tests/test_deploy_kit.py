@@ -179,3 +179,30 @@ def test_sim2sim_cli(policies, capsys):
     assert "CartPole-v1" in out and "return" in out
     assert sim2sim.main([str(onnx_path), "--env-id", "Hopper-v5"]) == 2
     assert "expected 'Hopper-v5'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("display, preset, egl, expected", [
+    (None, None, "libEGL.so.1", "egl"),        # headless with EGL: offscreen rendering by default
+    (None, None, None, None),                  # no EGL library: left unset (egl would break `import mujoco`)
+    (None, "osmesa", "libEGL.so.1", "osmesa"),  # the user's choice is kept
+    (":0", None, "libEGL.so.1", None),         # a display: MuJoCo's own default
+])
+def test_default_gl_picks_egl_only_headless_with_egl_installed(monkeypatch, display, preset, egl, expected):
+    from robo_ppo.deploy_kit import headless
+
+    for name, value in (("DISPLAY", display), ("MUJOCO_GL", preset)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(headless.sys, "platform", "linux")
+    monkeypatch.setattr(headless.ctypes.util, "find_library", lambda name: egl if name == "EGL" else None)
+    headless.default_gl()
+    assert headless.os.environ.get("MUJOCO_GL") == expected
+
+
+def test_train_entry_point_sets_the_renderer_before_mujoco_is_imported():
+    """``robo-ppo-train`` calls ``default_gl`` in ``main`` (MuJoCo reads ``MUJOCO_GL`` at its import): that
+    only works while importing the entry point does not import MuJoCo."""
+    code = "import sys, robo_ppo.train; assert 'mujoco' not in sys.modules, 'robo_ppo.train imports mujoco'"
+    subprocess.run([sys.executable, "-c", code], check=True)

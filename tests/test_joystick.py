@@ -254,7 +254,6 @@ def test_damping_substeps_integrate_each_stiff_env_in_the_deploy_loops_substeps(
     import copy
 
     import mujoco
-
     from robo_ppo.deploy_kit.harness import damping_substeps
 
     p = "env.task_params.events.randomize.params"

@@ -5,10 +5,10 @@ prints either result."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from robo_ppo.deploy_kit.headless import default_gl
 from robo_ppo.errors import ConfigError
 from robo_ppo.replay.episodes import _replay_episodes, format_episode_table
 from robo_ppo.replay.kit import shipped_policies
@@ -44,7 +44,7 @@ def replay(policy: str | Path, episodes: int = 5, seed: int = 0, deterministic: 
         raise ConfigError(f"video_episodes must be >= 1 with video=true, got {video_episodes}")
     logging.getLogger("OpenGL").setLevel(logging.WARNING)  # PyOpenGL's INFO notice when MUJOCO_GL is set
     if video:
-        os.environ.setdefault("MUJOCO_GL", "egl")  # read at the first frame; egl works headless (software Mesa)
+        default_gl()   # headless: MUJOCO_GL=egl where EGL is installed (gymnasium reads it at the first frame)
     p = Path(policy).expanduser()
     if not p.exists() and str(policy) in shipped_policies():
         p = shipped_policies()[str(policy)]
