@@ -215,8 +215,9 @@ def test_damping_step_limit_caps_the_damping_draw_where_explicit_integration_sta
     from robo_ppo.deploy_kit.harness import damping_step
 
     p = "env.task_params.events.randomize.params"
-    base = (f"{p}.damping_kd=[0.0,8.0]", f"{p}.damping_prob=null", "~env.task_params.events.mismatch")
-    env, _ = make_env(32, *base, f"+{p}.damping_step_limit=1.0")
+    base = (f"{p}.damping_kd=[0.0,8.0]", f"{p}.damping_prob=null", "~env.task_params.events.mismatch",
+            f"{p}.damping_substeps=false")
+    env, _ = make_env(32, *base, f"{p}.damping_step_limit=1.0")
     rb, cap = env.robot, env.task.damping_kd_max
     model, own = copy.copy(rb.model), rb.model.dof_damping[rb.dof_adr].copy()
 
@@ -231,8 +232,8 @@ def test_damping_step_limit_caps_the_damping_draw_where_explicit_integration_sta
     kd = np.broadcast_to(np.asarray(GO1.kd, dtype=np.float64), added.shape)
     assert (added <= cap * kd + 1e-5).all() and (added / kd).max() > 0.8 * cap
     env.close()
-    loose, _ = make_env(32, *base, f"+{p}.damping_step_limit=100.0")   # never reached: the plain draws
-    plain, _ = make_env(32, *base)
+    loose, _ = make_env(32, *base, f"{p}.damping_step_limit=100.0")   # never reached: the plain draws
+    plain, _ = make_env(32, *base, f"{p}.damping_step_limit=null")
     assert loose.task.damping_kd_max == plain.task.damping_kd_max == 8.0
     for e in (loose, plain):
         e.reset(seed=2)
@@ -241,7 +242,7 @@ def test_damping_step_limit_caps_the_damping_draw_where_explicit_integration_sta
     loose.close()
     plain.close()
     with pytest.raises(ConfigError, match="damping_step_limit must be > 0"):
-        make_env(2, f"+{p}.damping_step_limit=0.0")
+        make_env(2, f"{p}.damping_step_limit=0.0")
 
 
 def test_damping_substeps_integrate_each_stiff_env_in_the_deploy_loops_substeps():
@@ -259,7 +260,7 @@ def test_damping_substeps_integrate_each_stiff_env_in_the_deploy_loops_substeps(
     p = "env.task_params.events.randomize.params"
     stiff = (f"{p}.damping_kd=[16.0,24.0]", f"{p}.damping_prob=0.5", "~env.task_params.events.mismatch",
              "env.max_episode_steps=100000")
-    env, _ = make_env(16, *stiff, f"+{p}.damping_step_limit=1.0", f"+{p}.damping_substeps=true")
+    env, _ = make_env(16, *stiff, f"{p}.damping_step_limit=1.0", f"{p}.damping_substeps=true")
     rb, task, physics = env.robot, env.task, env.physics
     assert task.damping_kd_max == 24.0                      # no cap
     env.reset(seed=1)
@@ -293,12 +294,12 @@ def test_damping_substeps_integrate_each_stiff_env_in_the_deploy_loops_substeps(
 
     assert diverged(env) == 0
     env.close()
-    plain, _ = make_env(16, *stiff)            # the same draws at the model's step (no limit): diverges
+    plain, _ = make_env(16, *stiff, f"{p}.damping_substeps=false", f"{p}.damping_step_limit=null")   # diverges
     plain.reset(seed=1)
     assert diverged(plain) > 0
     plain.close()
-    with pytest.raises(ConfigError, match="damping_substeps needs damping_kd and damping_step_limit"):
-        make_env(2, f"+{p}.damping_substeps=true")
+    with pytest.raises(ConfigError, match="damping_substeps needs damping_step_limit"):
+        make_env(2, f"{p}.damping_substeps=true", f"{p}.damping_step_limit=null")
 
 
 def test_mismatch_curriculum_starts_at_the_nominal_model_and_widens_to_the_ranges():

@@ -171,19 +171,25 @@ def test_set_model_rejects_bad_fields(pair):
         physics.set_model(mask, {"body_mass": torch.zeros(physics.model.nbody)})
 
 
-def test_per_env_substeps_are_refused_with_the_fix(robot):
-    """MuJoCo Warp steps every world at the model's timestep: ``randomize_model.damping_substeps`` is
-    refused when the task is built (naming the fix), and ``set_substeps`` accepts only 1s."""
+def test_per_env_substeps_fall_back_to_the_cap_with_a_warning(robot, caplog):
+    """MuJoCo Warp steps every world at the model's timestep: with ``randomize_model.damping_substeps`` the
+    task caps the damping draw at ``damping_step_limit`` instead (what ``damping_substeps=false`` does),
+    with a warning naming the cap, and ``set_substeps`` accepts only 1s."""
     from conftest import make_cfg
 
     from robo_ppo.envs import make_vec_env
-    from robo_ppo.errors import ConfigError
 
     p = "env.task_params.events.randomize.params"
-    cfg = make_cfg("env=go1_joystick", "engine=mjwarp", f"+{p}.damping_step_limit=1.0",
-                   f"+{p}.damping_substeps=true")
-    with pytest.raises(ConfigError, match="damping_substeps needs engine=mujoco"):
-        make_vec_env(cfg.env, cfg.engine, 2, seed=0)
+    cfg = make_cfg("env=go1_joystick", "engine=mjwarp", f"{p}.damping_step_limit=1.0", f"{p}.damping_substeps=true")
+    capped = make_cfg("env=go1_joystick", "engine=mjwarp", f"{p}.damping_step_limit=1.0",
+                      f"{p}.damping_substeps=false")
+    with caplog.at_level("WARNING", logger="robo_ppo"):
+        env = make_vec_env(cfg.env, cfg.engine, 2, seed=0)
+    assert "capped at 4.27 kd" in caplog.text and not env.task.damping_substeps
+    other = make_vec_env(capped.env, capped.engine, 2, seed=0)
+    assert env.task.damping_kd_max == other.task.damping_kd_max < 5.0
+    env.close()
+    other.close()
     physics = MjWarpPhysics(robot.model, 2)
     physics.set_substeps(torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.long))   # the model's step
     with pytest.raises(NotImplementedError, match="per-env substeps need engine=mujoco"):

@@ -30,8 +30,8 @@ def _steps(env, actions):
 
 
 _P = "env.task_params.events.randomize.params"
-SUBSTEPS = (f"{_P}.damping_kd=[8.0,24.0]", "~env.task_params.events.mismatch", f"+{_P}.damping_step_limit=1.0",
-            f"+{_P}.damping_substeps=true")
+SUBSTEPS = (f"{_P}.damping_kd=[8.0,24.0]", "~env.task_params.events.mismatch", f"{_P}.damping_step_limit=1.0",
+            f"{_P}.damping_substeps=true")
 """Stiff damping draws integrated in per-env substeps (``randomize_model.damping_substeps``)."""
 
 

@@ -24,6 +24,7 @@ Definitions follow MuJoCo Playground's Go1 joystick (Zakka et al. 2025), written
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ import numpy as np
 import torch
 
 from robo_ppo.errors import ConfigError
+
+log = logging.getLogger("robo_ppo")
 
 COMMANDS = ("vx", "vy", "yaw_rate")
 """Velocity command components, in observation order (m/s, m/s, rad/s)."""
@@ -86,8 +89,9 @@ class ModelRandomizationParams:
     damping_substeps: bool = False
     """With ``damping_step_limit``: keep the full ``damping_kd`` range and integrate each env whose added
     damping takes the step past the limit in substeps instead (``deploy_kit.harness.damping_substeps`` of
-    that env's randomized model: the deploy loop's rule, at this limit; ``physics.set_substeps``, native
-    MuJoCo only). Costs physics time in proportion; logged as ``physics/substeps`` (the envs' mean)."""
+    that env's randomized model: the deploy loop's rule, at this limit; ``physics.set_substeps``). Costs
+    physics time in proportion; logged as ``physics/substeps`` (the envs' mean). On an engine that steps
+    every env at one timestep (MuJoCo Warp) the draw is capped at the limit instead, with a warning."""
     damping_prob: Optional[float] = None
     """Probability that an env gets the ``damping_kd`` draw (per episode); the rest keep the model's own
     damping, so the nominal model stays in the training distribution (None: every env gets it)."""
@@ -147,19 +151,23 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     if p.damping_step_limit is not None and not p.damping_step_limit > 0:
         raise ConfigError(f"env.task_params.events: randomize_model.damping_step_limit must be > 0, got "
                           f"{p.damping_step_limit}")
-    if p.damping_substeps and (p.damping_step_limit is None or p.damping_kd is None):
-        raise ConfigError("env.task_params.events: randomize_model.damping_substeps needs damping_kd and "
-                          "damping_step_limit (the step each integration step may take)")
-    if p.damping_substeps and not t.physics.per_env_substeps:
-        raise ConfigError(f"env.task_params.events: randomize_model.damping_substeps needs engine=mujoco "
-                          f"({type(t.physics).__name__} steps every env at the model's timestep); set "
-                          f"damping_substeps=false to cap the damping draw at damping_step_limit instead")
+    t.damping_substeps = p.damping_substeps and p.damping_kd is not None   # nothing to integrate without a draw
+    if t.damping_substeps and p.damping_step_limit is None:
+        raise ConfigError("env.task_params.events: randomize_model.damping_substeps needs damping_step_limit "
+                          "(the explicit damping step each integration step may take, e.g. 0.5)")
+    t.damping_kd_max = None if p.damping_kd is None else float(p.damping_kd[1])
+    if t.damping_substeps and not t.physics.per_env_substeps:
+        t.damping_substeps = False
+        t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
+        log.warning("%s steps every env at the model's timestep: the added damping's draw is capped at %.2f kd "
+                    "(randomize_model.damping_step_limit %g) instead of integrated in substeps; "
+                    "damping_substeps=false says so and silences this", type(t.physics).__name__,
+                    t.damping_kd_max, p.damping_step_limit)
+    elif t.damping_kd_max is not None and p.damping_step_limit is not None and not t.damping_substeps:
+        t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
     t.substeps = torch.ones(t.n, dtype=torch.long, device=t.device)   # integration steps per physics step
-    t.damping_model = copy.copy(t.robot.model) if p.damping_substeps else None   # scratch for damping_substeps
-    t.damping_kd_max = None if p.damping_kd is None else float(p.damping_kd[1])
-    if t.damping_kd_max is not None and p.damping_step_limit is not None and not p.damping_substeps:
-        t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
+    t.damping_model = copy.copy(t.robot.model) if t.damping_substeps else None   # scratch for damping_substeps
     m, floor = t.robot.model, t.robot.floor_geom   # contact pairs with the floor carry their own friction
     pairs = np.flatnonzero((m.pair_geom1 == floor) | (m.pair_geom2 == floor))
     t.floor_pairs = torch.as_tensor(pairs, device=t.device)
@@ -258,7 +266,7 @@ def _randomize_model(t, state: ResetState, mask, p: ModelRandomizationParams) ->
     fields["actuator_biasprm"][:, act, 1] = -kp
     fields["actuator_biasprm"][:, act, 2] = -kd
     t.physics.set_model(mask, fields)
-    if p.damping_substeps and damping_kd is not None:
+    if t.damping_substeps and damping_kd is not None:
         _set_damping_substeps(t, mask, fields, damping_kd.amax(1) > 0, p.damping_step_limit)
     m = mask[:, None]
     t.joint_offset = torch.where(m, offset, t.joint_offset)
@@ -296,7 +304,7 @@ def _set_damping_substeps(t, mask, fields: dict[str, torch.Tensor], added, limit
 
 def _substeps_stats(t, p: ModelRandomizationParams) -> dict[str, torch.Tensor]:
     """``physics/substeps``: the envs' mean integration steps per physics step (with ``damping_substeps``)."""
-    return {"physics/substeps": t.substeps.float().mean()} if p.damping_substeps else {}
+    return {"physics/substeps": t.substeps.float().mean()} if t.damping_substeps else {}
 
 
 def _init_command(t, p: VelocityCommandParams) -> None:
