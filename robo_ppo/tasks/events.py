@@ -155,16 +155,16 @@ def _init_model(t, p: ModelRandomizationParams) -> None:
     if t.damping_substeps and p.damping_step_limit is None:
         raise ConfigError("env.task_params.events: randomize_model.damping_substeps needs damping_step_limit "
                           "(the explicit damping step each integration step may take, e.g. 0.5)")
+    fallback = t.damping_substeps and not t.physics.per_env_substeps   # this engine caps the draw instead
+    t.damping_substeps = t.damping_substeps and not fallback
     t.damping_kd_max = None if p.damping_kd is None else float(p.damping_kd[1])
-    if t.damping_substeps and not t.physics.per_env_substeps:
-        t.damping_substeps = False
+    if t.damping_kd_max is not None and p.damping_step_limit is not None and not t.damping_substeps:
         t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
+    if fallback:
         log.warning("%s steps every env at the model's timestep: the added damping's draw is capped at %.2f kd "
                     "(randomize_model.damping_step_limit %g) instead of integrated in substeps; "
                     "damping_substeps=false says so and silences this", type(t.physics).__name__,
                     t.damping_kd_max, p.damping_step_limit)
-    elif t.damping_kd_max is not None and p.damping_step_limit is not None and not t.damping_substeps:
-        t.damping_kd_max = _largest_stable_damping_kd(t.robot, p.damping_kd[1], p.damping_step_limit)
     t.nominal_model = {k: t.physics.nominal(k) for k in _MODEL_FIELDS}
     t.substeps = torch.ones(t.n, dtype=torch.long, device=t.device)   # integration steps per physics step
     t.damping_model = copy.copy(t.robot.model) if t.damping_substeps else None   # scratch for damping_substeps
