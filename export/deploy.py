@@ -6,6 +6,7 @@ from a MuJoCo scene). Prints the tracking table; optional MP4 and JSON.
 
     python deploy.py policy.onnx                               # default 5-segment command schedule
     python deploy.py policy.onnx --schedule random --segments 20 --seconds 5 --seed 0
+    python deploy.py policy.onnx --schedule reversals --seed 0  # full-range commands, each reversed at once
     python deploy.py policy.onnx --video robot.mp4 --json result.json
     python deploy.py policy.onnx --latency 1 --push 1.0        # one step of action latency, velocity kicks
     python deploy.py policy.onnx --floor-friction 0.4 --mass-scale 1.1 --payload 1.0   # other dynamics
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("policy", help="policy.onnx of a robot task (with 'robot' metadata)")
     parser.add_argument("--schedule", default="default",
                         help="default (forward, turn, sidestep, backward, stop; 5 s each), random (--segments x "
-                             "--seconds) or a JSON list of [seconds, *command], e.g. '[[20, 0.5, 0, 0]]'")
+                             "--seconds), reversals (each command at full range for 4 s, then its opposite "
+                             "for 2 s; then each corner of the command box to the opposite one) or a JSON "
+                             "list of [seconds, *command], e.g. '[[20, 0.5, 0, 0]]'")
     parser.add_argument("--segments", type=int, default=20, help="random schedule: number of segments")
     parser.add_argument("--seconds", type=float, default=5.0, help="random schedule: seconds per segment")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,8 @@
 """Command schedules for the MuJoCo harness: lists of segments ``(duration_s, *command)``.
 
 A schedule is ``default`` (forward, turn, sidestep, backward, stop), ``random``
-(uniform commands inside the policy's ``command_ranges``) or an explicit list
+(uniform commands inside the policy's ``command_ranges``), ``reversals`` (each
+command at full range, then at once its opposite) or an explicit list
 of ``[seconds, *command]`` in the policy's command order (on the command line:
 that list as JSON text, e.g. ``'[[20, 0.5, 0, 0]]'``). numpy only.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ScheduleError", "default_schedule", "random_schedule", "parse_schedule"]
+__all__ = ["ScheduleError", "default_schedule", "random_schedule", "reversal_schedule", "parse_schedule"]
 
 _DEFAULT_SEGMENTS = ({"vx": 1.0}, {"vx": 0.5, "yaw_rate": 1.0}, {"vy": 0.5}, {"vx": -0.5}, {})
 
@@ -52,9 +53,49 @@ def random_schedule(n_segments: int = 20, seconds: float = 5.0, seed: int = 0,
     return out
 
 
+def reversal_schedule(ranges: Mapping[str, Sequence[float]] | None, commands: Sequence[str] | None = None,
+                      hold: float = 4.0, after: float = 2.0) -> list[tuple[float, ...]]:
+    """The hardest changes a joystick can ask for: full-range commands, each followed at once by its
+    opposite. For each command alone (``hi`` -> ``lo``, then ``lo`` -> ``hi``, the others 0) and then for
+    each corner of the command box (every command at ``lo`` or ``hi``: 2^d corners, in binary order with
+    the first command the slowest digit) -> the opposite corner: ``(hold, c)`` then ``(after, opposite)``.
+    3 commands: 6 + 8 pairs, 84 s at the defaults. A random schedule changes every command at once too,
+    but rarely from one end of its range to the other.
+
+    Raises:
+        ScheduleError: no ranges, a command without a range, or ``hold`` / ``after`` <= 0."""
+    if not ranges:
+        raise ScheduleError("a reversals schedule needs the policy's command_ranges; re-export the policy")
+    if not (hold > 0 and after > 0):
+        raise ScheduleError(f"a reversals schedule needs hold > 0 and after > 0 s, got {hold} and {after}")
+    commands = list(commands or ranges)
+    missing = [c for c in commands if c not in ranges]
+    if missing:
+        raise ScheduleError(f"command_ranges has no range for {missing}; re-export the policy")
+    lo = np.array([float(ranges[c][0]) for c in commands])
+    hi = np.array([float(ranges[c][1]) for c in commands])
+    d = len(commands)
+    pairs = []
+    for k in range(d):
+        for a, b in ((hi, lo), (lo, hi)):
+            one = np.zeros(d)
+            one[k] = a[k]
+            other = np.zeros(d)
+            other[k] = b[k]
+            pairs.append((one, other))
+    for corner in range(2 ** d):
+        top = np.array([(corner >> (d - 1 - k)) & 1 for k in range(d)], dtype=bool)
+        pairs.append((np.where(top, hi, lo), np.where(top, lo, hi)))
+    out = []
+    for first, second in pairs:
+        out.append((float(hold), *map(float, first)))
+        out.append((float(after), *map(float, second)))
+    return out
+
+
 def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, Sequence[float]] | None = None,
                    segments: int = 20, seconds: float = 5.0, seed: int = 0) -> list[tuple[float, ...]]:
-    """``"default"``, ``"random"`` (``segments`` x ``seconds``, ``seed``), a list of
+    """``"default"``, ``"random"`` (``segments`` x ``seconds``, ``seed``), ``"reversals"``, a list of
     ``[seconds > 0, *command]`` or that list as JSON text -> a list of segment tuples.
 
     Raises:
@@ -63,6 +104,8 @@ def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, 
         return default_schedule(commands)
     if isinstance(schedule, str) and schedule == "random":
         return random_schedule(segments, seconds, seed, ranges, commands=commands)
+    if isinstance(schedule, str) and schedule == "reversals":
+        return reversal_schedule(ranges, commands)
     if isinstance(schedule, str):
         try:
             schedule = json.loads(schedule)
@@ -73,6 +116,6 @@ def parse_schedule(schedule: Any, commands: Sequence[str], ranges: Mapping[str, 
     except (TypeError, ValueError):
         out = []
     if not out or any(len(seg) != 1 + len(commands) or not seg[0] > 0 for seg in out):
-        raise ScheduleError(f"schedule must be default, random or a non-empty (JSON) list of [seconds > 0, "
+        raise ScheduleError(f"schedule must be default, random, reversals or a non-empty (JSON) list of [seconds > 0, "
                             f"{', '.join(commands)}], got {schedule!r}")
     return out

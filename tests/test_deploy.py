@@ -422,6 +422,24 @@ def test_schedules(robot):
             schedules.parse_schedule(bad, commands, ranges)
     with pytest.raises(schedules.ScheduleError, match="command_ranges"):
         schedules.random_schedule(2, 1.0, ranges=None)
+    # reversals: each command alone, then each corner of the box, at full range and then at once the opposite
+    rev = schedules.reversal_schedule(ranges, commands)
+    d = len(commands)
+    assert len(rev) == 2 * (2 * d + 2 ** d) and rev == schedules.parse_schedule("reversals", commands, ranges)
+    assert [s[0] for s in rev] == [4.0, 2.0] * (2 * d + 2 ** d)
+    for (_, *first), (_, *second) in zip(rev[::2], rev[1::2], strict=True):
+        for k, key in enumerate(commands):
+            lo, hi = ranges[key]
+            assert (first[k], second[k]) in ((hi, lo), (lo, hi), (0.0, 0.0))
+    lo0, hi0 = ranges[commands[0]]
+    assert rev[:4] == [(4.0, hi0) + (0.0,) * (d - 1), (2.0, lo0) + (0.0,) * (d - 1),
+                       (4.0, lo0) + (0.0,) * (d - 1), (2.0, hi0) + (0.0,) * (d - 1)]
+    corners = [s[1:] for s in rev[4 * d::2]]
+    assert len(set(corners)) == 2 ** d and corners[0] == tuple(ranges[c][0] for c in commands)
+    with pytest.raises(schedules.ScheduleError, match="command_ranges"):
+        schedules.parse_schedule("reversals", commands, None)
+    with pytest.raises(schedules.ScheduleError, match="hold > 0"):
+        schedules.reversal_schedule(ranges, commands, hold=0.0)
     with pytest.raises(schedules.ScheduleError, match="no range for"):
         schedules.random_schedule(2, 1.0, ranges={"vx": [0, 1]}, commands=commands)
 
