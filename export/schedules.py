@@ -29,6 +29,20 @@ def default_schedule(commands: Sequence[str] = ("vx", "vy", "yaw_rate"), seconds
     return [(float(seconds), *(float(seg.get(c, 0.0)) for c in commands)) for seg in _DEFAULT_SEGMENTS]
 
 
+def _ranged(ranges: Mapping[str, Sequence[float]] | None, commands: Sequence[str] | None, name: str) -> list[str]:
+    """``commands`` (default: the order of ``ranges``), each checked to have a range.
+
+    Raises:
+        ScheduleError: no ranges, or a command without one."""
+    if not ranges:
+        raise ScheduleError(f"a {name} schedule needs the policy's command_ranges; re-export the policy")
+    commands = list(commands or ranges)
+    missing = [c for c in commands if c not in ranges]
+    if missing:
+        raise ScheduleError(f"command_ranges has no range for {missing}; re-export the policy")
+    return commands
+
+
 def random_schedule(n_segments: int = 20, seconds: float = 5.0, seed: int = 0,
                     ranges: Mapping[str, Sequence[float]] | None = None, p_zero: float = 0.1,
                     commands: Sequence[str] | None = None) -> list[tuple[float, ...]]:
@@ -37,14 +51,9 @@ def random_schedule(n_segments: int = 20, seconds: float = 5.0, seed: int = 0,
 
     Raises:
         ScheduleError: no ranges, a command without a range, or ``n_segments < 1`` / ``seconds <= 0``."""
-    if not ranges:
-        raise ScheduleError("a random schedule needs the policy's command_ranges; re-export the policy")
+    commands = _ranged(ranges, commands, "random")
     if n_segments < 1 or not seconds > 0:
         raise ScheduleError(f"a random schedule needs segments >= 1 and seconds > 0, got {n_segments} and {seconds}")
-    commands = list(commands or ranges)
-    missing = [c for c in commands if c not in ranges]
-    if missing:
-        raise ScheduleError(f"command_ranges has no range for {missing}; re-export the policy")
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n_segments):
@@ -64,25 +73,17 @@ def reversal_schedule(ranges: Mapping[str, Sequence[float]] | None, commands: Se
 
     Raises:
         ScheduleError: no ranges, a command without a range, or ``hold`` / ``after`` <= 0."""
-    if not ranges:
-        raise ScheduleError("a reversals schedule needs the policy's command_ranges; re-export the policy")
+    commands = _ranged(ranges, commands, "reversals")
     if not (hold > 0 and after > 0):
         raise ScheduleError(f"a reversals schedule needs hold > 0 and after > 0 s, got {hold} and {after}")
-    commands = list(commands or ranges)
-    missing = [c for c in commands if c not in ranges]
-    if missing:
-        raise ScheduleError(f"command_ranges has no range for {missing}; re-export the policy")
     lo = np.array([float(ranges[c][0]) for c in commands])
     hi = np.array([float(ranges[c][1]) for c in commands])
     d = len(commands)
     pairs = []
     for k in range(d):
+        alone = np.arange(d) == k
         for a, b in ((hi, lo), (lo, hi)):
-            one = np.zeros(d)
-            one[k] = a[k]
-            other = np.zeros(d)
-            other[k] = b[k]
-            pairs.append((one, other))
+            pairs.append((np.where(alone, a, 0.0), np.where(alone, b, 0.0)))
     for corner in range(2 ** d):
         top = np.array([(corner >> (d - 1 - k)) & 1 for k in range(d)], dtype=bool)
         pairs.append((np.where(top, hi, lo), np.where(top, lo, hi)))

@@ -37,7 +37,8 @@ class ReplayConfig:
     schedule: Any = "default"
     """Robot policies: ``default`` (forward, turn, sidestep, backward, stop; 5 s each), ``random``
     (``segments`` x ``segment_seconds`` s, commands drawn from the policy's command ranges with ``seed``),
-    or a list of ``[seconds, *command]`` in the policy's command order (e.g. vx, vy, yaw_rate)."""
+    ``reversals`` (each command at full range, then at once its opposite; the kit's
+    ``schedules.reversal_schedule``), or a list of ``[seconds, *command]`` in the policy's command order (e.g. vx, vy, yaw_rate)."""
     segments: int = 20
     """Robot policies, ``schedule=random``: number of command segments."""
     segment_seconds: float = 5.0

@@ -1,5 +1,5 @@
 """Replay of a robot policy (one with ``robot`` metadata) in the deployment kit's MuJoCo harness
-(``export/harness.py``): the command schedule is parsed (``default``, ``random`` or explicit segments, by
+(``export/harness.py``): the command schedule is parsed (``default``, ``random``, ``reversals`` or explicit segments, by
 the kit's ``schedules.parse_schedule``), a checkpoint is first exported to a temporary ONNX file, the
 harness runs the robot-side controller (optionally filming it with the command overlay) and the kit's
 per-segment table is printed."""
