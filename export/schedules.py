@@ -9,6 +9,7 @@ that list as JSON text, e.g. ``'[[20, 0.5, 0, 0]]'``). numpy only.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -84,8 +85,7 @@ def reversal_schedule(ranges: Mapping[str, Sequence[float]] | None, commands: Se
         alone = np.arange(d) == k
         for a, b in ((hi, lo), (lo, hi)):
             pairs.append((np.where(alone, a, 0.0), np.where(alone, b, 0.0)))
-    for corner in range(2 ** d):
-        top = np.array([(corner >> (d - 1 - k)) & 1 for k in range(d)], dtype=bool)
+    for top in itertools.product((False, True), repeat=d):   # the first command the slowest digit
         pairs.append((np.where(top, hi, lo), np.where(top, lo, hi)))
     out = []
     for first, second in pairs:
