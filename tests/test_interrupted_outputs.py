@@ -27,8 +27,16 @@ CHEETAH = ["env=halfcheetah", "total_timesteps=10000000", "algo.num_envs=2", "al
 
 
 def _start(run_dir: Path, *args: str) -> subprocess.Popen:
+    """The run as a user's terminal starts it: SIGINT raises KeyboardInterrupt. A child inherits an
+    ignored SIGINT (pytest started as a background job of a non-interactive shell, e.g. ``bash .ci/run &``)
+    and Python keeps it ignored; a handler in the parent is reset to the default by exec, and the child's
+    Python then installs its KeyboardInterrupt handler."""
     cmd = [sys.executable, "-m", "robo_ppo.train", *QUIET, *args, f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def _wait_for(proc: subprocess.Popen, ready, what: str, timeout: float = 180.0, poll: float = 0.2) -> None:
