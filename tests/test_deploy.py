@@ -531,3 +531,30 @@ def test_no_robot_names_in_the_kit():
         source = path.read_text().lower()
         found += [f"{path.name}: {n}" for n in sorted(names) if f'"{n.lower()}"' in source or f"'{n.lower()}'" in source]
     assert found == []
+
+
+def test_saturation_report_counts_clipped_actions(robot, meta, tmp_path, capsys):
+    """``benchmarks/deploy_saturation.py``: a constant policy whose calf actions are 1.5 (clipped to 1) and
+    the rest 0.5 holds them at the clip every control step and the rest never; torques and speeds are real
+    numbers from the harness; the JSON is what it printed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_saturation",
+                                                  KIT.parent / "benchmarks" / "deploy_saturation.py")
+    saturation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(saturation)
+    names = robot["joint_names"]
+    calf = np.array(["calf" in n for n in names])
+    path = policy(tmp_path / "calves.onnx", robot, meta, bias=np.where(calf, 1.5, 0.5))
+    out = saturation.main([str(path), "--command", "0.5", "0", "0", "--seconds", "1.5", "--skip", "0.5",
+                           "--damping", "1", "--json", str(tmp_path / "s.json")])
+    (row,) = out.values()
+    assert row["command"] == [0.5, 0.0, 0.0] and len(row["measured"]) == 3
+    joints = row["joints"]
+    assert list(joints) == names and calf.sum() == 4
+    assert [joints[n]["clip"] for n in names] == [1.0 if c else 0.0 for c in calf]
+    assert all(j["tau"] > 0 and 0 <= j["limit"] <= 1 and j["qd"] >= 0 for j in joints.values())
+    assert json.loads((tmp_path / "s.json").read_text()) == out
+    assert "FR_calf_joint" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        saturation.main([str(path), "--command", "0.5", "0"])
