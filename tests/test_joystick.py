@@ -78,6 +78,7 @@ def test_robot_description_names_what_the_model_lacks(key, value, named):
 @pytest.mark.parametrize("override, named", [
     ("+env.task_params.not_a_key=1", "not_a_key"),
     ("env.task_params.action_latency=2", "action_latency"),
+    ("env.task_params.action_clip=[1.0,-1.0]", "action_clip"),
     ("+env.task_params.reward_scales.hop=1.0", "hop"),
     ("env.task_params.obs.0.fn=lidar", "lidar"),
     ("env.task_params.obs.0.fn=feet_air_time", "privileged"),
@@ -493,6 +494,34 @@ def test_commands_resample_within_ranges(change_prob):
     np.testing.assert_allclose(zeros, change_prob * (1 - np.array(c.keep_prob)), atol=0.03)
     steps = task.exp_steps(c.resample_mean_s).float().mean().item()
     assert abs(steps * task.dt - c.resample_mean_s) < 0.3               # exponential, mean 5 s
+    env.close()
+
+
+def test_action_clip_is_the_action_range_of_env_task_export_and_controller(tmp_path):
+    """``action_clip`` [-1.5, 1.5]: the env's action space, the task's clip before the joint targets (and the
+    ``last_action`` it observes), the metadata and the exported controller all take the wider range."""
+    from kit_helpers import load_kit, write_robot_policy
+
+    from robo_ppo.modules.actor_critic import ActorCritic
+
+    env, _ = make_env(1, *NOMINAL, "env.task_params.action_clip=[-1.5,1.5]")
+    assert (env.action_space.low == -1.5).all() and (env.action_space.high == 1.5).all()
+    q0, scale = torch.as_tensor(env.robot.default_pose, dtype=torch.float32), 0.5
+    env.reset(seed=0)
+    actions = torch.tensor([[1.2, -1.2, 3.0, -3.0] * 3])
+    env.step(actions)
+    clipped = actions.clamp(-1.5, 1.5)
+    torch.testing.assert_close(env.task.ctrl[0], q0 + scale * clipped[0])   # 1.2 kept, 3.0 -> 1.5
+    torch.testing.assert_close(env.task.last_act, clipped)
+    meta = env.metadata()
+    assert meta["robot"]["action_clip"] == [-1.5, 1.5]
+    # the policy's deterministic action (the exported graph's output) and the robot-side controller's clip
+    policy = ActorCritic(OBS, env.action_space)
+    with torch.no_grad():
+        policy.actor[-1].bias.fill_(3.0)
+        assert (policy.deterministic_action(torch.zeros(1, OBS)) == 1.5).all()
+    path = write_robot_policy(tmp_path / "wide.onnx", meta["robot"], bias=[3.0] * 12)
+    assert load_kit("robot_controller").RobotController(path).action_clip == (-1.5, 1.5)
     env.close()
 
 

@@ -156,7 +156,7 @@ class RobotVecEnv(VecEnv):
         self._history: Optional[torch.Tensor] = None   # [N, k, frame] with k > 1
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (t.obs_size * self.history_length,),
                                                 dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (t.action_size,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(*t.action_clip, (t.action_size,), dtype=np.float32)
         self._sync_free = self.physics.device.type == "cuda"
         n, dev = self.num_envs, self.physics.device
         self._steps = torch.zeros(n, dtype=torch.long, device=dev)
@@ -185,8 +185,9 @@ class RobotVecEnv(VecEnv):
         return self._to(obs)
 
     def step(self, actions: torch.Tensor):
-        """One control step for every env (``actions`` float32 ``[N, act_dim]``, clipped to [-1, 1]
-        by the task); returns ``obs, rewards, terminated, truncated, info`` per the VecEnv contract."""
+        """One control step for every env (``actions`` float32 ``[N, act_dim]``, clipped to the task's
+        ``action_clip``, [-1, 1] by default); returns ``obs, rewards, terminated, truncated, info`` per
+        the VecEnv contract."""
         t = self.task
         actions = actions.detach().to(self.physics.device, torch.float32)
         if actions.shape != (self.num_envs, t.action_size):

@@ -5,7 +5,8 @@ built from a ``RobotModel`` (the robot description bound to its MuJoCo model),
 a ``Physics`` engine (``robo_ppo/robots/physics.py``) and its parameters, and
 provides ``reset(mask)``, ``step(actions) -> (reward, terminated, terms)``,
 ``observe() -> (obs, critic_obs)``, ``metadata()`` and the sizes
-(``obs_size``, ``critic_obs_size``, ``action_size``, ``dt``, ``reward_terms``).
+(``obs_size``, ``critic_obs_size``, ``action_size``, ``dt``, ``reward_terms``) and the action
+range ``action_clip`` ``(lo, hi)``.
 The engine adapter (``robo_ppo/envs/robot_env.py``) adds time limits,
 auto-reset and episode statistics. A new robot of a known kind needs no
 Python: a ``conf/robot/`` file and a ``conf/env/`` file.

@@ -127,6 +127,11 @@ class JoystickParams:
     solver_ls_iterations: Optional[int] = None
     """Line-search iterations of the solver (``MjOption.ls_iterations``); null: the model file's."""
     action_scale: float = 0.5
+    """rad per unit of action: the joint target is ``q0 + action_scale a``."""
+    action_clip: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    """``[lo, hi]``: the policy's actions are clipped to this range before the mapping (the farthest target
+    is ``q0 + action_scale hi``); the env's action space, the exported graph's clip and the metadata's
+    ``action_clip`` follow it."""
     action_latency: int = 0
     soft_joint_limit_factor: float = 0.95
     tracking_sigma: float = 0.25
@@ -199,6 +204,8 @@ def parse_params(params: Any) -> JoystickParams:
         p = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JoystickParams), params or {}))
     except Exception as e:  # omegaconf's errors name the key
         raise ConfigError(f"env.task_params: {e}".splitlines()[0]) from None
+    if len(p.action_clip) != 2 or not p.action_clip[0] < p.action_clip[1]:
+        raise ConfigError(f"env.task_params.action_clip must be [lo, hi] with lo < hi, got {list(p.action_clip)}")
     if p.action_latency not in (0, 1):
         raise ConfigError(f"env.task_params.action_latency must be 0 or 1, got {p.action_latency}")
     ratio = p.control_dt / p.sim_dt if p.sim_dt > 0 else 0
@@ -280,6 +287,8 @@ class Joystick:
         self.dt = p.control_dt
         J, F = robot.njoints, len(robot.feet_sites)
         self.action_size = J
+        self.action_clip = (float(p.action_clip[0]), float(p.action_clip[1]))
+        """The action range ``(lo, hi)`` (``action_clip``): the env's action space."""
         if p.obs_history < 1:
             raise ConfigError(f"env.task_params.obs_history must be >= 1 (frames in the policy input), "
                               f"got {p.obs_history}")
@@ -548,7 +557,7 @@ class Joystick:
         reward terms (``reward_terms`` order) before the clip at 0.
         """
         ph = self.physics
-        actions = rules.clip_action(actions, -1.0, 1.0)
+        actions = rules.clip_action(actions, *self.action_clip)
         applied = torch.where(self.late_action[:, None], self.last_act, actions)
         self.ctrl = self._set_ctrl(applied)
         for fn, params in self._events:
@@ -682,7 +691,7 @@ class Joystick:
             name=d.name, task=self.name,
             model=ModelSource(package=d.model.package, path=d.model.path, install=d.model.install),
             joint_names=list(d.joint_names), default_pose=[float(x) for x in rb.default_pose],
-            init_keyframe=d.init_keyframe, action_scale=p.action_scale, action_clip=[-1.0, 1.0],
+            init_keyframe=d.init_keyframe, action_scale=p.action_scale, action_clip=list(self.action_clip),
             kp=[float(x) for x in rb.kp], kd=[float(x) for x in rb.kd],
             torque_limits=[float(x) for x in rb.torque_limits],
             target_range=[[float(lo), float(hi)] for lo, hi in rb.target_range] if finite else None,
