@@ -8,11 +8,12 @@ Holds each command for ``--seconds`` in the deploy kit's MuJoCo harness (``expor
 robot-side controller, torque motors, PD at the physics rate) and, after the first second, reports per
 joint:
 
-* ``clip``: the share of control steps whose action is at its clip (``|a| >= 0.99``; the action maps to a
+* ``clip``: the share of control steps whose action is at its clip (within 1% of the half-range of the
+  metadata's ``action_clip`` bound; the action maps to a
   joint target ``q0 + action_scale a``, so a clipped action is the farthest target the controller can ask
   for);
 * ``|tau|``: the mean absolute PD torque (N m) and ``limit``: the share of physics steps at the motor's
-  torque limit (the actuator's ``forcerange``);
+  torque limit (the controller's ``torque_limits``);
 * ``|qd|``: the mean absolute joint speed (rad/s);
 
 and per command the measured mean velocities. Model-mismatch options as the deploy loop's (``--damping``,
@@ -30,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-CLIP = 0.99
-"""``|a|`` at or above this counts as clipped (the action clip is [-1, 1])."""
+CLIP_TOL = 0.01
+"""An action within this share of the clip's half-range of a bound counts as clipped."""
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,8 +74,9 @@ def main(argv: list[str] | None = None) -> dict:
     for c in commands:
         if len(c) != len(probe.commands):
             p.error(f"--command needs {len(probe.commands)} values ({', '.join(probe.commands)}), got {len(c)}")
-    limits = np.where(probe.model.actuator_forcelimited[probe.act_idx] > 0,
-                      probe.model.actuator_forcerange[probe.act_idx, 1], np.inf)
+    limits = np.asarray(probe.controller.torque_limits, dtype=np.float64)
+    lo, hi = probe.controller.action_clip
+    tol = CLIP_TOL * (hi - lo) / 2
 
     out = {}
     for command in commands:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             action = h.step(command)
             fell = fell or h.fallen()
             if k >= skip:
-                actions.append(np.abs(action))
+                actions.append((action <= lo + tol) | (action >= hi - tol))
                 measured.append(h.measured().copy())
         tau = np.abs(np.array(h.torques[skip * h.decimation:]))
         qd = np.abs(np.array(h.speeds[skip * h.decimation:]))
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         out[key] = {
             "command": list(command), "measured": np.mean(measured, axis=0).tolist(), "fell": fell,
             "joints": {n: {"clip": float(c), "tau": float(t), "limit": float(lim), "qd": float(q)}
-                       for n, c, t, lim, q in zip(names, (np.array(actions) >= CLIP).mean(0), tau.mean(0),
+                       for n, c, t, lim, q in zip(names, np.mean(actions, axis=0), tau.mean(0),
                                                   (tau >= 0.99 * limits).mean(0), qd.mean(0), strict=True)},
         }
         print(f"command ({', '.join(f'{x:.2f}' for x in command)}) -> measured "
