@@ -553,8 +553,17 @@ def test_saturation_report_counts_clipped_actions(robot, meta, tmp_path, capsys)
     joints = row["joints"]
     assert list(joints) == names and calf.sum() == 4
     assert [joints[n]["clip"] for n in names] == [1.0 if c else 0.0 for c in calf]
+    assert [joints[n]["clip_hi"] for n in names] == [1.0 if c else 0.0 for c in calf]
+    assert all(j["clip_lo"] == 0.0 for j in joints.values())
     assert all(j["tau"] > 0 and 0 <= j["limit"] <= 1 and j["qd"] >= 0 for j in joints.values())
     assert json.loads((tmp_path / "s.json").read_text()) == out
     assert "FR_calf_joint" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         saturation.main([str(path), "--command", "0.5", "0"])
+    with pytest.raises(SystemExit):
+        saturation.main([str(path), "--level", "3"])
+    on_stairs = saturation.main([str(path), "--terrain", "stairs", "--command", "0.5", "0", "0", "--seconds", "0.5",
+                                 "--skip", "0.1"])
+    (row,) = on_stairs.values()
+    assert row["terrain"].startswith("stairs corridor") and out[next(iter(out))]["terrain"] is None
+    assert [j["clip_hi"] for j in row["joints"].values()] == [float(c) for c in calf]
