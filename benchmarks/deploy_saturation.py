@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.terrain is None and (args.level is not None or args.terrain_seed is not None):
         p.error("--level and --terrain-seed need --terrain")
-    placement = None if args.terrain is None else terrain_mod.place(args.terrain, level=args.level,
-                                                                     seed=args.terrain_seed)
+    try:
+        placement = None if args.terrain is None else terrain_mod.place(args.terrain, level=args.level,
+                                                                         seed=args.terrain_seed)
+    except terrain_mod.TerrainError as e:
+        p.error(str(e))
     options = dict(seed=args.seed, damping=args.damping, damping_kd=args.damping_kd, latency=args.latency,
                    frictionloss_scale=args.frictionloss_scale, armature_scale=args.armature_scale,
                    terrain=placement)

@@ -560,8 +560,9 @@ def test_saturation_report_counts_clipped_actions(robot, meta, tmp_path, capsys)
     assert "FR_calf_joint" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         saturation.main([str(path), "--command", "0.5", "0"])
-    with pytest.raises(SystemExit):
-        saturation.main([str(path), "--level", "3"])
+    for bad in (["--level", "3"], ["--terrain", "lava"]):   # a level without a terrain, an unknown terrain
+        with pytest.raises(SystemExit):
+            saturation.main([str(path), *bad])
     on_stairs = saturation.main([str(path), "--terrain", "stairs", "--command", "0.5", "0", "0", "--seconds", "0.5",
                                  "--skip", "0.1"])
     (row,) = on_stairs.values()
