@@ -136,6 +136,11 @@ class PPOConfig:
     """Weight of the value loss."""
     ent_coef: float = 0.0
     """Weight of the entropy bonus."""
+    bounds_loss_coef: float = 0.0
+    """Weight of the bounds loss on the Gaussian mean beyond the action space's bounds
+    (``robo_ppo.algo.losses.bounds_loss``; 0 = off). The env clips actions, so past a bound
+    every sample acts alike and nothing in the surrogate pulls the mean back: it drifts
+    out and the policy stops exploring that joint there (docs/terrain.md, "Bounds loss")."""
     # normalisation
     normalize_obs: bool = True
     """Running mean/std observation normalisation inside the policy."""

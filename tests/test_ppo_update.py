@@ -341,3 +341,52 @@ def test_fresh_run_normalizes_its_first_rollout(tmp_path, cfg_factory, compute, 
         assert at_clip < 0.05
     finally:
         tr.close()
+
+
+# ------------------------------------------------------------------ the bounds loss (algo.bounds_loss_coef)
+def push_mean_out(pi):
+    """Shift the actor's head so its means sit past the bounds of BOX ([-1, 1]): +1.6 on the
+    first action, -1.6 on the second, inside on the third."""
+    with torch.no_grad():
+        pi.actor[-1].bias.add_(torch.tensor([1.6, -1.6, 0.0]))
+
+
+def test_bounds_loss_is_the_squared_distance_past_the_bounds():
+    from robo_ppo.algo.losses import bounds_loss
+    mean = torch.tensor([[1.5, -1.0, 0.0], [0.2, -3.0, 1.0]])
+    low, high = torch.full((3,), -1.0), torch.ones(3)
+    # sample 0: 0.5^2; sample 1: 2^2; averaged over the two samples
+    assert float(bounds_loss(mean, low, high)) == pytest.approx((0.25 + 4.0) / 2)
+    assert float(bounds_loss(mean.clamp(-1, 1), low, high)) == 0.0
+
+
+@pytest.mark.parametrize("loss", ["clip", "kl"])
+def test_kernel_check_covers_the_bounds_loss(loss):
+    pi = make_policy(BOX)
+    push_mean_out(pi)
+    b = on_policy_batch(pi)
+    grads = {}
+    for coef in (0.0, 0.5):
+        ppo = make_ppo(pi, "numpy", loss=loss, bounds_loss_coef=coef)
+        rel = ppo.check_kernel(b)  # the numpy gradient (term included) against autograd, float64
+        assert max(rel.values()) < 1e-12
+        ppo.kernel.begin(b)
+        ppo.kernel.loss_and_grad(np.arange(64), ppo.kl_beta if loss == "kl" else None, diagnostics=False)
+        grads[coef] = ppo.kernel.grad.copy()
+    assert np.abs(grads[0.5] - grads[0.0]).max() > 1e-2  # the term is in the gradient that was checked
+
+
+@pytest.mark.parametrize("compute", ["torch", "numpy"])
+def test_bounds_loss_pulls_the_mean_back_inside(compute):
+    pi = make_policy(BOX)
+    push_mean_out(pi)
+    b = on_policy_batch(pi)
+    b["advantages"] = torch.zeros(64)  # no surrogate gradient: the bounds term alone moves the mean
+    mean0 = pi.actor(b["obs"]).detach()
+    ppo = make_ppo(pi, compute, bounds_loss_coef=1.0, learning_rate=1e-2, ent_coef=0.0)
+    stats = ppo.update(dict(b))
+    mean1 = pi.actor(b["obs"]).detach()
+    assert stats["bounds_loss"] > 0.1
+    assert float(mean1[:, 0].mean()) < float(mean0[:, 0].mean()) - 0.05   # pulled down from above +1
+    assert float(mean1[:, 1].mean()) > float(mean0[:, 1].mean()) + 0.05   # pulled up from below -1
+    assert "bounds_loss" not in make_ppo(make_policy(BOX), compute).update(on_policy_batch(make_policy(BOX)))

@@ -46,6 +46,18 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     return 0.5 * torch.max(unclipped, (v_clipped - returns).square()).mean()
 
 
+def bounds_loss(mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the Gaussian mean beyond the action bounds, summed over action
+    dimensions and averaged over the batch: ``mean_b sum_j (relu(mu - high)^2 + relu(low - mu)^2)``.
+
+    Zero wherever the mean is inside ``[low, high]``. The env clips actions to the bounds, so a
+    mean past one acts like the bound itself, and the surrogate has no gradient to bring it back;
+    this term does (rl_games' ``bounds_loss``, there with a fixed soft bound of 1.1; here the
+    action space's bounds). Shapes: ``mean [B, A]``, ``low, high [A]``; returns a scalar.
+    """
+    return ((mean - high).clamp_min(0.0).square() + (low - mean).clamp_min(0.0).square()).sum(-1).mean()
+
+
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """Unbiased, non-negative estimator of KL[old || new]: ``mean((r - 1) - log r)``."""
     return ((torch.exp(log_ratio) - 1.0) - log_ratio).mean()

@@ -25,6 +25,7 @@ import torch
 
 from robo_ppo.algo.losses import (
     approx_kl,
+    bounds_loss,
     clip_fraction,
     clipped_surrogate_loss,
     kl_penalty_loss,
@@ -40,6 +41,9 @@ STAT_KEYS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
 """Per-minibatch diagnostics a kernel returns (with ``diagnostics=True``); the
 update reports their means over the last epoch's minibatches."""
 
+BOUNDS_STAT = "bounds_loss"
+"""The extra diagnostic of a run with ``algo.bounds_loss_coef > 0`` (``bounds_loss``, unweighted)."""
+
 
 class LossSettings:
     """The loss coefficients, read once from the ``algo`` config (OmegaConf
@@ -50,8 +54,14 @@ class LossSettings:
         self.vf_clip = float(cfg.vf_clip_coef) if cfg.clip_vloss else None
         self.vf_coef = float(cfg.vf_coef)
         self.ent_coef = float(cfg.ent_coef)
+        self.bounds_coef = float(cfg.bounds_loss_coef)
         self.norm_adv = bool(cfg.norm_adv)
         self.max_grad_norm = float(cfg.max_grad_norm)
+
+    def stat_keys(self, discrete: bool) -> tuple[str, ...]:
+        """The diagnostics a kernel reports: ``STAT_KEYS``, and ``BOUNDS_STAT`` where the bounds
+        loss is on (a Gaussian policy with ``bounds_loss_coef > 0``)."""
+        return STAT_KEYS + ((BOUNDS_STAT,) if self.bounds_coef > 0 and not discrete else ())
 
 
 class TorchKernel:
@@ -70,6 +80,7 @@ class TorchKernel:
         self.params = list(policy.parameters())  # the optimizer's parameters, too
         self.device = self.params[0].device
         self.s = LossSettings(cfg)
+        self.stat_keys = self.s.stat_keys(policy.is_discrete)
         self.batch: dict[str, torch.Tensor] = {}
         self.grad_sync: Optional[Callable[[torch.Tensor], None]] = None
         """Data-parallel runs: averages a flat gradient over the ranks in place (``PPO.data_parallel``)."""
@@ -87,7 +98,7 @@ class TorchKernel:
         goes to the parameters' ``.grad``. ``kl_beta``: PPO1's penalty
         coefficient (KL loss), ``None`` for the clipped surrogate.
 
-        Returns ``STAT_KEYS`` as 0-d tensors (no host sync) and ``loss``; only
+        Returns ``self.stat_keys`` as 0-d tensors (no host sync) and ``loss``; only
         ``loss`` with ``diagnostics=False``. ``approx_kl`` is measured at the
         parameters before any step on this minibatch.
         """
@@ -102,12 +113,14 @@ class TorchKernel:
                 out |= {"policy_loss": terms["policy_loss"].detach(), "value_loss": terms["value_loss"].detach(),
                         "entropy": terms["entropy"].detach(), "approx_kl": approx_kl(lr),
                         "clipfrac": clip_fraction(lr, self.s.clip_coef)}
+                if BOUNDS_STAT in terms:
+                    out[BOUNDS_STAT] = terms[BOUNDS_STAT].detach()
         return out
 
     def loss_terms(self, idx: torch.Tensor, kl_beta: Optional[float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The differentiable part of ``loss_and_grad``: the minibatch ``idx``'s
-        loss (0-d) and its terms ``policy_loss``, ``value_loss``, ``entropy``
-        (0-d) and ``log_ratio [B]``. One function of tensors, so it can be
+        loss (0-d) and its terms ``policy_loss``, ``value_loss``, ``entropy``,
+        ``bounds_loss`` (0-d; where on) and ``log_ratio [B]``. One function of tensors, so it can be
         handed to ``torch.compile`` (``benchmarks/compiled_torch.py``)."""
         b, s = self.batch, self.s
         critic_obs = b.get("critic_obs")
@@ -125,7 +138,11 @@ class TorchKernel:
         v_loss = value_loss(new_values, b["values"][idx], b["returns"][idx], s.vf_clip)
         ent = entropy.mean()
         loss = pg_loss - s.ent_coef * ent + s.vf_coef * v_loss
-        return loss, {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent, "log_ratio": log_ratio}
+        terms = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": ent, "log_ratio": log_ratio}
+        if BOUNDS_STAT in self.stat_keys:
+            terms[BOUNDS_STAT] = b_loss = bounds_loss(new_params, self.policy.action_low, self.policy.action_high)
+            loss = loss + s.bounds_coef * b_loss
+        return loss, terms
 
     def step(self) -> None:
         """Global gradient-norm clip, then the optimizer step. Data-parallel:
@@ -144,8 +161,8 @@ class TorchKernel:
         """Nothing to hand back: the optimizer keeps its own state."""
 
     def mean_stats(self, stats: list[dict[str, Any]]) -> dict[str, float]:
-        """Means of ``STAT_KEYS`` over the minibatches' outputs (one host sync per key)."""
-        return {k: float(torch.stack([s[k] for s in stats]).mean()) for k in STAT_KEYS}
+        """Means of ``self.stat_keys`` over the minibatches' outputs (one host sync per key)."""
+        return {k: float(torch.stack([s[k] for s in stats]).mean()) for k in self.stat_keys}
 
     @torch.no_grad()
     def final_kl(self) -> float:

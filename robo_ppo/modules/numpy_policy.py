@@ -232,6 +232,8 @@ class NumpyActorCritic:
         if not self.is_discrete:
             self.log_std = params_of[id(policy.log_std)]
             self.grad_log_std = grads_of[id(policy.log_std)]
+            self.action_low = policy.action_low.numpy()    # views: the bounds loss's bounds
+            self.action_high = policy.action_high.numpy()
         norm = policy.obs_normalizer
         if norm is not None:
             self._rms = (norm.rms.mean.numpy(), norm.rms.var.numpy(), norm.rms.count.numpy())
@@ -285,7 +287,7 @@ class NumpyActorCritic:
 
     # -------------------------------------------------------------- update
     def loss_and_grad(self, mb: dict[str, np.ndarray], *, clip_coef: float, vf_clip: Optional[float],
-                      vf_coef: float, ent_coef: float, norm_adv: bool,
+                      vf_coef: float, ent_coef: float, norm_adv: bool, bounds_coef: float = 0.0,
                       kl_beta: Optional[float] = None, diagnostics: bool = True) -> dict[str, float]:
         """One minibatch's PPO loss; its gradient w.r.t. ``flat_params`` goes to ``flat_grad``.
 
@@ -296,11 +298,14 @@ class NumpyActorCritic:
 
         loss = ``pg_loss - ent_coef * entropy + vf_coef * value_loss`` with
         ``pg_loss`` the clipped surrogate (PPO eq. 7, ``kl_beta is None``) or
-        the KL penalty (PPO eq. 8), as in ``robo_ppo.algo.losses``.
+        the KL penalty (PPO eq. 8), as in ``robo_ppo.algo.losses``; with
+        ``bounds_coef > 0`` (Gaussian), ``+ bounds_coef * bounds_loss`` of the
+        mean beyond the action bounds (``losses.bounds_loss``).
 
         Returns the loss terms and diagnostics as floats: ``loss``,
         ``policy_loss``, ``value_loss``, ``entropy``, ``approx_kl``,
-        ``clipfrac``, ``kl`` (mean exact KL, KL loss only). With
+        ``clipfrac``, ``kl`` (mean exact KL, KL loss only), ``bounds_loss``
+        (``bounds_coef > 0`` only). With
         ``diagnostics=False`` only ``kl`` (KL loss) is returned: the update
         reports the last epoch's minibatches only, so the others skip the work.
         """
@@ -379,6 +384,13 @@ class NumpyActorCritic:
             d_params = d_params + (kl_beta / n) * d_params_kl
             if not self.is_discrete:
                 self.grad_log_std += (kl_beta / n) * d_log_std_kl
+        b_loss = None
+        if bounds_coef > 0 and not self.is_discrete:
+            # d/d mu of mean_b sum_j (relu(mu - hi)^2 + relu(lo - mu)^2) = 2 (relu(mu - hi) - relu(lo - mu)) / n
+            above = np.maximum(params - self.action_high, 0.0)
+            below = np.maximum(self.action_low - params, 0.0)
+            b_loss = float((above * above + below * below).sum(-1).mean())
+            d_params = d_params + (2.0 * bounds_coef / n) * (above - below)
         self.actor.backward(d_params.astype(self.dtype, copy=False), actor_cache)
         self.critic.backward(d_values[:, None].astype(self.dtype, copy=False), critic_cache)
 
@@ -386,6 +398,9 @@ class NumpyActorCritic:
         if not diagnostics:
             return out
         loss = pg_loss - ent_coef * entropy + vf_coef * v_loss
+        if b_loss is not None:
+            loss += bounds_coef * b_loss
+            out["bounds_loss"] = b_loss
         out |= {"loss": float(loss), "policy_loss": float(pg_loss), "value_loss": float(v_loss),
                "entropy": float(entropy),
                "approx_kl": float(((ratio - 1.0) - log_ratio).mean()),

@@ -31,7 +31,7 @@ TB_TAGS = {
     "learning_rate": "charts/learning_rate", "eval_return": "charts/eval_return",
     "eval_return_std": "charts/eval_return_std", "kl_beta": "charts/kl_beta",
     "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
-    "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac",
+    "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac", "bounds_loss": "losses/bounds_loss",
     "explained_variance": "losses/explained_variance", "kl": "losses/kl", "early_stop": "losses/early_stop",
     "rss_mb": "memory/rss_mb", "py_heap_blocks": "memory/py_heap_blocks",
 }
@@ -78,7 +78,7 @@ class RunLogger:
         self._csv_file.flush()
         step = int(row["global_step"])
         if self.tb is not None or self.wandb_run is not None:
-            tags = TB_TAGS | {k: k for k in self.columns[len(COLUMNS):]}
+            tags = TB_TAGS | {k: TB_TAGS.get(k, k) for k in self.columns[len(COLUMNS):]}
             scalars = {tag: float(v) for key, tag in tags.items()
                        if (v := row.get(key)) is not None and v != "" and not (isinstance(v, float) and math.isnan(v))}
             if self.tb is not None:

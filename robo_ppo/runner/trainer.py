@@ -34,7 +34,7 @@ from robo_ppo.runner.checkpoint import FORMAT_VERSION, list_checkpoints, save_ch
 from robo_ppo.runner.collectors import DeviceCollector, HostCollector, RolloutResult
 from robo_ppo.runner.distributed import DistContext, cores_per_rank
 from robo_ppo.runner.evaluate import run_episodes
-from robo_ppo.runner.logger import NullLogger, RunLogger, plot_learning_curve
+from robo_ppo.runner.logger import COLUMNS, NullLogger, RunLogger, plot_learning_curve
 from robo_ppo.runner.memory import memory_row
 from robo_ppo.runner.storage import RolloutBuffer
 
@@ -314,10 +314,12 @@ class Trainer:
                 "checkpoint": str(checkpoints[-1]) if checkpoints else None}
 
     def _extra_columns(self) -> tuple[str, ...]:
-        """metrics.csv columns of this task: ``reward/<term>``, ``physics/diverged`` where the env
-        checks its physics (robot tasks), and the env's statistics (``stat_names``, e.g. ``terrain/level``)."""
+        """metrics.csv columns of this run: the update's diagnostics beyond ``COLUMNS`` (``bounds_loss``
+        where ``algo.bounds_loss_coef > 0``), ``reward/<term>``, ``physics/diverged`` where the env checks
+        its physics (robot tasks), and the env's statistics (``stat_names``, e.g. ``terrain/level``)."""
+        losses = tuple(k for k in self.ppo.kernel.stat_keys if k not in COLUMNS)
         terms = tuple(f"reward/{t}" for t in getattr(self.envs, "reward_terms", ()))
-        return (terms + (("physics/diverged",) if self.envs.checks_divergence else ())
+        return (losses + terms + (("physics/diverged",) if self.envs.checks_divergence else ())
                 + tuple(getattr(self.envs, "stat_names", ())))
 
     def _stop_agreed(self) -> bool:
