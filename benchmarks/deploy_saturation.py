@@ -53,12 +53,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--frictionloss-scale", type=float, default=1.0)
     p.add_argument("--armature-scale", type=float, default=1.0)
     p.add_argument("--latency", type=int, default=None)
-    p.add_argument("--terrain", default=None, help="start on generated terrain, as deploy.py's --terrain")
-    p.add_argument("--level", type=int, default=None, help="--terrain: the level (grid row)")
-    p.add_argument("--terrain-seed", type=int, default=None, help="--terrain: the generator's seed")
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
     from robo_ppo.deploy_kit import terrain as terrain_mod
+    terrain_mod.add_arguments(p)
+    args = p.parse_args(argv)
     from robo_ppo.deploy_kit.harness import MujocoHarness
 
     class Recorder(MujocoHarness):
@@ -73,11 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
             self.speeds.append(self.data.qvel[self.dadr].copy())
             super().physics_step(torques)
 
-    if args.terrain is None and (args.level is not None or args.terrain_seed is not None):
-        p.error("--level and --terrain-seed need --terrain")
     try:
-        placement = None if args.terrain is None else terrain_mod.place(args.terrain, level=args.level,
-                                                                         seed=args.terrain_seed)
+        placement = terrain_mod.place_from_args(args)
     except terrain_mod.TerrainError as e:
         p.error(str(e))
     options = dict(seed=args.seed, damping=args.damping, damping_kd=args.damping_kd, latency=args.latency,

@@ -72,21 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--substeps", type=int, default=None,
                         help="integration steps per physics step, the PD torque held (default: 1, or with added "
                              "damping enough to integrate it stably: harness.DAMPING_STEP_LIMIT)")
-    parser.add_argument("--terrain", default=None,
-                        help="start on generated terrain: a type (" + ", ".join(terrain_mod.TERRAIN_TYPES) + "), a "
-                             "preset (" + ", ".join(terrain_mod.PRESETS) + ") or a terrain config .yaml/.json")
-    parser.add_argument("--level", type=int, default=None, help="--terrain: the level (grid row) to start on (default 0)")
-    parser.add_argument("--terrain-seed", type=int, default=None,
-                        help="--terrain: the generator's seed (default: the config's); also picks the column of a grid")
+    terrain_mod.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        placement = None
-        if args.terrain is not None:
-            placement = terrain_mod.place(args.terrain, level=args.level, seed=args.terrain_seed)
-            if placement is not None:
-                print(f"terrain: {placement.describe()}")
-        elif args.level is not None or args.terrain_seed is not None:
-            raise terrain_mod.TerrainError("--level and --terrain-seed need --terrain")
+        placement = terrain_mod.place_from_args(args)
+        if placement is not None:
+            print(f"terrain: {placement.describe()}")
         harness = MujocoHarness(args.policy, model_xml=args.model, meshes=args.video is not None, seed=args.seed,
                                 latency=args.latency, push=args.push, push_interval=tuple(args.push_interval),
                                 floor_friction=args.floor_friction, mass_scale=args.mass_scale, payload=args.payload,
