@@ -568,3 +568,25 @@ def test_saturation_report_counts_clipped_actions(robot, meta, tmp_path, capsys)
     (row,) = on_stairs.values()
     assert row["terrain"].startswith("stairs corridor") and out[next(iter(out))]["terrain"] is None
     assert [j["clip_hi"] for j in row["joints"].values()] == [float(c) for c in calf]
+
+
+def test_terrain_table_reproduces_the_shipped_stairs_run(tmp_path, capsys):
+    """``benchmarks/terrain_table.py`` runs a row as ``export/deploy.py`` does: the shipped go1_rough
+    controller's corridor row at seed 0 gives the summary of its shipped ``deploy_stairs_seed0.json``
+    (written by ``deploy.py --terrain stairs --schedule '[[16, 0.5, 0, 0]]' --seed 0``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("terrain_table", KIT.parent / "benchmarks" / "terrain_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    folder = KIT.parent / "policies" / "go1_rough"
+    out = table.main([str(folder / "policy.onnx"), "--rows", "corridor", "--seeds", "1", "--jobs", "1",
+                      "--json", str(tmp_path / "t.json")])
+    shipped = json.loads((folder / "deploy_stairs_seed0.json").read_text())["summary"]
+    (run,) = out["corridor"]
+    for key in ("falls", "ground_max", "mean_abs_vx_err", "mean_abs_vy_err", "mean_abs_yaw_rate_err"):
+        assert run["summary"][key] == pytest.approx(shipped[key], rel=1e-6, abs=1e-9), key
+    assert "stairs corridor" in capsys.readouterr().out
+    assert json.loads((tmp_path / "t.json").read_text())["corridor"][0]["summary"]["falls"] == shipped["falls"]
+    with pytest.raises(SystemExit):
+        table.main([str(tmp_path / "missing.onnx")])
