@@ -71,7 +71,7 @@ def _how_far(name: str, results: list[dict]) -> str:
         return "vx " + " / ".join(f"{s['vx']:.2f}" for s in results[0]["segments"])
     if name in ("slope_up", "slope_down"):
         return "x " + ", ".join(f"{r['segments'][-1]['x_end']:+.1f}" for r in results) + " m"
-    if ROWS[name][1] is None or name in ("flat", "rough"):
+    if ROWS[name][1] is None or name == "rough":   # the plane, or ground with no height to reach
         return ""
     return "ground " + ", ".join(f"{r['summary']['ground_max']:+.2f}" for r in results) + " m"
 

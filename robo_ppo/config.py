@@ -140,7 +140,7 @@ class PPOConfig:
     """Weight of the bounds loss on the Gaussian mean beyond the action space's bounds
     (``robo_ppo.algo.losses.bounds_loss``; 0 = off). The env clips actions, so past a bound
     every sample acts alike and nothing in the surrogate pulls the mean back: it drifts
-    out and the policy stops exploring that joint there (docs/terrain.md, "Bounds loss")."""
+    out and the policy stops exploring that joint there (docs/terrain.md, "Eleventh run")."""
     # normalisation
     normalize_obs: bool = True
     """Running mean/std observation normalisation inside the policy."""

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from robo_ppo.algo.ppo import BOUNDS_STAT, PPO, LossSettings, TorchKernel
+from robo_ppo.algo.ppo import PPO, LossSettings, TorchKernel
 from robo_ppo.config import Loss
 from robo_ppo.errors import KernelMismatchError
 from robo_ppo.modules.numpy_policy import NumpyActorCritic
@@ -60,8 +60,7 @@ class NumpyKernel:
         self.max_grad_norm = s.max_grad_norm
         self.stat_keys = s.stat_keys(compute_policy.is_discrete)
         self.loss_args = dict(clip_coef=s.clip_coef, vf_clip=s.vf_clip, vf_coef=s.vf_coef,
-                              ent_coef=s.ent_coef, norm_adv=s.norm_adv,
-                              bounds_coef=s.bounds_coef if BOUNDS_STAT in self.stat_keys else 0.0)
+                              ent_coef=s.ent_coef, norm_adv=s.norm_adv, bounds_coef=s.bounds_coef)
         self.flat_params = compute_policy.flat_params.numpy()
         self.grad = compute_policy.flat_grad
         self.exp_avg = np.zeros_like(self.flat_params)
