@@ -11,6 +11,8 @@ generator's at its config seed). Rows (``ROWS``):
 * ``flat``: the robot's own plane, 20 random segments of 5 s, seeds 0-5 (600 s);
 * ``rough``: random rough ground, level 9 (0-10 cm), the same schedule and seeds;
 * ``corridor``: the stairs corridor (8 x 10 cm up, a 2 m platform, 8 down) at 0.5 m/s for 16 s, seeds 0-4;
+* ``corridor_heading``: the same with an operator who holds heading 0, the corridor's axis
+  (``deploy.py --heading-stiffness 0.5``: the yaw-rate command steers back where the robot turns);
 * ``slope_up`` / ``slope_down``: 22 % slopes at level 5 (from the pit of ``pyramid_slope_down``, from the
   top of ``pyramid_slope_up``) at 0.5 m/s for 20 s, seeds 0-2;
 * ``pyramid_down`` / ``pyramid_up``: 10 cm pyramid stairs (``pyramid_stairs_up`` / ``_down`` level 3:
@@ -38,6 +40,8 @@ ROWS = {   # name -> (label, terrain type or preset (None: the plane), level, sc
     "flat": ("flat (the robot's plane)", None, None, RANDOM, range(6)),
     "rough": ("random rough, level 9 (0-10 cm)", "random_rough", 9, RANDOM, range(6)),
     "corridor": ("stairs corridor, 8 x 10 cm up, 2 m platform, 8 down", "stairs", None, [[16, 0.5]], range(5)),
+    "corridor_heading": ("stairs corridor, holding heading 0 (heading stiffness 0.5)", "stairs", None, [[16, 0.5]],
+                         range(5)),
     "slope_up": ("22 % slope, up (pit of pyramid_slope_down level 5)", "pyramid_slope_down", 5, [[20, 0.5]], range(3)),
     "slope_down": ("22 % slope, down (top of pyramid_slope_up level 5)", "pyramid_slope_up", 5, [[20, 0.5]], range(3)),
     "pyramid_down": ("pyramid stairs 10 cm, down (pyramid_stairs_up level 3)", "pyramid_stairs_up", 3, DEFAULT,
@@ -48,6 +52,8 @@ ROWS = {   # name -> (label, terrain type or preset (None: the plane), level, sc
     "backward": ("backward, vx -1.2 / -0.6 / -0.3 m/s", None, None, [[5, -1.2], [5, -0.6], [5, -0.3]], range(1)),
 }
 """The checks of issue #25's targets, and the pyramids and obstacles of the training grid."""
+HEADING = {"corridor_heading": 0.5}
+"""Rows run with a heading operator: name -> heading stiffness ((rad/s)/rad; the schedule's yaw column is a heading)."""
 
 
 def _run(job: tuple) -> dict:
@@ -63,7 +69,7 @@ def _run(job: tuple) -> dict:
     if isinstance(schedule, list):   # pad the policy's other commands with zeros
         schedule = [seg + [0.0] * (1 + len(h.commands) - len(seg)) for seg in schedule]
     plan = parse_schedule(schedule, h.commands, h.robot.command_ranges, segments=20, seconds=5.0, seed=seed)
-    return h.run(plan)
+    return h.run(plan, heading_stiffness=HEADING.get(name))
 
 
 def _how_far(name: str, results: list[dict]) -> str:

@@ -13,6 +13,8 @@ from a MuJoCo scene). Prints the tracking table; optional MP4 and JSON.
     python deploy.py policy.onnx --terrain pyramid_stairs_up --level 5   # start on a terrain patch (terrain.py)
     python deploy.py policy.onnx --terrain stairs                        # the stairs corridor
     python deploy.py policy.onnx --terrain stairs --schedule '[[16, 0.5, 0, 0]]'   # over it at 0.5 m/s
+    python deploy.py policy.onnx --terrain stairs --schedule '[[16, 0.5, 0, 0]]' --heading-stiffness 0.5
+                                        # ... steering to hold heading 0 (the schedule's yaw column: headings)
 
 Needs ``pip install numpy onnxruntime mujoco`` and the robot's model package (the
 policy's ``robot.model.install`` says how; or pass ``--model path/to/scene.xml``),
@@ -72,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--substeps", type=int, default=None,
                         help="integration steps per physics step, the PD torque held (default: 1, or with added "
                              "damping enough to integrate it stably: harness.DAMPING_STEP_LIMIT)")
+    parser.add_argument("--heading-stiffness", type=float, default=None, metavar="K",
+                        help="an operator who holds headings: the schedule's yaw_rate column is a heading (rad, "
+                             "0 along the scene's +x axis) and each control step commands the yaw rate "
+                             "clip(K * heading error) within its range (legged_gym's heading command; 0.5 there)")
     terrain_mod.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                                 substeps=args.substeps)
         schedule = parse_schedule(args.schedule, harness.commands, harness.robot.command_ranges,
                                   segments=args.segments, seconds=args.seconds, seed=args.seed)
-        result = harness.run(schedule, video=args.video)
+        result = harness.run(schedule, video=args.video, heading_stiffness=args.heading_stiffness)
     except (*ERRORS, terrain_mod.TerrainError, OSError) as e:
         print(f"deploy error: {e}", file=sys.stderr)
         return 2

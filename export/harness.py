@@ -379,7 +379,8 @@ class MujocoHarness:
 
     # ---------------------------------------------------------------- run
     def run(self, schedule, video: str | Path | None = None, frame_every: int = 1, skip_s: float = SKIP_S,
-            size: tuple[int, int] = (640, 480), on_frame=None, control_step=None) -> dict[str, Any]:
+            size: tuple[int, int] = (640, 480), on_frame=None, control_step=None,
+            heading_stiffness: float | None = None) -> dict[str, Any]:
         """Follow ``schedule`` [(duration_s, *command), ...] (command in ``commands`` order); on a fall,
         count it, reset, go on.
 
@@ -401,10 +402,22 @@ class MujocoHarness:
         :meth:`step` (e.g. a robot's driver loop around the controller, with :meth:`measurements` and
         :meth:`physics_step` standing in for the hardware).
 
+        ``heading_stiffness`` (None: off): an operator who holds headings. Each segment's ``yaw_rate`` entry is
+        then a heading (rad, world frame: 0 along the scene's +x axis, the stairs corridor's axis), and every
+        control step commands the yaw rate ``rules.heading_command(heading now, that heading,
+        heading_stiffness, the yaw_rate range)``, as training's ``heading_prob`` does. The segment's
+        ``yaw_rate_cmd`` is then the mean commanded yaw rate over its samples, and it adds ``heading_cmd`` and
+        ``heading_err`` (the mean absolute heading error, rad); the summary adds ``mean_abs_heading_err``.
+
         Raises:
-            ScheduleError: a malformed schedule. DeployError: video cannot be rendered.
+            ScheduleError: a malformed schedule. DeployError: video cannot be rendered, or a heading
+            operator for a policy without a ``yaw_rate`` command.
         """
         k_cmd = len(self.commands)
+        yaw_i = self.commands.index("yaw_rate") if "yaw_rate" in self.commands else None
+        if heading_stiffness is not None and (yaw_i is None or not heading_stiffness > 0):
+            raise DeployError(f"heading_stiffness needs a policy with a yaw_rate command (this one: {self.commands}) "
+                              f"and a value > 0 (got {heading_stiffness})")
         try:
             schedule = [tuple(float(v) for v in seg) for seg in schedule]
         except (TypeError, ValueError):
@@ -436,7 +449,7 @@ class MujocoHarness:
             start = self.data.xpos[self.base].copy()  # after reset: the start point
             ground0 = self.terrain.spawn[2] if self.terrain is not None else 0.0
             for seg, (duration, *command) in enumerate(schedule):
-                samples, falls, min_h, ground_max = [], 0, math.inf, 0.0
+                samples, falls, min_h, ground_max, sent_yaw, heading_err = [], 0, math.inf, 0.0, [], []
                 for i in range(round(duration / self.control_dt)):
                     if self.fallen():
                         falls += 1
@@ -445,8 +458,16 @@ class MujocoHarness:
                                             "base_height": round(self.base_height(), 3)})
                         self.reset()
                         since_reset = 0
+                    sent = command
+                    if heading_stiffness is not None:   # the operator steers toward the segment's heading
+                        now, lo, hi = rules.heading(self.orientation()), *self.robot.command_ranges["yaw_rate"]
+                        sent = list(command)
+                        sent[yaw_i] = float(rules.heading_command(now, command[yaw_i], heading_stiffness, lo, hi))
                     if i >= skip and since_reset >= skip:
                         samples.append(self.measured())
+                        if heading_stiffness is not None:
+                            sent_yaw.append(sent[yaw_i])
+                            heading_err.append(abs(math.remainder(command[yaw_i] - now, 2 * math.pi)))
                     min_h = min(min_h, self.base_height())
                     if self.terrain is not None:
                         x, y = self.data.xpos[self.base, :2]
@@ -457,17 +478,20 @@ class MujocoHarness:
                         if on_frame is not None:
                             frame = on_frame(frame, {"step": k, "time_s": k * self.control_dt, "segment": seg,
                                                      "segments": len(schedule), "commands": self.commands,
-                                                     "command": tuple(command),
+                                                     "command": tuple(sent),
                                                      "velocity": tuple(float(v) for v in self.measured()),
                                                      "falls": fallen_before + falls})
                         writer.append_data(frame)
-                    (control_step or self.step)(command)
+                    (control_step or self.step)(sent)
                     since_reset += 1
                     k += 1
                 mean = np.mean(samples, axis=0) if samples else np.full(k_cmd, np.nan)
                 row: dict[str, Any] = {"duration_s": duration}
                 for c, want, got in zip(self.commands, command, mean, strict=True):
                     row[f"{c}_cmd"], row[c] = want, float(got)
+                if heading_stiffness is not None:
+                    row["heading_cmd"], row["yaw_rate_cmd"] = command[yaw_i], _mean(sent_yaw)
+                    row["heading_err"] = _mean(heading_err)
                 row.update(falls=falls, min_height=min_h, samples=len(samples),
                            x_end=float(self.data.xpos[self.base, 0] - start[0]),
                            y_end=float(self.data.xpos[self.base, 1] - start[1]), ground_max=ground_max)
@@ -481,6 +505,9 @@ class MujocoHarness:
         for c in self.commands:
             err = [abs(r[c] - r[f"{c}_cmd"]) for r in rows if r["samples"]]
             summary[f"mean_abs_{c}_err"] = float(np.mean(err)) if err else math.nan
+        if heading_stiffness is not None:
+            summary["mean_abs_heading_err"] = _mean([r["heading_err"] for r in rows if r["samples"]])
+            summary["heading_stiffness"] = float(heading_stiffness)
         summary.update(falls=sum(r["falls"] for r in rows), pushes=self.pushes, wall_s=time.perf_counter() - t0,
                        sim_s=k * self.control_dt, skip_s=skip_s, latency=self.latency, substeps=self.substeps,
                        ground_max=max(r["ground_max"] for r in rows))
@@ -489,6 +516,10 @@ class MujocoHarness:
         if self.terrain is not None:
             out["terrain"] = self.terrain.to_dict()
         return out
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
 
 
 def run(policy_path: str | Path, schedule=None, seed: int = 0, video: str | Path | None = None,

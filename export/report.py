@@ -39,6 +39,11 @@ def format_table(result: dict[str, Any]) -> str:
         last = result["segments"][-1]
         lines.append(f"terrain: highest ground under the base {s['ground_max']:+.2f} m (from the start's); the base "
                      f"ends {last['x_end']:+.2f} m along x, {last['y_end']:+.2f} m along y from its start")
+    if "mean_abs_heading_err" in s:
+        lines.append(f"heading operator (stiffness {s['heading_stiffness']:g}): the yaw_rate column holds headings "
+                     "(rad); yaw_rate_cmd is the mean commanded rate; per segment heading, mean |error| (rad): "
+                     + ", ".join(f"{r['heading_cmd']:+.2f} {r['heading_err']:.2f}" for r in result["segments"]))
+        errs += f", heading {s['mean_abs_heading_err']:.3f} rad"
     lines.append(f"mean |err|: {errs}; falls {s['falls']}{pushes}; sim {s['sim_s']:.1f} s in "
                  f"{s['wall_s']:.1f} s wall{substeps}")
     return "\n".join(lines)

@@ -13,7 +13,8 @@ The rules:
   one frame of the policy input (:func:`observation`): ``scale * value`` per entry, in order; and the
   observation history, the last ``length`` frames newest first (:func:`start_history`,
   :func:`push_history`, :func:`history_input`);
-* projected gravity (:func:`projected_gravity`) and the gait clock
+* projected gravity (:func:`projected_gravity`), the heading and the yaw rate that holds one
+  (:func:`heading`, :func:`heading_command`), and the gait clock
   (:func:`gait_phase`, :func:`gait_clock`);
 * the action mapping (:func:`clip_action`, :func:`joint_targets`);
 * the PD law (:func:`pd_torques`; :func:`pd_actuator` gives the MuJoCo
@@ -65,6 +66,26 @@ def projected_gravity(quat: Array) -> Array:
     q = quat / norm
     w, x, y, z = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
     return -xp.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)
+
+
+def heading(quat: Array) -> Array:
+    """The base's heading (rad, in ``(-pi, pi]``; 0 along the world's +x axis, positive counter-clockwise):
+    the yaw of a (w, x, y, z) orientation quaternion ``[..., 4]``, ``atan2(2 (w z + x y), 1 - 2 (y^2 + z^2))``
+    (the z-y-x Euler angles' first, e.g. Diebel 2006, eq. 290); returns ``[...]``."""
+    xp = array_namespace(quat)
+    w, x, y, z = quat[..., 0], quat[..., 1], quat[..., 2], quat[..., 3]
+    return xp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+def heading_command(heading_now: Array, target: Array, stiffness: float, low: Array, high: Array) -> Array:
+    """The yaw-rate command (rad/s) that turns the base toward a ``target`` heading:
+    ``clip(stiffness * wrap(target - heading_now), low, high)``, ``wrap`` taking the error to ``(-pi, pi]``
+    (the shorter way round); ``stiffness`` in (rad/s)/rad, ``[low, high]`` the yaw-rate command's range.
+    The heading command of legged_gym (Rudin et al. 2021) and Isaac Lab's velocity command
+    (``heading_control_stiffness``); arguments broadcast."""
+    xp = array_namespace(heading_now, target)
+    err = target - heading_now
+    return xp.clip(stiffness * xp.arctan2(xp.sin(err), xp.cos(err)), low, high)
 
 
 # ------------------------------------------------------------------ gait clock
@@ -217,6 +238,7 @@ def fallen(gravity: Array, max_tilt_cos: float, base_height: Array | None = None
     return out
 
 
-__all__ = ["OBSERVATIONS", "ObsTerm", "array_namespace", "projected_gravity", "gait_phase", "gait_clock",
+__all__ = ["OBSERVATIONS", "ObsTerm", "array_namespace", "projected_gravity", "heading", "heading_command",
+           "gait_phase", "gait_clock",
            "observation_values", "assemble", "observation", "clip_action", "joint_targets", "pd_torques",
            "pd_actuator", "fallen"]

@@ -590,3 +590,33 @@ def test_terrain_table_reproduces_the_shipped_stairs_run(tmp_path, capsys):
     assert json.loads((tmp_path / "t.json").read_text())["corridor"][0]["summary"]["falls"] == shipped["falls"]
     with pytest.raises(SystemExit):
         table.main([str(tmp_path / "missing.onnx")])
+
+
+def test_heading_operator_steers_with_the_kits_rule(capsys):
+    """``--heading-stiffness`` (``MujocoHarness.run(heading_stiffness=)``): the schedule's yaw_rate column
+    holds headings, and each control step's yaw-rate command is ``rules.heading_command`` of the base's
+    heading then (the function training's ``heading_prob`` calls); the shipped Go1 turns to the heading
+    and holds it. A stiffness that is not > 0 is an error."""
+    onnx_path = KIT.parent / "policies" / "go1_joystick" / "policy.onnx"
+    h = MujocoHarness(onnx_path, seed=0)
+    sent = []
+
+    def step(command):
+        sent.append((float(rules.heading(h.orientation())), command[2]))
+        h.step(command)
+
+    result = h.run([(4.0, 0.0, 0.0, 1.0)], control_step=step, heading_stiffness=1.0)
+    lo, hi = h.robot.command_ranges["yaw_rate"]
+    assert len(sent) == 200
+    assert all(yaw_rate == rules.heading_command(now, 1.0, 1.0, lo, hi) for now, yaw_rate in sent)
+    assert sent[0][1] > 0.8 and abs(sent[-1][1]) < 0.1                 # turns at first, then holds
+    assert abs(math.remainder(1.0 - rules.heading(h.orientation()), 2 * math.pi)) < 0.1
+    row, s = result["segments"][0], result["summary"]
+    assert row["heading_cmd"] == 1.0 and 0 < row["heading_err"] < 0.5
+    assert row["yaw_rate_cmd"] == pytest.approx(np.mean([y for _, y in sent[50:]]))   # after the 1 s skip
+    assert s["mean_abs_heading_err"] == row["heading_err"] and s["heading_stiffness"] == 1.0
+    assert "heading operator (stiffness 1)" in report.format_table(result)
+    with pytest.raises(harness_mod.DeployError, match="heading_stiffness"):
+        h.run([(1.0, 0.0, 0.0, 0.0)], heading_stiffness=0.0)
+    assert deploy.main([str(onnx_path), "--schedule", "[[1, 0, 0, 0.5]]", "--heading-stiffness", "0.5"]) == 0
+    assert "heading operator (stiffness 0.5)" in capsys.readouterr().out

@@ -497,6 +497,53 @@ def test_commands_resample_within_ranges(change_prob):
     env.close()
 
 
+def test_heading_commands_hold_a_heading_with_the_kits_rule():
+    """``heading_prob``: that share of commands holds a heading U(-pi, pi); every step the yaw-rate command of
+    those envs is the kit's ``rules.heading_command`` of the base's heading (clipped to the yaw range), the
+    others keep their drawn yaw rate. Off (0), the task draws exactly what it drew before the option existed."""
+    from robo_ppo.deploy_kit import rules
+    n = 2000
+    env, cfg = make_env(n, *NOMINAL, "env.task_params.events.command.params.heading_prob=0.5",
+                        "env.task_params.events.command_ranges.params.start=1.0")
+    env.reset(seed=0)
+    task, c = env.task, env.task.command_params
+    assert abs(task.heading_hold.float().mean().item() - 0.5) < 0.05          # drawn at the reset
+    yaw = task.base_yaw()
+    want = rules.heading_command(yaw, task.heading_target, c.heading_stiffness, task.cmd_lo[2], task.cmd_hi[2])
+    hold = task.heading_hold
+    torch.testing.assert_close(task.command[hold, 2], want[hold], rtol=0, atol=0)
+    assert (task.heading_target.abs() <= np.pi).all() and task.heading_target.std() > 1.5   # U(-pi, pi)
+    drawn = task.command[~hold, 2]
+    assert (drawn.abs() <= c.ranges[2][1] + 1e-6).all() and drawn.std() > 0.4
+    # after a step, no resample due: the held envs' command follows the new heading; the others' is unchanged
+    task.steps_until_cmd[:] = 1000
+    task.heading_target = torch.remainder(task.heading_target + 1.0 + np.pi, 2 * np.pi) - np.pi   # moved targets
+    before = task.command.clone()
+    env.step(torch.zeros(n, 12))
+    want = rules.heading_command(task.base_yaw(), task.heading_target, c.heading_stiffness,
+                                 task.cmd_lo[2], task.cmd_hi[2])
+    torch.testing.assert_close(task.command[hold, 2], want[hold], rtol=0, atol=0)
+    assert (task.command[hold, 2] != before[hold, 2]).float().mean() > 0.9    # they follow the moved targets
+    alive = ~hold & (task.steps > 0)
+    torch.testing.assert_close(task.command[alive], before[alive], rtol=0, atol=0)
+    # a half-turn error asks for the range's end; a small one for stiffness x error
+    assert float(rules.heading_command(torch.tensor(0.0), torch.tensor(3.0), 0.5, -1.0, 1.0)) == 1.0
+    assert abs(float(rules.heading_command(torch.tensor(3.1), torch.tensor(-3.1), 0.5, -1.0, 1.0))
+               - 0.5 * (2 * np.pi - 6.2)) < 1e-5                               # the shorter way round
+    env.close()
+    # off: the random stream (and so every command) is the one of a config without the key
+    a, _ = make_env(64, seed=3)
+    b, _ = make_env(64, "env.task_params.events.command.params.heading_prob=0.0", seed=3)
+    a.reset(seed=3)
+    b.reset(seed=3)
+    for _ in range(3):
+        a.step(torch.zeros(64, 12))
+        b.step(torch.zeros(64, 12))
+    assert torch.equal(a.task.command, b.task.command) and not hasattr(b.task, "heading_hold")
+    a.close()
+    b.close()
+
+
 def test_action_clip_is_the_action_range_of_env_task_export_and_controller(tmp_path):
     """``action_clip`` [-1.5, 1.5]: the env's action space, the task's clip before the joint targets (and the
     ``last_action`` it observes), the metadata and the exported controller all take the wider range."""

@@ -33,6 +33,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from robo_ppo.deploy_kit import rules
 from robo_ppo.errors import ConfigError
 
 log = logging.getLogger("robo_ppo")
@@ -112,6 +113,14 @@ class VelocityCommandParams:
     """At a resample, the probability that each component changes."""
     resample_mean_s: float = 5.0
     """Mean of the exponential time between resamples (s)."""
+    heading_prob: float = 0.0
+    """Probability that a command (at a reset or a resample) holds a heading instead of a yaw rate: a target
+    heading U(-pi, pi) (rad, world frame), and every control step the yaw-rate command
+    ``rules.heading_command(base heading, target, heading_stiffness, the yaw-rate range)`` (legged_gym's
+    heading command; Isaac Lab's ``rel_heading_envs``). 0 (the default): no heading draws, so a config
+    without it keeps its random stream."""
+    heading_stiffness: float = 0.5
+    """(rad/s)/rad: the yaw-rate command per radian of heading error (legged_gym's and Isaac Lab's 0.5)."""
 
 
 @dataclass
@@ -308,23 +317,35 @@ def _substeps_stats(t, p: ModelRandomizationParams) -> dict[str, torch.Tensor]:
 
 
 def _init_command(t, p: VelocityCommandParams) -> None:
+    if not 0.0 <= p.heading_prob <= 1.0 or not p.heading_stiffness > 0:
+        raise ConfigError(f"env.task_params.events: velocity_command needs 0 <= heading_prob <= 1 and "
+                          f"heading_stiffness > 0, got {p.heading_prob} and {p.heading_stiffness}")
     t.command = torch.zeros(t.n, len(COMMANDS), device=t.device)
     t.steps_until_cmd = torch.zeros(t.n, dtype=torch.long, device=t.device)
     t.cmd_lo = torch.as_tensor([r[0] for r in p.ranges], dtype=torch.float32, device=t.device)
     t.cmd_hi = torch.as_tensor([r[1] for r in p.ranges], dtype=torch.float32, device=t.device)
+    if p.heading_prob > 0:   # the heading each env holds (rad, world frame) and whether it holds one
+        t.heading_target = torch.zeros(t.n, device=t.device)
+        t.heading_hold = torch.zeros(t.n, dtype=torch.bool, device=t.device)
 
 
 def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None:
-    """A fresh U(lo, hi) command and an exponential time (mean ``resample_mean_s``) to its resample."""
+    """A fresh U(lo, hi) command and an exponential time (mean ``resample_mean_s``) to its resample; with
+    ``heading_prob``, a heading to hold (its yaw-rate command from the reset state's orientation, which the
+    events before this one have set)."""
     command = t.uniform(t.cmd_lo, t.cmd_hi, 3)
     until = t.exp_steps(p.resample_mean_s)
     t.command = torch.where(mask[:, None], command, t.command)
     t.steps_until_cmd = torch.where(mask, until, t.steps_until_cmd)
+    if p.heading_prob > 0:
+        r0 = t.robot.root_qpos
+        _draw_heading(t, mask, p, rules.heading(state.qpos[:, r0 + 3:r0 + 7]))
 
 
 def _resample_command(t, p: VelocityCommandParams) -> None:
     """Where the resample time is due, Playground's scheme: each component changes with ``change_prob``;
-    a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0."""
+    a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0. With ``heading_prob``: a new
+    heading draw where due, and every env that holds a heading gets its yaw-rate command for this step."""
     due = t.steps_until_cmd <= 0
     draw = t.uniform(t.cmd_lo, t.cmd_hi, 3)
     keep = torch.rand(t.n, 3, generator=t.gen, device=t.device) < torch.as_tensor(p.keep_prob, device=t.device)
@@ -333,6 +354,22 @@ def _resample_command(t, p: VelocityCommandParams) -> None:
     until = t.exp_steps(p.resample_mean_s)
     t.command = torch.where(due[:, None], resampled, t.command)
     t.steps_until_cmd = torch.where(due, until, t.steps_until_cmd - 1)
+    if p.heading_prob > 0:
+        _draw_heading(t, due, p, t.base_yaw())
+
+
+def _draw_heading(t, mask, p: VelocityCommandParams, heading_now: torch.Tensor) -> None:
+    """Where ``mask``: whether the env holds a heading (probability ``heading_prob``) and which, U(-pi, pi);
+    then, everywhere, the yaw-rate command of the envs that hold one (``rules.heading_command`` within the
+    yaw-rate range now, the command curriculum's)."""
+    target = t.uniform(-math.pi, math.pi)
+    hold = torch.rand(t.n, generator=t.gen, device=t.device) < p.heading_prob
+    t.heading_target = torch.where(mask, target, t.heading_target)
+    t.heading_hold = torch.where(mask, hold, t.heading_hold)
+    yaw_rate = rules.heading_command(heading_now, t.heading_target, p.heading_stiffness, t.cmd_lo[2], t.cmd_hi[2])
+    command = t.command.clone()
+    command[:, 2] = torch.where(t.heading_hold, yaw_rate, command[:, 2])
+    t.command = command
 
 
 def _push_steps(t, p: PushParams) -> torch.Tensor:

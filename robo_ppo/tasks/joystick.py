@@ -398,9 +398,8 @@ class Joystick:
         return z - self._footprint_ground(self.qpos[:, r0], self.qpos[:, r0 + 1], highest=False)
 
     def base_yaw(self) -> torch.Tensor:
-        """float32 ``[N]``: the base's heading (rad), the yaw of its ``w, x, y, z`` quaternion."""
-        q = self.qpos[:, self.robot.root_qpos + 3:self.robot.root_qpos + 7]
-        return torch.atan2(2 * (q[:, 0] * q[:, 3] + q[:, 1] * q[:, 2]), 1 - 2 * (q[:, 2] ** 2 + q[:, 3] ** 2))
+        """float32 ``[N]``: the base's heading (rad, ``rules.heading`` of its ``w, x, y, z`` quaternion)."""
+        return rules.heading(self.qpos[:, self.robot.root_qpos + 3:self.robot.root_qpos + 7])
 
     def height_scan(self) -> torch.Tensor:
         """float32 ``[N, nx * ny]``: the base's height above the ground at each point of a grid around it in
