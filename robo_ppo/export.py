@@ -440,7 +440,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
     Raises:
         CheckpointError: the checkpoint cannot be loaded.
         ConfigError: ``num_samples < 10000`` or ``tolerance <= 0``.
-        ExportError: the exporter fails, or the parity check fails (nothing is
+        ExportError: a teacher policy (``teacher_obs``), the exporter fails, or the parity check fails (nothing is
             written then; an existing file at ``output`` is left untouched).
     """
     from robo_ppo.runner.checkpoint import load_checkpoint, policy_from_checkpoint
@@ -451,6 +451,10 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
         raise ConfigError(f"tolerance must be > 0, got {tolerance}")
     t0 = time.perf_counter()
     state = load_checkpoint(checkpoint)
+    teacher = ((state["config"].get("env") or {}).get("task_params") or {}).get("teacher_obs")
+    if teacher:
+        raise ExportError(f"{state['path']}: a teacher policy (env.task_params.teacher_obs: {list(teacher)}) reads "
+                          "terms a robot cannot measure, so no robot can run it; it is not exported")
     try:
         policy = policy_from_checkpoint(state, device="cpu")
     except Exception as e:

@@ -225,7 +225,11 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         _write_summary(run_dir, summary)  # first: a second Ctrl-C from here on still leaves it
         _plot_stopped_run(cfg, run_dir)
     export_error = None
-    if cfg.export_onnx and summary["checkpoint"]:
+    teacher = list((cfg.env.get("task_params") or {}).get("teacher_obs") or [])
+    if teacher and cfg.export_onnx:
+        log.info("not exported: a teacher policy (env.task_params.teacher_obs: %s) sees what a robot cannot "
+                 "measure", teacher)
+    elif cfg.export_onnx and summary["checkpoint"]:
         try:
             from robo_ppo.export import export_checkpoint
 

@@ -85,6 +85,8 @@ def test_robot_description_names_what_the_model_lacks(key, value, named):
     ("env.task_params.obs.0.sensor=magnetometer", "magnetometer"),
     ("env.task=walk", "walk"),
     ("env.task_params.events.penalties.params.start=1.5", "penalty_curriculum"),
+    ("env.task_params.teacher_obs=[lidar]", "teacher_obs"),
+    ("env.task_params.events.command.params.heading_prob=1.5", "heading_prob"),
 ])
 def test_bad_task_config_fails_at_start_up_naming_it(override, named):
     with pytest.raises(ConfigError, match=named) as err:
@@ -707,3 +709,35 @@ def test_train_a_few_iterations_and_export(tmp_path):
     assert [i.shape[1] for i in session.get_inputs()] == [OBS]
     metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert "reward/tracking_lin_vel" in metrics[0] and len(metrics) == 4
+
+
+def test_teacher_obs_gives_the_actor_privileged_terms_and_is_not_exported(tmp_path):
+    """``teacher_obs``: the actor's observation is its robot-side terms then the named privileged ones,
+    noise-free and equal to the critic's; the metadata's layout stays the robot's; a run trains and is not
+    exported, and ``export_checkpoint`` refuses its checkpoint, naming the key."""
+    from robo_ppo.errors import ExportError
+    from robo_ppo.export import export_checkpoint
+    from robo_ppo.runner.trainer import Trainer
+
+    env, _ = make_env(4, "env.task_params.teacher_obs=[base_height,foot_contact]")
+    env.reset(seed=0)
+    task = env.task
+    assert task.robot_obs_size == OBS and task.obs_size == OBS + 1 + 4 == env.observation_space.shape[0]
+    assert sum(e["size"] for e in task.metadata()["obs_layout"]) == OBS
+    obs, critic = task.observe(noise=True)
+    names = [n for n, _ in task.critic_obs_layout]
+    start = {n: sum(s for _, s in task.critic_obs_layout[:i]) for i, n in enumerate(names)}
+    torch.testing.assert_close(obs[:, OBS:OBS + 1], critic[:, start["base_height"]:start["base_height"] + 1])
+    torch.testing.assert_close(obs[:, OBS + 1:], critic[:, start["foot_contact"]:start["foot_contact"] + 4])
+    env.close()
+    cfg = make_cfg("env=go1_joystick", "env.task_params.teacher_obs=[base_height]", "algo.num_envs=8",
+                   "algo.num_steps=8", "algo.num_minibatches=2", "total_timesteps=64", "eval_episodes=2",
+                   "env.max_episode_steps=16",
+                   "algo.actor_hidden_sizes=[16]", "algo.critic_hidden_sizes=[16]")
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.policy.obs_dim == OBS + 1
+    summary = trainer.train()
+    trainer.close()
+    with pytest.raises(ExportError, match="teacher_obs"):
+        export_checkpoint(summary["checkpoint"], tmp_path / "teacher.onnx")
+    assert not (tmp_path / "teacher.onnx").exists()

@@ -162,6 +162,10 @@ class JoystickParams:
     robot-side controller to do the same)."""
     privileged_obs: list[ObsTerm] = field(default_factory=list)
     """Critic-only terms, after the actor's terms (noise-free)."""
+    teacher_obs: list[str] = field(default_factory=list)
+    """Names of ``privileged_obs`` terms the actor sees too, after its own (noise-free): a teacher policy,
+    trained with what a robot cannot measure (e.g. ``height_scan``), to measure what that knowledge is worth
+    or to distil a blind student from. Such a policy is not exported (its input is not the metadata's)."""
     reward_scales: dict[str, float] = field(default_factory=dict)
     terminations: list[str] = field(default_factory=lambda: ["fallen"])
     """Termination terms (``tasks/terms.py: TERMINATION_FUNCTIONS``); the time limit is the engine's."""
@@ -236,6 +240,10 @@ def parse_params(params: Any) -> JoystickParams:
                 raise ConfigError(f"env.task_params.{group}: {t.name!r} (fn: sensor) needs sensor: <role>")
         if len(set(names)) != len(names):
             raise ConfigError(f"env.task_params.{group} names a term twice: {names}")
+    unknown = [n for n in p.teacher_obs if n not in {t.name for t in p.privileged_obs}]
+    if unknown or len(set(p.teacher_obs)) != len(p.teacher_obs):
+        raise ConfigError(f"env.task_params.teacher_obs: {p.teacher_obs} must name privileged_obs terms once each "
+                          f"(privileged_obs: {[t.name for t in p.privileged_obs]})")
     unknown = sorted(set(p.reward_scales) - set(REWARD_FUNCTIONS))
     if unknown:
         raise ConfigError(f"env.task_params.reward_scales: unknown term(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
@@ -451,17 +459,23 @@ class Joystick:
         self.layout = entries[:len(p.obs)]
         """The actor's observation layout (``rules.OBSERVATIONS`` terms; the metadata's ``obs_layout``)."""
         self._priv_entries = entries[len(p.obs):]
-        self.obs_layout = [(e["name"], e["size"]) for e in self.layout]
+        by_name = {e["name"]: i for i, e in enumerate(self._priv_entries)}
+        self._teacher_idx = [by_name[n] for n in p.teacher_obs]    # into the privileged terms, teacher_obs order
+        self._teacher_entries = [self._priv_entries[i] for i in self._teacher_idx]
+        self.obs_layout = [(e["name"], e["size"]) for e in self.layout + self._teacher_entries]
         self.critic_obs_layout = [(e["name"], e["size"]) for e in entries]
-        self.obs_size = sum(e["size"] for e in self.layout)
+        self.robot_obs_size = sum(e["size"] for e in self.layout)
+        """The robot-side part of the actor's observation (the metadata's ``obs_layout``)."""
+        self.obs_size = self.robot_obs_size + sum(e["size"] for e in self._teacher_entries)
+        """The actor's observation: the robot-side terms, then ``teacher_obs``'s."""
         self.critic_obs_size = start if self._priv_entries else 0
         self._noise = [self._term_width(t, "noise", e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
         bias = [self._term_width(t, "bias", e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
         self._bias_width = torch.cat([torch.as_tensor(b, dtype=torch.float32, device=self.device).expand(e["size"])
                                       for b, e in zip(bias, self.layout, strict=True)])
         self._has_bias = bool((self._bias_width != 0).any())
-        self.obs_bias = torch.zeros(self.n, self.obs_size, device=self.device)
-        """float32 ``[N, obs_size]``: each env's sensor biases this episode (term units; ``ObsTerm.bias``)."""
+        self.obs_bias = torch.zeros(self.n, self.robot_obs_size, device=self.device)
+        """float32 ``[N, robot_obs_size]``: each env's sensor biases this episode (term units; ``ObsTerm.bias``)."""
 
     def _value(self, entry: dict[str, Any], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """An observation term's unscaled value: the kit's rule for a robot-side term, else privileged."""
@@ -538,7 +552,7 @@ class Joystick:
         self.ctrl = torch.where(m, self._set_ctrl(torch.zeros_like(self.last_act)), self.ctrl)
         self.steps = torch.where(mask, 0, self.steps)
         if self._has_bias:   # drawn only with a bias, so other random streams stay
-            bias = (2 * torch.rand(N, self.obs_size, generator=self.gen, device=dev) - 1) * self._bias_width
+            bias = (2 * torch.rand(N, self.robot_obs_size, generator=self.gen, device=dev) - 1) * self._bias_width
             self.obs_bias = torch.where(mask[:, None], bias, self.obs_bias)
         g = p.gait
         if g.enable:   # drawn only for a gait, so other robots' random streams do not change
@@ -669,12 +683,10 @@ class Joystick:
                 value = value + (2 * torch.rand(value.shape, generator=self.gen, device=self.device) - 1) * (
                     noise * level)
             actor.append(t.scale * value)
-        obs = torch.cat(actor, 1)
         if not self._priv_entries:
-            return obs, None
+            return torch.cat(actor, 1), None
         priv = [e["scale"] * self._value(e, inputs) for e in self._priv_entries]
-        critic = torch.cat(clean + priv, 1)
-        return obs, critic
+        return torch.cat(actor + [priv[i] for i in self._teacher_idx], 1), torch.cat(clean + priv, 1)
 
     # --------------------------------------------------------------- metadata
     def metadata(self) -> dict[str, Any]:
