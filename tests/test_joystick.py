@@ -717,7 +717,7 @@ def test_teacher_obs_gives_the_actor_privileged_terms_and_is_not_exported(tmp_pa
     exported, and ``export_checkpoint`` refuses its checkpoint, naming the key."""
     from robo_ppo.errors import ExportError
     from robo_ppo.export import export_checkpoint
-    from robo_ppo.runner.trainer import Trainer
+    from robo_ppo.train import run
 
     env, _ = make_env(4, "env.task_params.teacher_obs=[base_height,foot_contact]")
     env.reset(seed=0)
@@ -734,10 +734,11 @@ def test_teacher_obs_gives_the_actor_privileged_terms_and_is_not_exported(tmp_pa
                    "algo.num_steps=8", "algo.num_minibatches=2", "total_timesteps=64", "eval_episodes=2",
                    "env.max_episode_steps=16",
                    "algo.actor_hidden_sizes=[16]", "algo.critic_hidden_sizes=[16]")
-    trainer = Trainer(cfg, tmp_path / "run")
-    assert trainer.policy.obs_dim == OBS + 1
-    summary = trainer.train()
-    trainer.close()
+    (tmp_path / "run").mkdir()
+    summary = run(cfg, tmp_path / "run")   # robo-ppo-train's run: trains, skips the export
+    assert summary["finished"] and "onnx" not in summary and not (tmp_path / "run" / "policy.onnx").exists()
+    state = torch.load(summary["checkpoint"], weights_only=True)
+    assert state["model"]["obs_normalizer.rms.mean"].shape == (OBS + 1,)
     with pytest.raises(ExportError, match="teacher_obs"):
         export_checkpoint(summary["checkpoint"], tmp_path / "teacher.onnx")
     assert not (tmp_path / "teacher.onnx").exists()
