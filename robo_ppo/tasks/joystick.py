@@ -461,12 +461,12 @@ class Joystick:
         self._priv_entries = entries[len(p.obs):]
         by_name = {e["name"]: i for i, e in enumerate(self._priv_entries)}
         self._teacher_idx = [by_name[n] for n in p.teacher_obs]    # into the privileged terms, teacher_obs order
-        self._teacher_entries = [self._priv_entries[i] for i in self._teacher_idx]
-        self.obs_layout = [(e["name"], e["size"]) for e in self.layout + self._teacher_entries]
+        teacher = [self._priv_entries[i] for i in self._teacher_idx]
+        self.obs_layout = [(e["name"], e["size"]) for e in self.layout + teacher]
         self.critic_obs_layout = [(e["name"], e["size"]) for e in entries]
         self.robot_obs_size = sum(e["size"] for e in self.layout)
         """The robot-side part of the actor's observation (the metadata's ``obs_layout``)."""
-        self.obs_size = self.robot_obs_size + sum(e["size"] for e in self._teacher_entries)
+        self.obs_size = self.robot_obs_size + sum(e["size"] for e in teacher)
         """The actor's observation: the robot-side terms, then ``teacher_obs``'s."""
         self.critic_obs_size = start if self._priv_entries else 0
         self._noise = [self._term_width(t, "noise", e["size"]) for t, e in zip(p.obs, self.layout, strict=True)]
