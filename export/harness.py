@@ -467,7 +467,7 @@ class MujocoHarness:
                         samples.append(self.measured())
                         if heading_stiffness is not None:
                             sent_yaw.append(sent[yaw_i])
-                            heading_err.append(abs(math.remainder(command[yaw_i] - now, 2 * math.pi)))
+                            heading_err.append(abs(float(rules.wrap_angle(command[yaw_i] - now))))
                     min_h = min(min_h, self.base_height())
                     if self.terrain is not None:
                         x, y = self.data.xpos[self.base, :2]

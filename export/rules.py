@@ -77,6 +77,12 @@ def heading(quat: Array) -> Array:
     return xp.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
+def wrap_angle(angle: Array) -> Array:
+    """An angle (rad) taken to ``(-pi, pi]``: ``atan2(sin a, cos a)``, the same angle the shorter way round."""
+    xp = array_namespace(angle)
+    return xp.arctan2(xp.sin(angle), xp.cos(angle))
+
+
 def heading_command(heading_now: Array, target: Array, stiffness: float, low: Array, high: Array) -> Array:
     """The yaw-rate command (rad/s) that turns the base toward a ``target`` heading:
     ``clip(stiffness * wrap(target - heading_now), low, high)``, ``wrap`` taking the error to ``(-pi, pi]``
@@ -84,8 +90,7 @@ def heading_command(heading_now: Array, target: Array, stiffness: float, low: Ar
     The heading command of legged_gym (Rudin et al. 2021) and Isaac Lab's velocity command
     (``heading_control_stiffness``); arguments broadcast."""
     xp = array_namespace(heading_now, target)
-    err = target - heading_now
-    return xp.clip(stiffness * xp.arctan2(xp.sin(err), xp.cos(err)), low, high)
+    return xp.clip(stiffness * wrap_angle(target - heading_now), low, high)
 
 
 # ------------------------------------------------------------------ gait clock

@@ -67,6 +67,12 @@ PARITY_TOLERANCE = 1e-5
 PARITY_SAMPLES = 10_000
 """Observations drawn from the normalizer's distribution for the parity check."""
 
+def teacher_terms(config: Any) -> list[str]:
+    """The privileged terms a run's actor reads (``env.task_params.teacher_obs`` of its config, a mapping or
+    DictConfig; ``[]`` for a robot-side policy): a policy with any is a teacher, which no robot can run."""
+    return list(((config.get("env") or {}).get("task_params") or {}).get("teacher_obs") or [])
+
+
 METADATA_KEYS: dict[str, str] = {
     "format": "str: always 'robo_ppo.policy/1'",
     "obs_dim": "int: length of the observation vector (input 'obs' is [batch, obs_dim])",
@@ -451,9 +457,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None, 
         raise ConfigError(f"tolerance must be > 0, got {tolerance}")
     t0 = time.perf_counter()
     state = load_checkpoint(checkpoint)
-    teacher = ((state["config"].get("env") or {}).get("task_params") or {}).get("teacher_obs")
+    teacher = teacher_terms(state["config"])
     if teacher:
-        raise ExportError(f"{state['path']}: a teacher policy (env.task_params.teacher_obs: {list(teacher)}) reads "
+        raise ExportError(f"{state['path']}: a teacher policy (env.task_params.teacher_obs: {teacher}) reads "
                           "terms a robot cannot measure, so no robot can run it; it is not exported")
     try:
         policy = policy_from_checkpoint(state, device="cpu")

@@ -225,14 +225,13 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         _write_summary(run_dir, summary)  # first: a second Ctrl-C from here on still leaves it
         _plot_stopped_run(cfg, run_dir)
     export_error = None
-    teacher = list((cfg.env.get("task_params") or {}).get("teacher_obs") or [])
-    if teacher and cfg.export_onnx:
+    from robo_ppo.export import export_checkpoint, teacher_terms
+
+    if cfg.export_onnx and teacher_terms(cfg):
         log.info("not exported: a teacher policy (env.task_params.teacher_obs: %s) sees what a robot cannot "
-                 "measure", teacher)
+                 "measure", teacher_terms(cfg))
     elif cfg.export_onnx and summary["checkpoint"]:
         try:
-            from robo_ppo.export import export_checkpoint
-
             report = export_checkpoint(summary["checkpoint"], run_dir / "policy.onnx")
             summary["onnx"] = str(report["path"])
             summary["onnx_max_abs_diff"] = report["max_abs_diff"]
