@@ -532,6 +532,10 @@ def test_heading_commands_hold_a_heading_with_the_kits_rule():
     assert float(rules.heading_command(torch.tensor(0.0), torch.tensor(3.0), 0.5, -1.0, 1.0)) == 1.0
     assert abs(float(rules.heading_command(torch.tensor(3.1), torch.tensor(-3.1), 0.5, -1.0, 1.0))
                - 0.5 * (2 * np.pi - 6.2)) < 1e-5                               # the shorter way round
+    angles = np.linspace(-3 * np.pi, 3 * np.pi, 61) + 0.01                     # the wrap both sides use
+    wrapped = rules.wrap_angle(angles)
+    assert (np.abs(wrapped) < np.pi).all() and np.allclose(np.cos(wrapped - angles), 1.0)
+    np.testing.assert_allclose(rules.wrap_angle(torch.as_tensor(angles)).numpy(), wrapped, rtol=0, atol=1e-12)
     env.close()
     # off: the random stream (and so every command) is the one of a config without the key
     a, _ = make_env(64, seed=3)
