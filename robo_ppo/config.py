@@ -298,3 +298,9 @@ def register_configs() -> None:
     """Register the schema as ``train_schema`` (used by conf/train.yaml)."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+
+
+def teacher_terms(config: Any) -> list[str]:
+    """The privileged terms a run's actor reads (``env.task_params.teacher_obs`` of its config, a mapping or
+    DictConfig; ``[]`` for a robot-side policy): a policy with any is a teacher, which no robot can run."""
+    return list(((config.get("env") or {}).get("task_params") or {}).get("teacher_obs") or [])

@@ -53,6 +53,7 @@ import onnx
 import torch
 from omegaconf import MISSING
 
+from robo_ppo.config import teacher_terms
 from robo_ppo.deploy_kit.onnx_controller import SUPPORTED_FORMAT, MetadataError, encode_metadata_value
 from robo_ppo.deploy_kit.onnx_controller import decode_metadata as _decode_kit
 from robo_ppo.errors import CheckpointError, ConfigError, ExportError, report_errors
@@ -66,12 +67,6 @@ PARITY_TOLERANCE = 1e-5
 """Largest accepted max abs difference between onnxruntime and torch."""
 PARITY_SAMPLES = 10_000
 """Observations drawn from the normalizer's distribution for the parity check."""
-
-def teacher_terms(config: Any) -> list[str]:
-    """The privileged terms a run's actor reads (``env.task_params.teacher_obs`` of its config, a mapping or
-    DictConfig; ``[]`` for a robot-side policy): a policy with any is a teacher, which no robot can run."""
-    return list(((config.get("env") or {}).get("task_params") or {}).get("teacher_obs") or [])
-
 
 METADATA_KEYS: dict[str, str] = {
     "format": "str: always 'robo_ppo.policy/1'",

@@ -20,7 +20,7 @@ from typing import Optional
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from robo_ppo.config import TrainConfig, register_configs
+from robo_ppo.config import TrainConfig, register_configs, teacher_terms
 from robo_ppo.deploy_kit.headless import default_gl
 from robo_ppo.errors import CheckpointError, ConfigError, ExportError, report_errors
 from robo_ppo.hydra_utils import run_app
@@ -225,13 +225,15 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         _write_summary(run_dir, summary)  # first: a second Ctrl-C from here on still leaves it
         _plot_stopped_run(cfg, run_dir)
     export_error = None
-    from robo_ppo.export import export_checkpoint, teacher_terms
-
     if cfg.export_onnx and teacher_terms(cfg):
         log.info("not exported: a teacher policy (env.task_params.teacher_obs: %s) sees what a robot cannot "
                  "measure", teacher_terms(cfg))
     elif cfg.export_onnx and summary["checkpoint"]:
         try:
+            from robo_ppo.export import (
+                export_checkpoint,  # imports onnx (seconds): a second Ctrl-C may land here
+            )
+
             report = export_checkpoint(summary["checkpoint"], run_dir / "policy.onnx")
             summary["onnx"] = str(report["path"])
             summary["onnx_max_abs_diff"] = report["max_abs_diff"]
