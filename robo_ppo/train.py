@@ -230,9 +230,8 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
                  "measure", teacher_terms(cfg))
     elif cfg.export_onnx and summary["checkpoint"]:
         try:
-            from robo_ppo.export import (
-                export_checkpoint,  # imports onnx (seconds): a second Ctrl-C may land here
-            )
+            # imports onnx (seconds) inside the try: a second Ctrl-C may land there
+            from robo_ppo.export import export_checkpoint
 
             report = export_checkpoint(summary["checkpoint"], run_dir / "policy.onnx")
             summary["onnx"] = str(report["path"])
