@@ -87,6 +87,7 @@ def test_robot_description_names_what_the_model_lacks(key, value, named):
     ("env.task_params.events.penalties.params.start=1.5", "penalty_curriculum"),
     ("env.task_params.teacher_obs=[lidar]", "teacher_obs"),
     ("env.task_params.events.command.params.heading_prob=1.5", "heading_prob"),
+    ("env.task_params.events.command.params.min_speed=-0.1", "min_speed"),
 ])
 def test_bad_task_config_fails_at_start_up_naming_it(override, named):
     with pytest.raises(ConfigError, match=named) as err:
@@ -548,6 +549,31 @@ def test_heading_commands_hold_a_heading_with_the_kits_rule():
     assert torch.equal(a.task.command, b.task.command) and not hasattr(b.task, "heading_hold")
     a.close()
     b.close()
+
+
+def test_min_speed_turns_slow_commands_into_standing_and_keeps_the_stream():
+    """``min_speed``: every command the task draws (at a reset and at a resample) with ``|(vx, vy)|`` below it
+    has vx = vy = 0 and its yaw rate unchanged; the others are exactly the draws without the option, whose
+    random stream it does not touch."""
+    n, runs = 1000, {}
+    for min_speed in (0.0, 0.3):
+        env, _ = make_env(n, *NOMINAL, f"env.task_params.events.command.params.min_speed={min_speed}",
+                          "env.task_params.events.command_ranges.params.start=1.0", seed=5)
+        env.reset(seed=5)
+        commands = [env.task.command.clone()]
+        for _ in range(150):          # resamples every 5 s on average: many envs draw again
+            env.step(torch.zeros(n, 12))
+            commands.append(env.task.command.clone())
+        runs[min_speed] = torch.stack(commands)
+        env.close()
+    plain, standing = runs[0.0], runs[0.3]
+    slow = torch.linalg.vector_norm(plain[..., :2], dim=-1) < 0.3
+    assert 0.02 < slow.float().mean() < 0.3                                   # some draws were slow
+    assert torch.equal(standing[slow][:, :2], torch.zeros_like(plain[slow][:, :2]))
+    assert torch.equal(standing[..., 2], plain[..., 2])                        # yaw rates untouched
+    assert torch.equal(standing[~slow], plain[~slow])                           # the stream is the same
+    speed = torch.linalg.vector_norm(standing[..., :2], dim=-1)
+    assert not ((speed > 0) & (speed < 0.3)).any()
 
 
 def test_action_clip_is_the_action_range_of_env_task_export_and_controller(tmp_path):

@@ -121,6 +121,10 @@ class VelocityCommandParams:
     without it keeps its random stream."""
     heading_stiffness: float = 0.5
     """(rad/s)/rad: the yaw-rate command per radian of heading error (legged_gym's and Isaac Lab's 0.5)."""
+    min_speed: float = 0.0
+    """m/s: a drawn command whose planar speed ``|(vx, vy)|`` is below this commands standing in place: its vx
+    and vy are set to 0, its yaw rate kept (legged_gym zeroes below 0.2 m/s, so that a command given always
+    means walking). 0 (the default): no command is changed, the random stream is the same either way."""
 
 
 @dataclass
@@ -320,6 +324,8 @@ def _init_command(t, p: VelocityCommandParams) -> None:
     if not 0.0 <= p.heading_prob <= 1.0 or not p.heading_stiffness > 0:
         raise ConfigError(f"env.task_params.events: velocity_command needs 0 <= heading_prob <= 1 and "
                           f"heading_stiffness > 0, got {p.heading_prob} and {p.heading_stiffness}")
+    if not p.min_speed >= 0:
+        raise ConfigError(f"env.task_params.events: velocity_command needs min_speed >= 0 (m/s), got {p.min_speed}")
     t.command = torch.zeros(t.n, len(COMMANDS), device=t.device)
     t.steps_until_cmd = torch.zeros(t.n, dtype=torch.long, device=t.device)
     t.cmd_lo = torch.as_tensor([r[0] for r in p.ranges], dtype=torch.float32, device=t.device)
@@ -330,10 +336,10 @@ def _init_command(t, p: VelocityCommandParams) -> None:
 
 
 def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None:
-    """A fresh U(lo, hi) command and an exponential time (mean ``resample_mean_s``) to its resample; with
-    ``heading_prob``, a heading to hold (its yaw-rate command from the reset state's orientation, which the
-    events before this one have set)."""
-    command = t.uniform(t.cmd_lo, t.cmd_hi, 3)
+    """A fresh U(lo, hi) command (then ``min_speed``) and an exponential time (mean ``resample_mean_s``) to its
+    resample; with ``heading_prob``, a heading to hold (its yaw-rate command from the reset state's orientation,
+    which the events before this one have set)."""
+    command = _stand_below(t.uniform(t.cmd_lo, t.cmd_hi, 3), p.min_speed)
     until = t.exp_steps(p.resample_mean_s)
     t.command = torch.where(mask[:, None], command, t.command)
     t.steps_until_cmd = torch.where(mask, until, t.steps_until_cmd)
@@ -344,18 +350,27 @@ def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None
 
 def _resample_command(t, p: VelocityCommandParams) -> None:
     """Where the resample time is due, Playground's scheme: each component changes with ``change_prob``;
-    a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0. With ``heading_prob``: a new
-    heading draw where due, and every env that holds a heading gets its yaw-rate command for this step."""
+    a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0; then ``min_speed``. With
+    ``heading_prob``: a new heading draw where due, and every env that holds a heading gets its yaw-rate
+    command for this step."""
     due = t.steps_until_cmd <= 0
     draw = t.uniform(t.cmd_lo, t.cmd_hi, 3)
     keep = torch.rand(t.n, 3, generator=t.gen, device=t.device) < torch.as_tensor(p.keep_prob, device=t.device)
     change = torch.rand(t.n, 3, generator=t.gen, device=t.device) < p.change_prob
-    resampled = torch.where(change, draw * keep, t.command)
+    resampled = _stand_below(torch.where(change, draw * keep, t.command), p.min_speed)
     until = t.exp_steps(p.resample_mean_s)
     t.command = torch.where(due[:, None], resampled, t.command)
     t.steps_until_cmd = torch.where(due, until, t.steps_until_cmd - 1)
     if p.heading_prob > 0:
         _draw_heading(t, due, p, t.base_yaw())
+
+
+def _stand_below(command: torch.Tensor, min_speed: float) -> torch.Tensor:
+    """``command [N, 3]`` with vx, vy set to 0 where ``|(vx, vy)| < min_speed`` (``min_speed``)."""
+    if min_speed <= 0:
+        return command
+    slow = torch.linalg.vector_norm(command[:, :2], dim=1, keepdim=True) < min_speed
+    return torch.cat([torch.where(slow, 0.0, command[:, :2]), command[:, 2:]], 1)
 
 
 def _draw_heading(t, mask, p: VelocityCommandParams, heading_now: torch.Tensor) -> None:
