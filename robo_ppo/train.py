@@ -225,9 +225,10 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         _write_summary(run_dir, summary)  # first: a second Ctrl-C from here on still leaves it
         _plot_stopped_run(cfg, run_dir)
     export_error = None
-    if cfg.export_onnx and teacher_terms(cfg):
+    teacher = teacher_terms(cfg)
+    if cfg.export_onnx and teacher:
         log.info("not exported: a teacher policy (env.task_params.teacher_obs: %s) sees what a robot cannot "
-                 "measure", teacher_terms(cfg))
+                 "measure", teacher)
     elif cfg.export_onnx and summary["checkpoint"]:
         try:
             # imports onnx (seconds) inside the try: a second Ctrl-C may land there

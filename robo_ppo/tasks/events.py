@@ -366,7 +366,7 @@ def _resample_command(t, p: VelocityCommandParams) -> None:
 
 
 def _stand_below(command: torch.Tensor, min_speed: float) -> torch.Tensor:
-    """``command [N, 3]`` with vx, vy set to 0 where ``|(vx, vy)| < min_speed`` (``min_speed``)."""
+    """``command [N, 3]`` with vx, vy set to 0 where ``|(vx, vy)| < min_speed``; as is where ``min_speed`` is 0."""
     if min_speed <= 0:
         return command
     slow = torch.linalg.vector_norm(command[:, :2], dim=1, keepdim=True) < min_speed
