@@ -36,7 +36,7 @@ def make_env(*overrides: str):
 
 
 def test_training_and_deploy_histories_are_equal(tmp_path):
-    env = make_env(f"+env.task_params.obs_history={K}")
+    env = make_env(f"env.task_params.obs_history={K}")
     frame = env.task.obs_size
     assert env.observation_space.shape == (K * frame,)
     robot = env.metadata()["robot"]
@@ -78,7 +78,7 @@ def test_training_and_deploy_histories_are_equal(tmp_path):
 
 
 def test_history_metadata_is_checked(tmp_path):
-    env = make_env(f"+env.task_params.obs_history={K}")
+    env = make_env(f"env.task_params.obs_history={K}")
     robot = env.metadata()["robot"]
     env.close()
     contract = load_kit("robot_metadata")
@@ -94,4 +94,4 @@ def test_history_metadata_is_checked(tmp_path):
     assert "obs_history" not in one.metadata()["robot"] and one.metadata()["robot"]["contract"] == 2
     one.close()
     with pytest.raises(ConfigError, match="obs_history must be >= 1"):
-        make_env("+env.task_params.obs_history=0")
+        make_env("env.task_params.obs_history=0")
