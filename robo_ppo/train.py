@@ -204,7 +204,12 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
     with ``"interrupted": true``. Only a robot task's deploy check is skipped (one
     log line says how to run it). The trainer has put the previous signal
     handlers back by then, so a second Ctrl-C during the export stops at once
-    (the exporter writes atomically: no half-written ``policy.onnx``)."""
+    (the exporter writes atomically: no half-written ``policy.onnx``).
+
+    ``summary.json`` is written as soon as training ends, then again with the
+    export's and the deploy check's results: an export that fails for any reason
+    (``ExportError``: recorded as ``onnx_error`` and raised after; anything else:
+    raised at once) leaves the run's summary beside its checkpoints."""
     from robo_ppo.runner.trainer import Trainer
 
     if dist.is_main:
@@ -222,7 +227,9 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
         log.info("stopped at iteration %d (%d env steps); writing the run's outputs from its last checkpoint "
                  "%s (Ctrl-C again stops at once)", summary["iterations"], summary["global_step"],
                  summary["checkpoint"])
-        _write_summary(run_dir, summary)  # first: a second Ctrl-C from here on still leaves it
+    # first, for a finished run too: a second Ctrl-C or an unexpected error from here on still leaves it
+    _write_summary(run_dir, summary)
+    if not finished:
         _plot_stopped_run(cfg, run_dir)
     export_error = None
     teacher = teacher_terms(cfg)

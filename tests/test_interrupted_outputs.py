@@ -1,7 +1,8 @@
 """A run stopped by SIGINT/SIGTERM keeps its outputs (robo_ppo/train.py:_train): policy.onnx exported from
 its last checkpoint and verified, learning_curve.png, and summary.json marked unfinished; a robot run skips
 its deploy check. A second Ctrl-C during those outputs still stops the process at once, leaving no
-half-written policy.onnx. Each test runs ``python -m robo_ppo.train`` as a subprocess and signals it."""
+half-written policy.onnx. The signal tests run ``python -m robo_ppo.train`` as a subprocess and signal it;
+an export that fails unexpectedly still leaves a finished run's summary.json (in process)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,30 @@ def test_a_second_ctrl_c_while_the_outputs_are_written_stops_at_once(tmp_path):
     ckpt = summary["checkpoint"]
     assert "onnx" not in summary
     assert summary["onnx_error"] == f"export interrupted; export later with robo-ppo-export checkpoint={ckpt}"
+
+
+def test_an_unexpected_export_failure_leaves_the_finished_runs_summary(tmp_path, monkeypatch):
+    """An export that fails with something other than ExportError (a bug, a module edited under a running
+    process) propagates, and the finished run's summary.json is already beside its checkpoints."""
+    from conftest import make_cfg
+
+    import robo_ppo.export
+    from robo_ppo.train import run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an exporter bug")
+
+    monkeypatch.setattr(robo_ppo.export, "export_checkpoint", broken)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = make_cfg("env=halfcheetah", "total_timesteps=256", "algo.num_envs=2", "algo.num_steps=64",
+                   "algo.num_minibatches=2", "eval_episodes=1", "export_onnx=true")
+    with pytest.raises(RuntimeError, match="an exporter bug"):
+        run(cfg, run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["finished"] is True and "interrupted" not in summary and "onnx" not in summary
+    assert summary["global_step"] == 256 and Path(summary["checkpoint"]).is_file()
+    assert not (run_dir / "policy.onnx").exists()
 
 
 # A stopped robot run (its controller exported, its deploy check skipped): tests/test_robot_resume.py,
