@@ -88,6 +88,7 @@ def test_robot_description_names_what_the_model_lacks(key, value, named):
     ("env.task_params.teacher_obs=[lidar]", "teacher_obs"),
     ("env.task_params.events.command.params.heading_prob=1.5", "heading_prob"),
     ("env.task_params.events.command.params.min_speed=-0.1", "min_speed"),
+    ("env.task_params.reward_after_clip=[hop]", "reward_after_clip"),
 ])
 def test_bad_task_config_fails_at_start_up_naming_it(override, named):
     with pytest.raises(ConfigError, match=named) as err:
@@ -602,6 +603,40 @@ def test_action_clip_is_the_action_range_of_env_task_export_and_controller(tmp_p
     path = write_robot_policy(tmp_path / "wide.onnx", meta["robot"], bias=[3.0] * 12)
     assert load_kit("robot_controller").RobotController(path).action_clip == (-1.5, 1.5)
     env.close()
+
+
+def test_reward_after_clip_keeps_the_fall_cost_that_the_clip_drops():
+    """``reward_after_clip: [termination]`` (legged_gym's rule): a fall costs its scaled term even where the
+    other terms sum to less; inside the clip (the default) the same step's reward is clipped to 0. Steps that
+    do not end in a fall are unchanged."""
+    scale = "env.task_params.reward_scales.termination=-50.0"
+    inside, _ = make_env(1, *NOMINAL, scale)
+    after, _ = make_env(1, *NOMINAL, scale, "env.task_params.reward_after_clip=[termination]")
+    k = inside.task.reward_terms.index("termination")
+    for env in (inside, after):
+        env.reset(seed=2)
+    for _ in range(3):   # standing: no fall, the same rewards
+        r_in, t_in, _ = inside.task.step(torch.zeros(1, 12))
+        r_after, t_after, _ = after.task.step(torch.zeros(1, 12))
+        assert not t_in.any() and not t_after.any()
+        torch.testing.assert_close(r_in, r_after)
+    upside_down = torch.as_tensor(inside.robot.init_qpos, dtype=torch.float32)[None].clone()
+    upside_down[0, 3:7] = torch.tensor([0.0, 1.0, 0.0, 0.0])   # rolled 180 degrees: fallen
+    out = {}
+    for name, env in (("inside", inside), ("after", after)):
+        env.physics.set_state(torch.ones(1, dtype=torch.bool), upside_down, torch.zeros(1, env.robot.model.nv),
+                              env.task.ctrl)
+        env.task._refresh()
+        out[name] = env.task.step(torch.zeros(1, 12))
+    (r_in, t_in, terms_in), (r_after, t_after, terms_after) = out["inside"], out["after"]
+    assert t_in.all() and t_after.all()
+    fall = float(terms_after[0, k])
+    assert fall < -0.05                                                   # -50 x dt (x the penalty curriculum)
+    others = float(torch.cat([terms_after[0, :k], terms_after[0, k + 1:]]).sum())
+    assert float(r_after[0]) == pytest.approx(max(others, 0.0) + fall, abs=1e-6)
+    assert float(r_in[0]) == pytest.approx(max(others + fall, 0.0), abs=1e-6) and float(r_in[0]) >= 0.0
+    inside.close()
+    after.close()
 
 
 def test_push_and_action_latency():

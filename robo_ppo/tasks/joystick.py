@@ -167,6 +167,11 @@ class JoystickParams:
     trained with what a robot cannot measure (e.g. ``height_scan``), to measure what that knowledge is worth
     or to distil a blind student from. Such a policy is not exported (its input is not the metadata's)."""
     reward_scales: dict[str, float] = field(default_factory=dict)
+    reward_after_clip: list[str] = field(default_factory=list)
+    """Reward terms added after the clip at 0: the step's reward is ``max(0, sum of the other terms) +
+    sum of these``. Inside the clip a cost is lost wherever the other terms sum to less than it (a fall's
+    ``termination`` of -1 x dt, on a step whose tracking reward has gone, costs nothing); legged_gym adds its
+    termination term after the clip so. Empty: every term inside (Playground's rule)."""
     terminations: list[str] = field(default_factory=lambda: ["fallen"])
     """Termination terms (``tasks/terms.py: TERMINATION_FUNCTIONS``); the time limit is the engine's."""
     events: dict[str, EventTerm] = field(default_factory=dict)
@@ -247,6 +252,10 @@ def parse_params(params: Any) -> JoystickParams:
     unknown = sorted(set(p.reward_scales) - set(REWARD_FUNCTIONS))
     if unknown:
         raise ConfigError(f"env.task_params.reward_scales: unknown term(s) {unknown}; known: {sorted(REWARD_FUNCTIONS)}")
+    outside = [k for k in p.reward_after_clip if not p.reward_scales.get(k)]
+    if outside:
+        raise ConfigError(f"env.task_params.reward_after_clip: {outside} must be reward_scales terms with a "
+                          f"nonzero scale (reward_scales: {sorted(k for k, v in p.reward_scales.items() if v)})")
     if not p.obs:
         raise ConfigError("env.task_params.obs is empty: list the actor's observation terms")
     used = {t.fn or t.name for t in p.obs + p.privileged_obs} | {k for k, v in p.reward_scales.items() if v}
@@ -319,6 +328,9 @@ class Joystick:
         self.act_ids = tensor(robot.act_ids, torch.long)
         self.reward_terms = tuple(k for k, v in p.reward_scales.items() if v != 0.0)
         self._scales = tensor([p.reward_scales[k] for k in self.reward_terms])
+        after = [k in p.reward_after_clip for k in self.reward_terms]
+        self._after_clip = tensor(after, torch.bool) if any(after) else None
+        """bool ``[K]``: the terms summed after the clip at 0 (``reward_after_clip``); None: none."""
         # without a gait the clock still runs (phase 0 per foot), so every term is defined on every robot
         self.gait_offsets = tensor(p.gait.phase_offsets if p.gait.enable else [0.0] * F, torch.float64)
         if p.gait.enable and len(p.gait.phase_offsets) != F:
@@ -567,7 +579,8 @@ class Joystick:
         """One control step with ``actions`` float32 ``[N, J]``.
 
         Returns ``(reward [N], terminated [N] bool, terms [N, K])``: ``terms`` are the scaled
-        reward terms (``reward_terms`` order) before the clip at 0.
+        reward terms (``reward_terms`` order) before the clip at 0 (``reward_after_clip``: the terms added
+        after it).
         """
         ph = self.physics
         actions = rules.clip_action(actions, *self.action_clip)
@@ -585,7 +598,10 @@ class Joystick:
         if self.penalty_factor != 1.0:
             scales = torch.where(scales < 0, scales * self.penalty_factor, scales)
         terms = raw * scales * self.dt
-        reward = terms.sum(1).clamp_min(0.0)
+        if self._after_clip is None:
+            reward = terms.sum(1).clamp_min(0.0)
+        else:
+            reward = terms.masked_fill(self._after_clip, 0.0).sum(1).clamp_min(0.0) + (terms * self._after_clip).sum(1)
         self.step_count += 1
         air_time, contact, swing_peak, terminated = s.air_time, s.contact, s.swing_peak, s.terminated
         self.last_act = actions
