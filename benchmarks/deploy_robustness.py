@@ -18,8 +18,11 @@ Every row runs the same schedule (``--segments`` random command segments of ``--
   disable MuJoCo's implicit damping), the harness integrates those rows in substeps
   (``harness.DAMPING_STEP_LIMIT``; the table says how many).
 
-Prints a markdown table of the mean absolute tracking errors and falls per row; ``--json`` writes the
-harness summaries.
+Prints a markdown table of the mean absolute tracking errors and falls per row, then issue #23's
+criterion: in each model-mismatch row (damping, friction loss, armature, latency, each alone and all four)
+no fall and every MAE within 1.5x the nominal row's. ``--seed 0 1 2`` runs the table per seed (the schedule
+is the seed's) and ends with the criterion per seed. ``--json`` writes the harness summaries (with several
+seeds, by ``"seed N"``).
 """
 
 from __future__ import annotations
@@ -45,13 +48,35 @@ CONDITIONS = {
 }
 """Row label -> ``MujocoHarness`` options."""
 
+MISMATCH_ROWS = ("one control step of action latency", "joint damping", "joint friction loss", "joint armature",
+                 "model mismatch")
+"""Label prefixes of the rows the mismatch criterion judges (issue #23: no fall, MAE <= ``RATIO`` x nominal)."""
+RATIO = 1.5
+
+
+def criterion_misses(rows: dict, commands: list[str], ratio: float = RATIO) -> list[str]:
+    """Where ``rows`` (label -> harness summary, the nominal row first) miss the mismatch criterion: one
+    entry per falling row and per MAE past ``ratio`` x the nominal row's; empty: met."""
+    nominal = next(iter(rows.values()))
+    misses = []
+    for label, s in rows.items():
+        if not label.startswith(MISMATCH_ROWS):
+            continue
+        if s["falls"]:
+            misses.append(f"{label}: {s['falls']} fall(s)")
+        for c in commands:
+            err, ref = s[f"mean_abs_{c}_err"], nominal[f"mean_abs_{c}_err"]
+            if err > ratio * ref:
+                misses.append(f"{label}: {c} {err:.3f} = {err / ref:.2f}x nominal")
+    return misses
+
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("policy")
     p.add_argument("--segments", type=int, default=20)
     p.add_argument("--seconds", type=float, default=5.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one table per seed")
     p.add_argument("--json", default=None)
     p.add_argument("--mismatch-damping", type=float, default=2.0,
                    help="N m s / rad added to every joint in the damping and model-mismatch rows")
@@ -66,24 +91,34 @@ def main(argv: list[str] | None = None) -> dict:
     from robo_ppo.deploy_kit.report import json_safe
     from robo_ppo.deploy_kit.schedules import random_schedule
 
-    out, schedule = {}, None
-    for label, options in CONDITIONS.items():
-        label = label.format(damping=text)
-        options = {(key if v == "mismatch" else k): (value if v == "mismatch" else v) for k, v in options.items()}
-        harness = MujocoHarness(args.policy, seed=args.seed, **options)
-        if schedule is None:   # one schedule for every row: the policy's commands and ranges
-            schedule = random_schedule(args.segments, args.seconds, args.seed, harness.robot.command_ranges,
-                                       commands=harness.commands)
-        out[label] = harness.run(schedule)["summary"]
-    commands = harness.commands
-    print(f"| condition ({args.segments} random segments of {args.seconds:g} s, seed {args.seed}) | "
-          + " | ".join(f"{c} MAE" for c in commands) + " | falls |")
-    print("|---|" + "---:|" * (len(commands) + 1))
-    for label, s in out.items():
-        notes = f" ({s['pushes']} kicks)" if s.get("pushes") else ""
-        notes += f" ({s['substeps']} substeps)" if s.get("substeps", 1) > 1 else ""
-        print(f"| {label}{notes} | " + " | ".join(f"{s[f'mean_abs_{c}_err']:.3f}" for c in commands)
-              + f" | {s['falls']} |")
+    results, verdicts = {}, {}
+    for seed in args.seed:
+        out, schedule = {}, None
+        for label, options in CONDITIONS.items():
+            label = label.format(damping=text)
+            options = {(key if v == "mismatch" else k): (value if v == "mismatch" else v) for k, v in options.items()}
+            harness = MujocoHarness(args.policy, seed=seed, **options)
+            if schedule is None:   # one schedule for every row: the policy's commands and ranges
+                schedule = random_schedule(args.segments, args.seconds, seed, harness.robot.command_ranges,
+                                           commands=harness.commands)
+            out[label] = harness.run(schedule)["summary"]
+        commands = harness.commands
+        print(f"| condition ({args.segments} random segments of {args.seconds:g} s, seed {seed}) | "
+              + " | ".join(f"{c} MAE" for c in commands) + " | falls |")
+        print("|---|" + "---:|" * (len(commands) + 1))
+        for label, s in out.items():
+            notes = f" ({s['pushes']} kicks)" if s.get("pushes") else ""
+            notes += f" ({s['substeps']} substeps)" if s.get("substeps", 1) > 1 else ""
+            print(f"| {label}{notes} | " + " | ".join(f"{s[f'mean_abs_{c}_err']:.3f}" for c in commands)
+                  + f" | {s['falls']} |")
+        misses = criterion_misses(out, commands)
+        print(f"\nmismatch criterion (no fall, MAE <= {RATIO:g}x nominal), seed {seed}: "
+              + ("met" if not misses else "missed: " + "; ".join(misses)) + "\n")
+        results[seed], verdicts[seed] = out, misses
+    if len(args.seed) > 1:
+        met = [seed for seed, m in verdicts.items() if not m]
+        print(f"mismatch criterion met on {len(met)} of {len(args.seed)} seeds ({met})")
+    out = results[args.seed[0]] if len(args.seed) == 1 else {f"seed {k}": v for k, v in results.items()}
     if args.json:
         Path(args.json).write_text(json.dumps(json_safe(out), indent=2))
     return out

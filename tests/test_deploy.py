@@ -592,6 +592,43 @@ def test_terrain_table_reproduces_the_shipped_stairs_run(tmp_path, capsys):
         table.main([str(tmp_path / "missing.onnx")])
 
 
+def test_robustness_table_reproduces_the_shipped_spot_rows_and_judges_the_criterion(tmp_path, capsys):
+    """``benchmarks/deploy_robustness.py`` at seed 0 gives the shipped Spot controller's
+    ``robustness.json`` row for row, and its verdict on issue #23's criterion names the two rows that file
+    misses (one step of latency and all four mismatches: vy past 1.5x nominal) and nothing else. With two
+    seeds, one table and one verdict per seed, the JSON keyed by seed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_robustness",
+                                                  KIT.parent / "benchmarks" / "deploy_robustness.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = KIT.parent / "policies" / "spot_joystick"
+    shipped = json.loads((folder / "robustness.json").read_text())
+    out = bench.main([str(folder / "policy.onnx")])
+    assert list(out) == list(shipped)
+    for label, row in shipped.items():
+        for key in ("falls", "mean_abs_vx_err", "mean_abs_vy_err", "mean_abs_yaw_rate_err"):
+            assert out[label][key] == pytest.approx(row[key], rel=1e-6, abs=1e-9), (label, key)
+    misses = bench.criterion_misses(shipped, ["vx", "vy", "yaw_rate"])
+    assert len(misses) == 2 and all(": vy " in m for m in misses), misses
+    assert misses[0].startswith("one control step of action latency") and misses[1].startswith("model mismatch")
+    assert "seed 0: missed: one control step of action latency: vy" in capsys.readouterr().out
+    # a row that falls is a miss whatever its errors; the nominal row is never judged
+    fallen = {k: dict(v) for k, v in shipped.items()}
+    fallen["joint armature x2"]["falls"] = 1
+    fallen["the model file's dynamics"]["falls"] = 3
+    assert bench.criterion_misses(fallen, ["vx", "vy", "yaw_rate"])[1] == "joint armature x2: 1 fall(s)"
+    out = bench.main([str(folder / "policy.onnx"), "--seed", "3", "4", "--segments", "2", "--seconds", "1",
+                      "--json", str(tmp_path / "r.json")])
+    assert list(out) == ["seed 3", "seed 4"] and list(out["seed 3"]) == list(shipped)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert {k: {r: v["falls"] for r, v in rows.items()} for k, rows in written.items()} == \
+        {k: {r: v["falls"] for r, v in rows.items()} for k, rows in out.items()}
+    text = capsys.readouterr().out
+    assert text.count("mismatch criterion (no fall") == 2 and "mismatch criterion met on" in text
+
+
 def test_heading_operator_steers_with_the_kits_rule(capsys):
     """``--heading-stiffness`` (``MujocoHarness.run(heading_stiffness=)``): the schedule's yaw_rate column
     holds headings, and each control step's yaw-rate command is ``rules.heading_command`` of the base's

@@ -628,7 +628,7 @@ def test_reward_after_clip_keeps_the_fall_cost_that_the_clip_drops():
                               env.task.ctrl)
         env.task._refresh()
         out[name] = env.task.step(torch.zeros(1, 12))
-    (r_in, t_in, terms_in), (r_after, t_after, terms_after) = out["inside"], out["after"]
+    (r_in, t_in, _), (r_after, t_after, terms_after) = out["inside"], out["after"]
     assert t_in.all() and t_after.all()
     fall = float(terms_after[0, k])
     assert fall < -0.05                                                   # -50 x dt (x the penalty curriculum)
