@@ -56,7 +56,8 @@ class RobotController:
     Attributes: ``robot`` (``RobotMetadata``), ``joint_names``, ``control_dt`` and ``sim_dt`` (s),
     ``default_pose``, ``kp``, ``kd``, ``torque_limits`` float64 ``[J]``, ``commands`` (names),
     ``required_inputs`` (sorted names), ``last_action`` float32 ``[J]``, ``target`` float64 ``[J]``
-    (the latest joint targets), ``time_s`` (since ``reset``: the gait clock's time).
+    (the latest joint targets), ``time_s`` (since ``reset``: the gait clock's time), ``command`` float64
+    (the command the policy saw last: the one given, or with ``command_rate_limit`` its ramp).
 
     Raises:
         FileNotFoundError: no such file.
@@ -92,12 +93,15 @@ class RobotController:
         self.required_inputs = sorted(needed)
         self._gait = robot.gait
         self._offsets = np.asarray(robot.gait.phase_offsets, dtype=np.float64) if robot.gait else None
+        rate = robot.command_rate_limit
+        self._command_rate = np.asarray(rate, dtype=np.float64) if rate is not None else None
         self.reset()
 
     def reset(self) -> None:
         """Start an episode: zero last action, the clock at 0, the target at the default pose, no
-        observation history (the first frame fills it)."""
+        observation history (the first frame fills it), the command at 0."""
         self.last_action = np.zeros(len(self.joint_names), dtype=np.float32)
+        self.command = np.zeros(len(self.commands), dtype=np.float64)
         self.target = self.default_pose.copy()
         self.time_s = 0.0
         self.history: np.ndarray | None = None
@@ -107,13 +111,18 @@ class RobotController:
         """The policy input float32 ``[obs_dim]`` of ``measurements`` (``required_inputs`` -> arrays) and
         ``command`` (``commands`` order): this step's observation frame, or with the metadata's
         ``obs_history`` the last ``length`` frames newest first (``rules.push_history``; the first frame
-        of an episode fills the history). Call once per control step: each call pushes a frame.
+        of an episode fills the history). Call once per control step: each call pushes a frame. With the
+        metadata's ``command_rate_limit`` the policy sees ``command`` as :attr:`command`, which takes one
+        ``rules.ramp_command`` step toward it per call (training's rate-limited commands).
 
         Raises:
             ControllerError: a required input is missing, or a term's size differs from the metadata.
         """
+        command = np.asarray(command, dtype=np.float64)
+        self.command = (command.copy() if self._command_rate is None
+                        else rules.ramp_command(self.command, command, self._command_rate, self.control_dt))
         inputs: dict[str, Any] = {"last_action": self.last_action.astype(np.float64),
-                                  "command": np.asarray(command, dtype=np.float64), "default_pose": self.default_pose}
+                                  "command": self.command, "default_pose": self.default_pose}
         for key in self.required_inputs:
             if key not in measurements:
                 raise ControllerError(f"measurements lack {key!r}; this policy reads {self.required_inputs}")

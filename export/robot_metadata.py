@@ -26,9 +26,11 @@ of the second; ``fall`` finite; ``gait`` one phase offset per foot of the
 gait clock term. Any failure raises :class:`ContractError` (one line:
 ``<file>: robot metadata <field> <what is wrong>; <fix>``).
 
-Versions (``contract``): 3 is this one; it adds ``obs_history`` (the policy input is the last
-``length`` observation frames, ``order`` newest first: ``rules.HISTORY_ORDER``). A policy without a
-history is written as version 2, which it also is, so older kits read it. Version 1 files (written before
+Versions (``contract``): 4 is this one; it adds ``command_rate_limit`` (per command, per second: the
+controller ramps the commands it is given at most this fast, ``rules.ramp_command``, as training did). 3
+added ``obs_history`` (the policy input is the last ``length`` observation frames, ``order`` newest first:
+``rules.HISTORY_ORDER``). A file is written with the lowest version that holds its content (2 without a
+history or a rate limit), so older kits read what they can run. Version 1 files (written before
 2026-12) carry no ``contract`` key; they are recognised by v1's
 ``action_offset`` key (every v1 exporter wrote ``"default_pose"``) and
 upgraded on read: the observation term ``joint_pos`` is now
@@ -52,10 +54,10 @@ try:
 except ImportError:  # run from the kit's folder
     from rules import HISTORY_ORDER, OBSERVATIONS
 
-CONTRACT_VERSION = 3
+CONTRACT_VERSION = 4
 """The newest ``contract`` version this kit writes and reads (older versions are upgraded, newer refused);
 a file is written with the lowest version that holds its content (``RobotMetadata.to_dict``)."""
-READABLE_CONTRACTS = (1, 2, 3)
+READABLE_CONTRACTS = (1, 2, 3, 4)
 """Every ``contract`` version this kit reads (1 is upgraded to 2 on read)."""
 _FIX = "re-export the policy"
 
@@ -147,13 +149,17 @@ class RobotMetadata:
     gait: Optional[Gait] = None
     obs_history: Optional[ObsHistory] = None
     """The policy input is a history of observation frames (contract 3); null: one frame."""
+    command_rate_limit: Optional[list[float]] = None
+    """Per command (``commands`` order), per second (m/s^2, rad/s^2): the controller's command follows the
+    one it is given at most this fast, from 0 at its reset (contract 4); null: the given command at once."""
 
     # ------------------------------------------------------------------ io
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the ONNX ``robot`` metadata entry); ``None`` fields are left out. ``contract``
-        is the lowest version that holds the content: 3 with an ``obs_history``, else 2."""
+        is the lowest version that holds the content: 4 with a ``command_rate_limit``, 3 with an
+        ``obs_history``, else 2."""
         out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        out["contract"] = 3 if self.obs_history is not None else 2
+        out["contract"] = 4 if self.command_rate_limit is not None else 3 if self.obs_history is not None else 2
         return out
 
     @classmethod
@@ -471,6 +477,14 @@ class _Check:
             if history.get("order", HISTORY_ORDER) != HISTORY_ORDER:
                 self.fail("obs_history.order", f"is {_kind(history['order'])}; this kit builds {HISTORY_ORDER!r} "
                           "histories", "update the deployment kit (robo_ppo/export)")
+        rate = r.get("command_rate_limit")
+        if rate is not None:
+            if r["contract"] < 4:
+                self.fail("command_rate_limit", f"needs contract 4, the file says {r['contract']}")
+            if not isinstance(rate, list) or len(rate) != len(r["commands"]):
+                self.fail("command_rate_limit", f"is {_kind(rate)}, not one rate per command ({len(r['commands'])})")
+            for i, v in enumerate(rate):
+                self.number(f"command_rate_limit[{i}]", v, positive=True)
         critic = r.get("critic_obs_layout", [])
         if not isinstance(critic, list) or not all(isinstance(e, dict) for e in critic):
             self.fail("critic_obs_layout", f"is {_kind(critic)}, not a list of objects")

@@ -93,6 +93,17 @@ def heading_command(heading_now: Array, target: Array, stiffness: float, low: Ar
     return xp.clip(stiffness * wrap_angle(target - heading_now), low, high)
 
 
+def ramp_command(command: Array, target: Array, rate_limit: Array, dt: float) -> Array:
+    """The command one control step later when it follows ``target`` at most ``rate_limit`` per second:
+    ``command + clip(target - command, -rate_limit dt, rate_limit dt)`` (m/s^2 for vx, vy; rad/s^2 for the
+    yaw rate; ``dt`` the control step, s). A joystick's acceleration limit: a full-range cut becomes a ramp
+    the robot can follow (training's ``velocity_command`` ``rate_limit``, the controller's
+    ``command_rate_limit``); arguments broadcast."""
+    xp = array_namespace(command, target, rate_limit)
+    step = rate_limit * dt
+    return command + xp.clip(target - command, -step, step)
+
+
 # ------------------------------------------------------------------ gait clock
 def gait_phase(time_s: Array, frequency_hz: Array, phase_offsets: Array, start_cycles: Array = 0.0) -> Array:
     """Each foot's gait phase (rad, in ``[-pi, pi)``): ``2 pi wrap(start + offset_f + f t)``, ``wrap``
@@ -244,6 +255,6 @@ def fallen(gravity: Array, max_tilt_cos: float, base_height: Array | None = None
 
 
 __all__ = ["OBSERVATIONS", "ObsTerm", "array_namespace", "projected_gravity", "heading", "heading_command",
-           "gait_phase", "gait_clock",
+           "ramp_command", "gait_phase", "gait_clock",
            "observation_values", "assemble", "observation", "clip_action", "joint_targets", "pd_torques",
            "pd_actuator", "fallen"]

@@ -121,6 +121,11 @@ class VelocityCommandParams:
     without it keeps its random stream."""
     heading_stiffness: float = 0.5
     """(rad/s)/rad: the yaw-rate command per radian of heading error (legged_gym's and Isaac Lab's 0.5)."""
+    rate_limit: Optional[list[float]] = None
+    """``[vx, vy, yaw rate]`` per second (m/s^2, m/s^2, rad/s^2): the command the policy sees follows the
+    drawn one (``task.command_target``) at most this fast, ``rules.ramp_command`` every control step, from 0
+    at a reset; the ONNX metadata's ``command_rate_limit``, so the robot-side controller ramps a joystick's
+    commands the same way. null (the default): the drawn command at once."""
     min_speed: float = 0.0
     """m/s: a drawn command whose planar speed ``|(vx, vy)|`` is below this commands standing in place: its vx
     and vy are set to 0, its yaw rate kept (legged_gym zeroes below 0.2 m/s, so that a command given always
@@ -326,7 +331,13 @@ def _init_command(t, p: VelocityCommandParams) -> None:
                           f"heading_stiffness > 0, got {p.heading_prob} and {p.heading_stiffness}")
     if not p.min_speed >= 0:
         raise ConfigError(f"env.task_params.events: velocity_command needs min_speed >= 0 (m/s), got {p.min_speed}")
+    if p.rate_limit is not None and not (len(p.rate_limit) == len(COMMANDS) and all(r > 0 for r in p.rate_limit)):
+        raise ConfigError(f"env.task_params.events: velocity_command.rate_limit must be {len(COMMANDS)} values > 0 "
+                          f"(m/s^2, m/s^2, rad/s^2) or null, got {p.rate_limit}")
     t.command = torch.zeros(t.n, len(COMMANDS), device=t.device)
+    if p.rate_limit is not None:   # the drawn command; t.command ramps toward it
+        t.command_target = torch.zeros(t.n, len(COMMANDS), device=t.device)
+        t.command_rate = torch.as_tensor(p.rate_limit, dtype=torch.float32, device=t.device)
     t.steps_until_cmd = torch.zeros(t.n, dtype=torch.long, device=t.device)
     t.cmd_lo = torch.as_tensor([r[0] for r in p.ranges], dtype=torch.float32, device=t.device)
     t.cmd_hi = torch.as_tensor([r[1] for r in p.ranges], dtype=torch.float32, device=t.device)
@@ -338,31 +349,47 @@ def _init_command(t, p: VelocityCommandParams) -> None:
 def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None:
     """A fresh U(lo, hi) command (then ``min_speed``) and an exponential time (mean ``resample_mean_s``) to its
     resample; with ``heading_prob``, a heading to hold (its yaw-rate command from the reset state's orientation,
-    which the events before this one have set)."""
+    which the events before this one have set). With ``rate_limit`` that is the target, and the command
+    starts one ramp step from 0 toward it (the controller's after its reset)."""
+    key = _drawn(p)
     command = _stand_below(t.uniform(t.cmd_lo, t.cmd_hi, 3), p.min_speed)
     until = t.exp_steps(p.resample_mean_s)
-    t.command = torch.where(mask[:, None], command, t.command)
+    setattr(t, key, torch.where(mask[:, None], command, getattr(t, key)))
     t.steps_until_cmd = torch.where(mask, until, t.steps_until_cmd)
     if p.heading_prob > 0:
         r0 = t.robot.root_qpos
         _draw_heading(t, mask, p, rules.heading(state.qpos[:, r0 + 3:r0 + 7]))
+    if p.rate_limit is not None:
+        start = rules.ramp_command(torch.zeros_like(t.command), t.command_target, t.command_rate, t.dt)
+        t.command = torch.where(mask[:, None], start, t.command)
+
+
+def _drawn(p: VelocityCommandParams) -> str:
+    """The task attribute that holds the drawn command: ``command_target`` with a ``rate_limit`` (``command``
+    then ramps toward it), else ``command`` itself."""
+    return "command" if p.rate_limit is None else "command_target"
 
 
 def _resample_command(t, p: VelocityCommandParams) -> None:
     """Where the resample time is due, Playground's scheme: each component changes with ``change_prob``;
     a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0; then ``min_speed``. With
     ``heading_prob``: a new heading draw where due, and every env that holds a heading gets its yaw-rate
-    command for this step."""
+    command for this step. With ``rate_limit`` all of that is the target, and the command takes one
+    ``rules.ramp_command`` step toward it."""
+    key = _drawn(p)
+    drawn = getattr(t, key)
     due = t.steps_until_cmd <= 0
     draw = t.uniform(t.cmd_lo, t.cmd_hi, 3)
     keep = torch.rand(t.n, 3, generator=t.gen, device=t.device) < torch.as_tensor(p.keep_prob, device=t.device)
     change = torch.rand(t.n, 3, generator=t.gen, device=t.device) < p.change_prob
-    resampled = _stand_below(torch.where(change, draw * keep, t.command), p.min_speed)
+    resampled = _stand_below(torch.where(change, draw * keep, drawn), p.min_speed)
     until = t.exp_steps(p.resample_mean_s)
-    t.command = torch.where(due[:, None], resampled, t.command)
+    setattr(t, key, torch.where(due[:, None], resampled, drawn))
     t.steps_until_cmd = torch.where(due, until, t.steps_until_cmd - 1)
     if p.heading_prob > 0:
         _draw_heading(t, due, p, t.base_yaw())
+    if p.rate_limit is not None:
+        t.command = rules.ramp_command(t.command, t.command_target, t.command_rate, t.dt)
 
 
 def _stand_below(command: torch.Tensor, min_speed: float) -> torch.Tensor:
@@ -382,9 +409,10 @@ def _draw_heading(t, mask, p: VelocityCommandParams, heading_now: torch.Tensor) 
     t.heading_target = torch.where(mask, target, t.heading_target)
     t.heading_hold = torch.where(mask, hold, t.heading_hold)
     yaw_rate = rules.heading_command(heading_now, t.heading_target, p.heading_stiffness, t.cmd_lo[2], t.cmd_hi[2])
-    command = t.command.clone()
+    key = _drawn(p)
+    command = getattr(t, key).clone()
     command[:, 2] = torch.where(t.heading_hold, yaw_rate, command[:, 2])
-    t.command = command
+    setattr(t, key, command)
 
 
 def _push_steps(t, p: PushParams) -> torch.Tensor:

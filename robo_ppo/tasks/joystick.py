@@ -710,8 +710,9 @@ class Joystick:
         as ``robot``), derived from the robot description and the term declarations: the model file,
         joint order, default pose, action scale and clip, PD gains, torque limits and target range,
         rates, the actor's observation layout (``rules.OBSERVATIONS`` entries), the commands and their
-        ranges, the action latency, the fall condition, the sensors added to the scene and, with a
-        gait, the clock (``frequency_hz``: the middle of the training range; ``phase_offsets``)."""
+        ranges, the action latency, the fall condition, the sensors added to the scene, with a gait
+        the clock (``frequency_hz``: the middle of the training range; ``phase_offsets``), and the
+        commands' ``rate_limit`` (``command_rate_limit``)."""
         rb, p, d = self.robot, self.p, self.robot.desc
         finite = bool(np.isfinite(rb.target_range).all())
         return RobotMetadata(
@@ -736,6 +737,7 @@ class Joystick:
             gait=Gait(frequency_hz=sum(p.gait.frequency) / 2, phase_offsets=[float(x) for x in p.gait.phase_offsets])
             if p.gait.enable else None,
             obs_history=ObsHistory(length=p.obs_history) if p.obs_history > 1 else None,
+            command_rate_limit=None if (rate := self.command_params.rate_limit) is None else [float(x) for x in rate],
         ).to_dict()
 
 
