@@ -248,7 +248,7 @@ def test_v1_metadata_is_upgraded(tmp_path):
     v1 = _v1_robot()
     ctrl = RobotController(policy(tmp_path / "v1.onnx", v1))
     r = ctrl.robot
-    assert r.contract == 2 and robot_metadata_mod.CONTRACT_VERSION == 3   # upgraded to v2 (no history)
+    assert r.contract == 2 and robot_metadata_mod.CONTRACT_VERSION == 4   # upgraded to v2 (no history)
     assert [e["fn"] for e in r.obs_layout] == ["sensor", "sensor", "projected_gravity", "joint_pos_rel",
                                               "joint_vel", "last_action", "command"]
     assert [e.get("sensor") for e in r.obs_layout[:3]] == ["local_linvel", "gyro", "orientation"]  # roles
