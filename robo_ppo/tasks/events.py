@@ -122,10 +122,15 @@ class VelocityCommandParams:
     heading_stiffness: float = 0.5
     """(rad/s)/rad: the yaw-rate command per radian of heading error (legged_gym's and Isaac Lab's 0.5)."""
     rate_limit: Optional[list[float]] = None
-    """``[vx, vy, yaw rate]`` per second (m/s^2, m/s^2, rad/s^2): the command the policy sees follows the
-    drawn one (``task.command_target``) at most this fast, ``rules.ramp_command`` every control step, from 0
-    at a reset; the ONNX metadata's ``command_rate_limit``, so the robot-side controller ramps a joystick's
-    commands the same way. null (the default): the drawn command at once."""
+    """``[vx, vy, yaw rate]`` per second (m/s^2, m/s^2, rad/s^2): the ONNX metadata's ``command_rate_limit``,
+    so the robot-side controller's command follows a joystick's at most this fast (``rules.ramp_command``
+    every control step, from 0 at its reset). null (the default): the given command at once."""
+    ramp_in_training: bool = False
+    """With ``rate_limit``: true, training's commands ramp the same way (the drawn command is
+    ``task.command_target``, the policy's ``task.command`` follows it from 0 at a reset); false (the
+    default), training keeps the drawn commands' cuts, the harder case (a ramp is a run of small cuts), and
+    only the robot ramps. Spot trained with the ramp fell more under pushes and heavier links than the
+    same recipe trained on cuts and run with it (docs/robots.md, "Rate-limited commands")."""
     min_speed: float = 0.0
     """m/s: a drawn command whose planar speed ``|(vx, vy)|`` is below this commands standing in place: its vx
     and vy are set to 0, its yaw rate kept (legged_gym zeroes below 0.2 m/s, so that a command given always
@@ -335,7 +340,7 @@ def _init_command(t, p: VelocityCommandParams) -> None:
         raise ConfigError(f"env.task_params.events: velocity_command.rate_limit must be {len(COMMANDS)} values > 0 "
                           f"(m/s^2, m/s^2, rad/s^2) or null, got {p.rate_limit}")
     t.command = torch.zeros(t.n, len(COMMANDS), device=t.device)
-    if p.rate_limit is not None:   # the drawn command; t.command ramps toward it
+    if _ramps(p):   # the drawn command; t.command ramps toward it
         t.command_target = torch.zeros(t.n, len(COMMANDS), device=t.device)
         t.command_rate = torch.as_tensor(p.rate_limit, dtype=torch.float32, device=t.device)
     t.steps_until_cmd = torch.zeros(t.n, dtype=torch.long, device=t.device)
@@ -349,8 +354,8 @@ def _init_command(t, p: VelocityCommandParams) -> None:
 def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None:
     """A fresh U(lo, hi) command (then ``min_speed``) and an exponential time (mean ``resample_mean_s``) to its
     resample; with ``heading_prob``, a heading to hold (its yaw-rate command from the reset state's orientation,
-    which the events before this one have set). With ``rate_limit`` that is the target, and the command
-    starts one ramp step from 0 toward it (the controller's after its reset)."""
+    which the events before this one have set). Where training ramps (``ramp_in_training``) that is the
+    target, and the command starts one ramp step from 0 toward it (the controller's after its reset)."""
     key = _drawn(p)
     command = _stand_below(t.uniform(t.cmd_lo, t.cmd_hi, 3), p.min_speed)
     until = t.exp_steps(p.resample_mean_s)
@@ -359,23 +364,28 @@ def _reset_command(t, state: ResetState, mask, p: VelocityCommandParams) -> None
     if p.heading_prob > 0:
         r0 = t.robot.root_qpos
         _draw_heading(t, mask, p, rules.heading(state.qpos[:, r0 + 3:r0 + 7]))
-    if p.rate_limit is not None:
+    if _ramps(p):
         start = rules.ramp_command(torch.zeros_like(t.command), t.command_target, t.command_rate, t.dt)
         t.command = torch.where(mask[:, None], start, t.command)
 
 
+def _ramps(p: VelocityCommandParams) -> bool:
+    """Whether training's commands ramp (``rate_limit`` with ``ramp_in_training``)."""
+    return p.rate_limit is not None and p.ramp_in_training
+
+
 def _drawn(p: VelocityCommandParams) -> str:
-    """The task attribute that holds the drawn command: ``command_target`` with a ``rate_limit`` (``command``
-    then ramps toward it), else ``command`` itself."""
-    return "command" if p.rate_limit is None else "command_target"
+    """The task attribute that holds the drawn command: ``command_target`` where training ramps (``command``
+    then follows it), else ``command`` itself."""
+    return "command_target" if _ramps(p) else "command"
 
 
 def _resample_command(t, p: VelocityCommandParams) -> None:
     """Where the resample time is due, Playground's scheme: each component changes with ``change_prob``;
     a changed component is a fresh U(lo, hi) draw with ``keep_prob``, else 0; then ``min_speed``. With
     ``heading_prob``: a new heading draw where due, and every env that holds a heading gets its yaw-rate
-    command for this step. With ``rate_limit`` all of that is the target, and the command takes one
-    ``rules.ramp_command`` step toward it."""
+    command for this step. Where training ramps (``ramp_in_training``) all of that is the target, and the
+    command takes one ``rules.ramp_command`` step toward it."""
     key = _drawn(p)
     drawn = getattr(t, key)
     due = t.steps_until_cmd <= 0
@@ -388,7 +398,7 @@ def _resample_command(t, p: VelocityCommandParams) -> None:
     t.steps_until_cmd = torch.where(due, until, t.steps_until_cmd - 1)
     if p.heading_prob > 0:
         _draw_heading(t, due, p, t.base_yaw())
-    if p.rate_limit is not None:
+    if _ramps(p):
         t.command = rules.ramp_command(t.command, t.command_target, t.command_rate, t.dt)
 
 
