@@ -23,7 +23,7 @@ that resolves outside); per-joint arrays (``default_pose``, ``kp``, ``kd``,
 ``start``/``size`` tiling the input from 0; ``command_ranges`` a ``[lo, hi]``
 pair per command; ``control_dt``/``sim_dt`` positive, the first a multiple
 of the second; ``fall`` finite; ``gait`` one phase offset per foot of the
-gait clock term. Any failure raises :class:`ContractError` (one line:
+gait clock term; ``command_rate_limit`` one positive rate per command. Any failure raises :class:`ContractError` (one line:
 ``<file>: robot metadata <field> <what is wrong>; <fix>``).
 
 Versions (``contract``): 4 is this one; it adds ``command_rate_limit`` (per command, per second: the
