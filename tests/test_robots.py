@@ -155,11 +155,13 @@ def test_layouts_and_metadata_come_from_the_declarations(name, nominal):
     assert [e["name"] for e in layout] == [t.name for t in params.obs]
     sizes = [e["size"] for e in layout]
     assert [e["start"] for e in layout] == list(np.cumsum([0] + sizes)[:-1])
-    assert obs.shape == (1, sum(sizes)) and env.critic_obs_dim == sum(s for _, s in env.task.critic_obs_layout)
+    frames = env.task.history_length   # the policy input: the last `obs_history` frames (1: the current one)
+    assert meta.get("obs_history", {"length": 1})["length"] == frames
+    assert obs.shape == (1, sum(sizes) * frames) and env.critic_obs_dim == sum(s for _, s in env.task.critic_obs_layout)
     expect = robot_expectations(name)
     assert expect["obs_dim"] in (None, obs.shape[1]) and expect["critic_obs_dim"] in (None, env.critic_obs_dim)
     actor, critic = env.task.observe(noise=False)
-    torch.testing.assert_close(critic[:, :obs.shape[1]], actor)
+    torch.testing.assert_close(critic[:, :sum(sizes)], actor)
     J, F = len(robot.joint_names), len(robot.feet)
     assert meta["joint_names"] == list(robot.joint_names)
     assert meta["kp"] == pytest.approx(np.broadcast_to(plain(robot.kp), J).tolist())
@@ -344,12 +346,16 @@ def test_swing_height_profile():
 
 # ---------------------------------------------------------------- deploy twin
 def _deploy_env_overrides(name: str) -> list[str]:
-    """A gait with the deploy loop's clock: the middle frequency, starting at phase 0."""
+    """One observation frame and no command rate limit (the controller observes states of several envs in
+    turn here; its history and its command ramp are each tested against training on their own:
+    tests/test_observation_history.py, tests/test_command_rate_limit.py); a gait with the deploy loop's
+    clock: the middle frequency, starting at phase 0."""
+    single = ["env.task_params.obs_history=1", "env.task_params.events.command.params.rate_limit=null"]
     gait = env_cfg(name).task_params.get("gait")
     if gait is None or not gait.enable:
-        return []
+        return single
     f = sum(gait.frequency) / 2
-    return [f"env.task_params.gait.frequency=[{f},{f}]", "env.task_params.gait.random_start=false"]
+    return single + [f"env.task_params.gait.frequency=[{f},{f}]", "env.task_params.gait.random_start=false"]
 
 
 @pytest.mark.parametrize("name", ROBOTS)
@@ -396,7 +402,8 @@ def test_train_export_deploy_and_replay(name, tmp_path, capsys):
     assert export_checkpoint(summary["checkpoint"], onnx_path)["max_abs_diff"] <= 1e-5
     meta = read_metadata(onnx_path)
     assert meta["robot"]["name"] == name and meta["act_dim"] == robot_expectations(name)["joints"]
-    assert meta["obs_dim"] == sum(e["size"] for e in meta["robot"]["obs_layout"])
+    frames = meta["robot"].get("obs_history", {"length": 1})["length"]
+    assert meta["obs_dim"] == frames * sum(e["size"] for e in meta["robot"]["obs_layout"])
     result = load_kit("harness").run(onnx_path, [(1.0, 0.3, 0.0, 0.0)], seed=0)
     assert result["summary"]["sim_s"] == pytest.approx(1.0) and result["robot_name"] == name
     register_replay_config()

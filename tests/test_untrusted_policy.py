@@ -148,14 +148,14 @@ ROBOT_CASES = [
     Case("gait_offsets", _gait_clock,
          "robot metadata gait.phase_offsets has 4 entries; the gait clock term 'clock' has size 12 (cos and sin "
          "per foot), so it needs 6"),
-    Case("contract_future", _set("contract", 4),
-         "needs robot contract version 4; this kit reads contract versions 1, 2, 3"),
+    Case("contract_future", _set("contract", 5),
+         "needs robot contract version 5; this kit reads contract versions 1, 2, 3, 4"),
     Case("contract_missing", lambda r: r.pop("contract"),
-         "robot metadata contract is missing (the contract version; this kit reads contract versions 1, 2, 3)"),
+         "robot metadata contract is missing (the contract version; this kit reads contract versions 1, 2, 3, 4)"),
     Case("contract_string", _set("contract", "2"),
          "robot metadata contract is a string '2', not a contract version"),
     Case("contract_zero", _set("contract", 0),
-         "robot metadata contract 0 is not a contract version (this kit reads contract versions 1, 2, 3)"),
+         "robot metadata contract 0 is not a contract version (this kit reads contract versions 1, 2, 3, 4)"),
 ]
 FILE_CASES = [
     Case("robot_not_json", None, "metadata robot='{\"name\": \"go1\", ' is not valid JSON",
