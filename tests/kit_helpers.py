@@ -23,6 +23,10 @@ ROBOT_ENV = "go1_joystick"
 QUIET_ROBOT = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
                "engine.num_threads=1"]
 """Overrides of a noise-free, unrandomized robot env (no encoder offsets) on one thread."""
+ONE_FRAME = ["env.task_params.obs_history=1", "env.task_params.events.command.params.rate_limit=null"]
+"""Overrides of a robot task whose policy input is one observation frame and whose commands are not ramped
+(robot contract 2): the input the term-by-term tests read. The Go1's shipped task stacks two frames and
+ramps its commands; tests/test_observation_history.py and tests/test_command_rate_limit.py test those."""
 
 
 def robot_env(num_envs: int = 1, *overrides: str, seed: int = 0, env: str = ROBOT_ENV):
@@ -55,15 +59,18 @@ def deploy_and_training_observations(env, harness, steps: int, every: int = 3):
     """Yield ``(deploy obs, training obs)`` per env every ``every`` of ``steps`` random-action steps of
     ``env`` (a ``RobotVecEnv``, torch seed 0). Each env's state (with the solver's warm start) is copied
     into ``harness.data`` (a ``harness.MujocoHarness``, its own motor scene), ``mj_forward``; the
-    controller gets the env's last action and the gait clock's time (``steps * dt`` since its reset)
-    and observes what the harness's driver reads (``harness.measurements()``) with the env's command.
-    The training side is the task's noise-free observation."""
+    controller gets the env's last action, the gait clock's time (``steps * dt`` since its reset) and the
+    env's command as its ramped command (a rate limit's ramp then holds it), and observes what the
+    harness's driver reads (``harness.measurements()``) with the env's command. Yielded is the newest frame
+    of its input (the first ``env.task.obs_size`` values: with a history the older frames are the
+    controller's own pushes, tests/test_observation_history.py). The training side is the task's
+    noise-free observation frame."""
     import mujoco
     import torch
 
     data, model, ctrl = harness.data, harness.model, harness.controller
     gen = torch.Generator().manual_seed(0)
-    act_dim = env.action_space.shape[0]
+    act_dim, frame = env.action_space.shape[0], env.task.obs_size
     for step in range(steps):
         env.step(2 * torch.rand(env.num_envs, act_dim, generator=gen) - 1)
         if step % every:
@@ -75,7 +82,15 @@ def deploy_and_training_observations(env, harness, steps: int, every: int = 3):
             mujoco.mj_forward(model, data)
             ctrl.last_action = env.task.last_act[i].numpy().copy()
             ctrl.time_s = int(env.task.steps[i]) * env.task.dt
-            yield ctrl.observe(harness.measurements(), env.task.command[i].numpy()), want[i]
+            command = env.task.command[i].numpy().astype(np.float64)
+            ctrl.command = command.copy()   # the env's command is where a rate limit's ramp stands
+            yield ctrl.observe(harness.measurements(), command)[:frame], want[i]
+
+
+def policy_obs_dim(robot: dict) -> int:
+    """The policy input's size a robot metadata ``robot`` asks for: where its obs_layout ends x its
+    obs_history's frames (1 without one)."""
+    return sum(int(e["size"]) for e in robot["obs_layout"]) * int((robot.get("obs_history") or {}).get("length", 1))
 
 
 def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int | None = None,
@@ -84,12 +99,13 @@ def write_robot_policy(path: Path, robot: dict | None, bias=None, obs_dim: int |
     """A constant ONNX policy, obs ``[batch, obs_dim]`` -> actions ``obs @ 0 + bias``, with
     robo_ppo's metadata encoding (the kit's ``encode_metadata_value``: strings verbatim, the rest JSON)
     and ``robot`` when given.
-    ``obs_dim``/``act_dim`` default to the robot's (its obs_layout, its joints), else 48 and 12."""
+    ``obs_dim``/``act_dim`` default to the robot's (its obs_layout's end x its obs_history's frames, its
+    joints), else 48 and 12."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     if obs_dim is None:
-        obs_dim = sum(int(e["size"]) for e in robot["obs_layout"]) if robot else 48
+        obs_dim = policy_obs_dim(robot) if robot else 48
     if act_dim is None:
         act_dim = len(robot["joint_names"]) if robot else 12
 

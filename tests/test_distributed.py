@@ -104,7 +104,7 @@ def test_two_ranks_robot_task_cli(tmp_path):
         assert r0["first"][key] is not None and not torch.equal(r0["first"][key], r1["first"][key]), key
     # ... and after 3 iterations of those different data the ranks hold identical parameters
     assert torch.equal(r0["flat_params"], r1["flat_params"])
-    # both normalizers (actor 48 values, privileged critic more) hold the statistics of both ranks' data
+    # both normalizers (actor 96 values: two frames of 48; the privileged critic's) hold the statistics of both ranks' data
     assert sorted(r0["norms"]) == ["critic_obs_normalizer", "obs_normalizer"]
     for name in r0["norms"]:
         n0, n1 = r0["norms"][name], r1["norms"][name]
@@ -122,7 +122,7 @@ def test_two_ranks_robot_task_cli(tmp_path):
         mean0, _, _ = merge_moments(n0["start"]["mean"], n0["start"]["var"], float(n0["start"]["count"]),
                                     alone.mean(0), alone.var(0, unbiased=False), float(len(alone)))
         assert not torch.allclose(n0["final"]["mean"], mean0), name
-    assert r0["norms"]["critic_obs_normalizer"]["final"]["mean"].numel() > 48
+    assert r0["norms"]["critic_obs_normalizer"]["final"]["mean"].numel() > 48   # a frame and the privileged terms
     # the reward scaler (normalize_reward in the robot recipe) counts every rank's env steps
     assert r0["reward_scaler"] is not None
     for key, value in r0["reward_scaler"].items():
@@ -140,7 +140,7 @@ def test_two_ranks_robot_task_cli(tmp_path):
     assert sorted(p.name for p in run.glob("*.onnx")) == ["policy.onnx"]
     meta = read_metadata(run / "policy.onnx")
     assert meta["robot"]["name"] == "go1" and meta["task_name"] == "go1_joystick"
-    assert meta["engine"] == "mujoco" and meta["obs_dim"] == 48 and meta["global_step"] == 768
+    assert meta["engine"] == "mujoco" and meta["obs_dim"] == 96 and meta["global_step"] == 768
     ckpts = list_checkpoints(run / "checkpoints")
     assert len(ckpts) == 1
     state = load_checkpoint(ckpts[-1])

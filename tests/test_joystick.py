@@ -32,7 +32,8 @@ NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.pa
            "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0"]
 GO1 = OmegaConf.load(Path(config_dir()) / "robot" / "go1.yaml")
 EXPECT = robot_expectations("go1")
-OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 48, 97
+OBS, CRITIC_OBS = EXPECT["obs_dim"], EXPECT["critic_obs_dim"]   # 96 (the policy input), 97
+FRAME = OBS // make_cfg("env=go1_joystick").env.task_params.obs_history   # 48: one observation frame
 
 
 def make_env(n: int, *overrides: str, seed: int = 0):
@@ -115,9 +116,9 @@ def test_layouts_and_metadata_come_from_the_declarations(nominal):
     assert meta["torque_limits"] == pytest.approx([23.7, 23.7, 35.55] * 4)               # the model's forcerange
     assert meta["command_ranges"] == {"vx": [-1.5, 1.5], "vy": [-0.8, 0.8], "yaw_rate": [-1.2, 1.2]}
     assert list(env.reward_terms) == list(terms.reward_scales) and set(env.reward_terms) <= set(REWARD_FUNCTIONS)
-    # noise-free: the critic's first OBS entries are the actor's observation
+    # noise-free: the critic's first FRAME entries are the actor's newest observation frame
     actor, critic = task.observe(noise=False)
-    torch.testing.assert_close(critic[:, :OBS], actor)
+    torch.testing.assert_close(critic[:, :FRAME], actor)
 
 
 def test_randomization_in_range_and_fresh_per_env_and_reset():
@@ -769,7 +770,8 @@ def test_train_a_few_iterations_and_export(tmp_path):
     meta = read_metadata(tmp_path / "go1.onnx")
     assert meta["obs_dim"] == OBS and meta["act_dim"] == EXPECT["joints"]
     assert meta["robot"]["name"] == "go1" and meta["robot"]["obs_layout"][-1]["name"] == "command"
-    assert meta["action_names"][0] == "FR_hip_joint" and meta["observation_names"][0] == "base_linvel[0]"
+    assert meta["action_names"][0] == "FR_hip_joint" and meta["observation_names"][0] == "base_linvel[0]@t-0"
+    assert meta["observation_names"][FRAME] == "base_linvel[0]@t-1"   # the frame before, newest first
     session = ort.InferenceSession(str(tmp_path / "go1.onnx"), providers=["CPUExecutionProvider"])
     assert [i.shape[1] for i in session.get_inputs()] == [OBS]
     metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
@@ -784,18 +786,19 @@ def test_teacher_obs_gives_the_actor_privileged_terms_and_is_not_exported(tmp_pa
     from robo_ppo.export import export_checkpoint
     from robo_ppo.train import run
 
-    env, _ = make_env(4, "env.task_params.teacher_obs=[base_height,foot_contact]")
+    one = "env.task_params.obs_history=1"   # one frame: the actor's input is the frame and the teacher terms
+    env, _ = make_env(4, "env.task_params.teacher_obs=[base_height,foot_contact]", one)
     env.reset(seed=0)
     task = env.task
-    assert task.robot_obs_size == OBS and task.obs_size == OBS + 1 + 4 == env.observation_space.shape[0]
-    assert sum(e["size"] for e in task.metadata()["obs_layout"]) == OBS
+    assert task.robot_obs_size == FRAME and task.obs_size == FRAME + 1 + 4 == env.observation_space.shape[0]
+    assert sum(e["size"] for e in task.metadata()["obs_layout"]) == FRAME
     obs, critic = task.observe(noise=True)
     names = [n for n, _ in task.critic_obs_layout]
     start = {n: sum(s for _, s in task.critic_obs_layout[:i]) for i, n in enumerate(names)}
-    torch.testing.assert_close(obs[:, OBS:OBS + 1], critic[:, start["base_height"]:start["base_height"] + 1])
-    torch.testing.assert_close(obs[:, OBS + 1:], critic[:, start["foot_contact"]:start["foot_contact"] + 4])
+    torch.testing.assert_close(obs[:, FRAME:FRAME + 1], critic[:, start["base_height"]:start["base_height"] + 1])
+    torch.testing.assert_close(obs[:, FRAME + 1:], critic[:, start["foot_contact"]:start["foot_contact"] + 4])
     env.close()
-    cfg = make_cfg("env=go1_joystick", "env.task_params.teacher_obs=[base_height]", "algo.num_envs=8",
+    cfg = make_cfg("env=go1_joystick", "env.task_params.teacher_obs=[base_height]", one, "algo.num_envs=8",
                    "algo.num_steps=8", "algo.num_minibatches=2", "total_timesteps=64", "eval_episodes=2",
                    "env.max_episode_steps=16",
                    "algo.actor_hidden_sizes=[16]", "algo.critic_hidden_sizes=[16]")
@@ -803,7 +806,7 @@ def test_teacher_obs_gives_the_actor_privileged_terms_and_is_not_exported(tmp_pa
     summary = run(cfg, tmp_path / "run")   # robo-ppo-train's run: trains, skips the export
     assert summary["finished"] and "onnx" not in summary and not (tmp_path / "run" / "policy.onnx").exists()
     state = torch.load(summary["checkpoint"], weights_only=True)
-    assert state["model"]["obs_normalizer.rms.mean"].shape == (OBS + 1,)
+    assert state["model"]["obs_normalizer.rms.mean"].shape == (FRAME + 1,)
     with pytest.raises(ExportError, match="teacher_obs"):
         export_checkpoint(summary["checkpoint"], tmp_path / "teacher.onnx")
     assert not (tmp_path / "teacher.onnx").exists()

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from hydra import compose, initialize_config_dir
-from kit_helpers import robot_metadata, write_robot_policy
+from kit_helpers import policy_obs_dim, robot_metadata, write_robot_policy
 
 from robo_ppo.errors import CheckpointError, ConfigError
 from robo_ppo.hydra_utils import config_dir
@@ -296,7 +296,7 @@ def test_robot_checkpoint_is_exported_then_replayed(runs, robot_meta, tmp_path, 
     from robo_ppo.runner.checkpoint import space_to_dict
 
     robot = robot_meta["robot"]
-    obs_dim, act_dim = sum(e["size"] for e in robot["obs_layout"]), len(robot["joint_names"])
+    obs_dim, act_dim = policy_obs_dim(robot), len(robot["joint_names"])
     state = torch.load(runs[("inverted_pendulum", False)], weights_only=True)
     obs_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     act_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
@@ -339,7 +339,7 @@ def test_robot_replay_any_robot_and_refusals(robot_policy, robot_meta, tmp_path)
     with pytest.raises(ConfigError, match=r"robot metadata lacks \['commands'\]"):
         replay(write_policy(tmp_path / "lacking.onnx", robot_meta, lacking), print_table=False)
     small = write_policy(tmp_path / "obs40.onnx", robot_meta, obs_dim=40)
-    with pytest.raises(ConfigError, match="needs obs_dim 48"):  # the kit's own check, as one ConfigError
+    with pytest.raises(ConfigError, match=f"needs obs_dim {policy_obs_dim(robot_meta['robot'])}"):  # the kit's, as one ConfigError
         replay(small, schedule=[[0.2, 0.0, 0.0, 0.0]], print_table=False)
     no_robot = write_robot_policy(tmp_path / "no_robot.onnx", None, engine="brax")  # e.g. exported before the metadata existed
     with pytest.raises(ConfigError, match="Brax-engine run of Go1JoystickFlatTerrain and has no robot metadata"):
