@@ -54,7 +54,7 @@ def file_model():
 
 
 def test_config_composes_over_the_base_and_keeps_its_recipe():
-    c, go1 = cfg(), make_cfg("env=go1_joystick")   # the Go1's env file overrides neither (but latency_prob)
+    c, go1 = cfg(), make_cfg("env=go1_joystick")   # the Go1's env file overrides neither
     assert c.env.name == ENV and c.env.robot.name == "g1" and c.env.task == "joystick"
     p = c.env.task_params
     assert p.sim_dt == 0.002 and round(p.control_dt / p.sim_dt) == 10
@@ -65,7 +65,6 @@ def test_config_composes_over_the_base_and_keeps_its_recipe():
     # the base's randomization but for the substeps' limit (docs/robots.md: the G1's time budget)
     randomize, base = plain(c.env.task_params.events.randomize), plain(go1.env.task_params.events.randomize)
     assert randomize["params"].pop("damping_step_limit") == 1.0 and base["params"].pop("damping_step_limit") == 0.5
-    assert randomize["params"].pop("latency_prob") == 0.5 and base["params"].pop("latency_prob") == 1.0  # the Go1's
     assert randomize == base
     assert c.env.task_params.privileged_obs == go1.env.task_params.privileged_obs
     assert c.total_timesteps % (c.algo.num_envs * c.algo.num_steps) == 0
