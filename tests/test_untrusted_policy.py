@@ -44,7 +44,8 @@ def _shipped_bytes() -> bytes:
 
 
 def shipped_robot() -> dict:
-    """The shipped policy's ``robot`` metadata (contract 2), a fresh copy."""
+    """The shipped Go1 policy's ``robot`` metadata (contract 4: a history and a command rate limit), a fresh
+    copy."""
     props = {p.key: p.value for p in onnx.load_from_string(_shipped_bytes()).metadata_props}
     return json.loads(props["robot"])
 
@@ -140,9 +141,9 @@ ROBOT_CASES = [
          "robot metadata obs_layout[0].size is a string '3', not an integer"),
     Case("obs_layout_negative", _set("obs_layout.6.size", -3),
          "robot metadata obs_layout[6].size is -3; it must be >= 1"),
-    Case("obs_layout_short", _set("obs_layout.6.size", 2),
-         "robot metadata obs_layout needs obs_dim 47 (where its last term ends) but the graph input obs has 48 "
-         "entries", policy_level=True),
+    Case("obs_layout_short", _set("obs_layout.6.size", 2),   # the shipped Go1's input: two frames of 48
+         "robot metadata obs_layout needs obs_dim 94 (where its last term ends x obs_history.length 2) but the "
+         "graph input obs has 96 entries", policy_level=True),
     Case("obs_fn_unknown", _set("obs_layout.2.fn", "teleport"),
          "observation term 'teleport' is unknown to this kit (robot metadata obs_layout[2].fn"),
     Case("gait_offsets", _gait_clock,
@@ -196,7 +197,7 @@ def test_robot_metadata_refuses_each_field(case):
     if case.policy_level:  # a consistent dict; the graph's width is what it contradicts
         meta = robot_metadata.RobotMetadata.from_dict(robot, "policy.onnx")
         with pytest.raises(robot_metadata.ContractError) as info:
-            meta.check_policy(48, 12, False, 0.02, "policy.onnx")
+            meta.check_policy(96, 12, False, 0.02, "policy.onnx")   # the shipped graph's input width
     else:
         with pytest.raises(robot_metadata.ContractError) as info:
             robot_metadata.RobotMetadata.from_dict(robot, "policy.onnx")
@@ -251,7 +252,10 @@ def test_a_symlink_out_of_the_package_is_refused_before_it_is_opened(tmp_path, m
 
 
 def test_contract_1_and_2_files_are_still_read():
-    robot_metadata.RobotMetadata.from_dict(shipped_robot(), "policy.onnx")  # contract 2
+    robot_metadata.RobotMetadata.from_dict(shipped_robot(), "policy.onnx")  # contract 4
+    rough = onnx.load(str(ROOT / "policies" / "go1_rough" / "policy.onnx")).metadata_props
+    rough_robot = json.loads({p.key: p.value for p in rough}["robot"])
+    assert robot_metadata.RobotMetadata.from_dict(rough_robot, "rough.onnx").contract == rough_robot["contract"] == 2
     v1 = json.loads(V1_ROBOT.read_text())  # no contract key; v1's action_offset says what it is
     assert "contract" not in v1 and v1["action_offset"] == "default_pose"
     assert robot_metadata.RobotMetadata.from_dict(copy.deepcopy(v1), "v1.onnx").contract == 2
