@@ -63,6 +63,20 @@ def test_it_walks_forward_and_turns_in_the_deploy_loop(name):
     assert abs(turn["yaw_rate"] - yaw) < 0.3 and abs(turn["vx"]) < 0.2
 
 
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_it_turns_in_place_both_ways_after_standing(name):
+    """Learned behaviour: after 3 s of standing, a turn in place at 25, 42 and 60% of the yaw-rate range,
+    each way, for 3 s (the first second is not measured), within 0.25 rad/s (the rough-terrain goal's yaw
+    bound). A Go1 candidate of session 23 that met the goal over the random schedule turned at 0.02 rad/s
+    for 0.5 commanded here, and the Go1 shipped before it at -0.05 for -0.3 (docs/go1.md)."""
+    kit = load_kit("harness")
+    for fraction in (0.25, 0.42, 0.6, -0.25, -0.42, -0.6):
+        harness = kit.MujocoHarness(SHIPPED[name], seed=0)
+        yaw = fraction * harness.robot.command_ranges["yaw_rate"][1]
+        turn = harness.run([(3.0, 0.0, 0.0, 0.0), (3.0, 0.0, 0.0, yaw)])["segments"][1]
+        assert turn["falls"] == 0 and abs(turn["yaw_rate"] - yaw) < 0.25 and abs(turn["vx"]) < 0.2, (yaw, turn)
+
+
 def test_replay_runs_it_by_name():
     result = replay("go1_joystick", schedule=[[2.0, 0.5, 0.0, 0.0]], print_table=False)
     assert result["robot"] == "go1" and len(result["segments"]) == 1
