@@ -125,6 +125,44 @@ def test_a_second_ctrl_c_while_the_outputs_are_written_stops_at_once(tmp_path):
     assert summary["onnx_error"] == f"export interrupted; export later with robo-ppo-export checkpoint={ckpt}"
 
 
+def test_one_stop_delivered_twice_still_writes_the_outputs(tmp_path):
+    """GNU ``timeout -s INT`` (without ``--foreground``) signals the child and then its process group: the
+    run may get the same SIGINT twice within microseconds. A repeat that soon (here 50 ms, inside a ~1 s
+    iteration) is not a second Ctrl-C: the run stops at the end of its iteration and writes its outputs."""
+    run_dir = tmp_path / "run"
+    slow = ["env=halfcheetah", "total_timesteps=10000000", "algo.num_envs=2", "algo.num_steps=4096",
+            "algo.num_minibatches=2"]   # 8,192 env steps an iteration: the repeat lands mid-iteration
+    proc = _start(run_dir, *slow)
+    _wait_for(proc, lambda: _metrics_rows(run_dir) >= 1, "the first iteration")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert "KeyboardInterrupt" not in out
+    summary = _check_unfinished_summary(run_dir)
+    assert summary["onnx"] == str(run_dir / "policy.onnx") and (run_dir / "policy.onnx").is_file()
+
+
+def test_the_stop_handler_ignores_a_repeat_within_the_window_and_stops_hard_after_it():
+    """``StopOnSignal`` on a clock the test sets: the first SIGINT requests the stop, a repeat 0.1 s later
+    does nothing, one ``REPEAT_WINDOW_S`` after the first raises KeyboardInterrupt (a second Ctrl-C)."""
+    from robo_ppo.runner.trainer import REPEAT_WINDOW_S, StopOnSignal
+
+    now, stops = [100.0], []
+    handler = StopOnSignal(lambda: stops.append(now[0]), clock=lambda: now[0])
+    handler(signal.SIGINT, None)
+    assert stops == [100.0]
+    now[0] += 0.1
+    handler(signal.SIGINT, None)
+    handler(signal.SIGTERM, None)
+    assert stops == [100.0]
+    now[0] = 100.0 + REPEAT_WINDOW_S
+    with pytest.raises(KeyboardInterrupt):
+        handler(signal.SIGINT, None)
+    assert stops == [100.0]
+
+
 def test_an_unexpected_export_failure_leaves_the_finished_runs_summary(tmp_path, monkeypatch):
     """An export that fails with something other than ExportError (a bug, a module edited under a running
     process) propagates, and the finished run's summary.json is already beside its checkpoints."""

@@ -8,6 +8,7 @@ env-stepping hot loop, ``state_dict`` is what a checkpoint holds.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -102,6 +103,38 @@ def rank_engine_config(engine_cfg: DictConfig, local_world_size: int) -> DictCon
     out = engine_cfg.copy()
     out.num_threads = cores_per_rank(local_world_size)
     return out
+
+
+REPEAT_WINDOW_S = 1.0
+"""A stop signal this soon after the first is the same request delivered twice, not a second Ctrl-C."""
+
+
+class StopOnSignal:
+    """The SIGINT/SIGTERM handler of a training run: the first signal calls ``request_stop`` (the run
+    finishes its iteration, checkpoints and writes its outputs); a repeat within ``REPEAT_WINDOW_S`` is
+    ignored, since a supervisor may deliver one stop twice (GNU ``timeout`` without ``--foreground``
+    signals the child and then its whole process group); a later one stops at once, as a second Ctrl-C
+    does: SIGINT raises ``KeyboardInterrupt``, SIGTERM takes its default action (the process ends).
+
+    Args:
+        request_stop: called once, at the first signal.
+        clock: seconds, monotonic (``time.monotonic``; a test passes its own).
+    """
+
+    def __init__(self, request_stop: Callable[[], None], clock: Callable[[], float] = time.monotonic):
+        self._request_stop, self._clock = request_stop, clock
+        self._first: Optional[float] = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        now = self._clock()
+        if self._first is None:
+            self._first = now
+            self._request_stop()
+        elif now - self._first >= REPEAT_WINDOW_S:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 class Trainer:
@@ -328,12 +361,7 @@ class Trainer:
         return self.dist.any_rank(self._stop_requested)
 
     def _install_signal_handlers(self) -> None:
-        def handler(signum, frame):
-            self.request_stop()
-            # a second signal falls back to the default behaviour (hard stop)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
+        handler = StopOnSignal(self.request_stop)
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
 
