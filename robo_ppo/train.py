@@ -214,6 +214,7 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
 
     if dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        _write_environment(run_dir)
     trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist, wandb_run=wandb_run)
     try:
         summary = trainer.train()
@@ -268,6 +269,14 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
     if export_error is not None:
         raise export_error
     return summary
+
+
+def _write_environment(run_dir: Path) -> None:
+    """``environment.json``: the source commit, library versions and CPU this run trains on
+    (``robo_ppo.runner.provenance``), to tell apart two runs of one command that differ."""
+    from robo_ppo.runner.provenance import environment
+
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:

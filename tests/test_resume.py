@@ -1,5 +1,6 @@
 """Exact resume: interrupted + resumed == uninterrupted, bit for bit, on CPU."""
 
+import json
 import os
 import signal
 import subprocess
@@ -150,6 +151,9 @@ def test_cli_resume_extends_a_run_with_its_saved_config(tmp_path):
     state = load_checkpoint(tmp_path / "b")
     assert state["global_step"] == 1024 and state["config"]["env"]["id"] == "CartPole-v1"
     assert "id: CartPole-v1" in (tmp_path / "b" / "config.yaml").read_text()
+    recorded = json.loads((tmp_path / "b" / "environment.json").read_text())
+    assert torch.__version__.startswith(recorded["packages"]["torch"].split("+")[0])
+    assert recorded["cpu"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
     refused = subprocess.run([*base, f"resume={tmp_path}/a", "env=hopper", f"hydra.run.dir={tmp_path}/c"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "cannot change env when resuming" in refused.stderr
