@@ -45,3 +45,16 @@ def test_environment_records_the_libraries_and_cpu_this_process_uses():
     assert env["packages"]["numpy"] == np.__version__
     assert env["cpu"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
     assert env["cpu"]["count"] >= 1 and env["cpu"]["model"]
+
+
+@needs_git
+def test_an_untracked_package_inside_another_repository_has_no_commit(tmp_path):
+    """A wheel installed in a virtualenv inside a user's repository is not that repository's code."""
+    (tmp_path / "README").write_text("x\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
+    site = tmp_path / ".venv" / "site-packages" / "robo_ppo"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    assert source_revision(site)["git_commit"] is None

@@ -41,11 +41,15 @@ def _git(args: list[str], cwd: Path) -> Optional[str]:
 def source_revision(package_dir: Optional[Path] = None) -> dict[str, Any]:
     """The robo_ppo source the run imports: its version and, from a git checkout,
     the commit and whether tracked files differ from it (``git_dirty``).
-    An installed wheel has no repository: ``git_commit`` is None."""
+    An installed wheel has no repository of its own: ``git_commit`` is None, also
+    where its site-packages lie inside some other repository's (untracked) tree."""
     import robo_ppo
 
     package_dir = package_dir or Path(robo_ppo.__file__).resolve().parent
-    commit = _git(["rev-parse", "HEAD"], package_dir)
+    # a wheel installed in a virtualenv inside some other repository is not that repository's code:
+    # only a package whose files the repository tracks takes its commit
+    tracked = _git(["ls-files", "--", "."], package_dir)
+    commit = _git(["rev-parse", "HEAD"], package_dir) if tracked else None
     dirty = None
     if commit is not None:
         status = _git(["status", "--porcelain", "--untracked-files=no"], package_dir)
