@@ -40,7 +40,7 @@ def test_terrain_is_a_config_group_and_flat_is_the_default():
     assert make_cfg("env=go1_joystick").env.terrain.layout == "none"
     assert make_cfg("env=go1_joystick", "terrain=rough").env.terrain.num_cols == 10
     rough = make_cfg("env=go1_rough").env
-    assert (rough.terrain.layout, rough.terrain.size, rough.task_params.obs_history) == ("grid", 4.0, 1)
+    assert (rough.terrain.layout, rough.terrain.size, rough.task_params.obs_history) == ("grid", 4.0, 2)
     assert make_cfg("env=go1_rough", "terrain=rough").env.terrain.size == 8.0
     assert make_cfg("env=halfcheetah").env.terrain.layout == "none"
     with pytest.raises(ConfigError, match="env.terrain.size"):

@@ -36,6 +36,9 @@ deploy = load_kit("deploy")
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "policies" / "go1_joystick" / "policy.onnx"
 V1_ROBOT = Path(__file__).resolve().parent / "data" / "go1_contract1_robot.json"
+V2_ROBOT = Path(__file__).resolve().parent / "data" / "go1_rough_contract2_robot.json"
+"""The ``robot`` metadata of a contract-2 file: go1_rough as shipped until 2026-12-06 (`git show
+e31b4ab:policies/go1_rough/policy.onnx`)."""
 
 
 @functools.cache
@@ -253,7 +256,7 @@ def test_a_symlink_out_of_the_package_is_refused_before_it_is_opened(tmp_path, m
 
 def test_contract_1_and_2_files_are_still_read():
     robot_metadata.RobotMetadata.from_dict(shipped_robot(), "policy.onnx")  # contract 4
-    rough_robot = onnx_controller.read_metadata(ROOT / "policies" / "go1_rough" / "policy.onnx")["robot"]
+    rough_robot = json.loads(V2_ROBOT.read_text())
     assert robot_metadata.RobotMetadata.from_dict(rough_robot, "rough.onnx").contract == rough_robot["contract"] == 2
     v1 = json.loads(V1_ROBOT.read_text())  # no contract key; v1's action_offset says what it is
     assert "contract" not in v1 and v1["action_offset"] == "default_pose"
