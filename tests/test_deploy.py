@@ -659,3 +659,33 @@ def test_heading_operator_steers_with_the_kits_rule(capsys):
         h.run([(1.0, 0.0, 0.0, 0.0)], heading_stiffness=0.0)
     assert deploy.main([str(onnx_path), "--schedule", "[[1, 0, 0, 0.5]]", "--heading-stiffness", "0.5"]) == 0
     assert "heading operator (stiffness 0.5)" in capsys.readouterr().out
+
+
+def test_deploy_trace_follows_the_feet_and_stops_at_the_fall(robot, meta, tmp_path, capsys):
+    """``benchmarks/deploy_trace.py``: a controller holding the home pose stands, its feet (foot-site centres
+    of 23 mm spheres) about 2 cm above the plane and above the stairs corridor's flat approach, its base near
+    its standing height, upright; the JSON is what it returned. A robot whose fall rule needs its base 1 m up
+    has fallen at the first step: the trace stops there. Wrong inputs exit."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("deploy_trace", KIT.parent / "benchmarks" / "deploy_trace.py")
+    trace = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trace)
+    path = policy(tmp_path / "home.onnx", robot, meta)
+    for terrain in ([], ["--terrain", "stairs"]):
+        rows = trace.main([str(path), "--command", "0.5", "0", "0", "--seconds", "1", "--sites", "FR", "RL",
+                           "--json", str(tmp_path / "t.json"), *terrain])
+        assert len(rows) == 50 and not any(r["fell"] for r in rows)
+        last = rows[-1]
+        assert list(last["sites"]) == ["FR", "RL"]
+        assert all(0.005 < z < 0.04 for _, z in last["sites"].values()), last["sites"]
+        assert 0.2 < last["height"] < 0.4 and last["tilt"] < 10 and abs(last["pitch"]) <= last["tilt"] + 1e-9
+        assert json.loads((tmp_path / "t.json").read_text()) == rows
+    assert "FR x/height" in capsys.readouterr().out
+    falls_at_once = policy(tmp_path / "high.onnx", {**robot, "fall": {**robot["fall"], "min_base_height": 1.0}}, meta)
+    (row,) = trace.main([str(falls_at_once), "--command", "0", "0", "0"])
+    assert row["fell"] and "FELL" in capsys.readouterr().out
+    for bad in (["--command", "0.5", "0"], ["--command", "0", "0", "0", "--sites", "no_such_site"],
+                ["--command", "0", "0", "0", "--level", "3"]):
+        with pytest.raises(SystemExit):
+            trace.main([str(path), *bad])
