@@ -10,10 +10,10 @@ control steps: the time (s), the base's x (m, world), its height above the groun
 the lowest ground within the robot's footprint), its tilt (degrees from upright; the fall rule's tilt is
 past 90) and pitch (degrees, nose up positive), both from the orientation's projected gravity, the measured
 velocities, and for each ``--sites`` name (a site of the robot's model, e.g. a foot) its x and its height
-above the ground directly below it (``Terrain.height_at``;
-the plane's z = 0 without ``--terrain``). It stops at the first fall (the robot's fall rule, as the deploy
-loop's) and prints that step. Terrain options as the deploy loop's (``--terrain``, ``--level``,
-``--terrain-seed``). The kit knows no robot by name: the sites are the caller's (the Go1's feet: FR FL RR RL).
+above the ground directly below it (``Terrain.height_at``; the plane's z = 0 without ``--terrain``). It
+stops at the first fall (the robot's fall rule, as the deploy loop's) and prints that step. Terrain options
+as the deploy loop's (``--terrain``, ``--level``, ``--terrain-seed``). The kit knows no robot by name: the
+sites are the caller's (the Go1's feet: FR FL RR RL).
 """
 
 from __future__ import annotations
