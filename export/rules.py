@@ -135,29 +135,49 @@ class ObsTerm:
     driver must supply for the term; the controller keeps ``last_action``, ``command`` and the clock."""
     sensor: str | None = None
     """The sensor role the term reads when its entry names none (``entry["sensor"]``)."""
+    mirror: Callable[[Mapping[str, Any]], str | None] = lambda entry: None
+    """``entry -> kind``: how the term's value changes when the robot and its world are reflected across
+    the base's sagittal (x-z) plane, one of ``MIRROR_KINDS``; None: not known (training's symmetry loss
+    refuses the term). Training only (``robo_ppo/robots/symmetry.py``); the robot-side controller never
+    mirrors."""
 
 
-def _sensor_term(transform: Callable[[Array], Array] = lambda x: x, default: str | None = None) -> ObsTerm:
-    """A term of one sensor role: ``transform(inputs[entry["sensor"] or default])``."""
+MIRROR_KINDS = ("vector", "pseudovector", "command", "joints", "gait_clock")
+"""How a term mirrors: ``vector`` a 3-vector in the base (or world) frame, ``(x, -y, z)``; ``pseudovector``
+an angular velocity, ``(-x, y, -z)`` (a reflection flips the sense of rotation); ``command`` (vx, vy, yaw
+rate), ``(vx, -vy, -yaw)``; ``joints`` one value per joint, the mirrored joint's value times the sign of the
+mirrored axis; ``gait_clock`` ``gait_clock``'s cos and sin per foot, the mirrored foot's."""
+
+SENSOR_MIRROR = {"gyro": "pseudovector", "global_angvel": "pseudovector", "local_linvel": "vector",
+                 "global_linvel": "vector", "accelerometer": "vector", "upvector": "vector"}
+"""Sensor role -> its ``MIRROR_KINDS`` entry (a role not here cannot be mirrored, e.g. a quaternion)."""
+
+
+def _sensor_term(transform: Callable[[Array], Array] = lambda x: x, default: str | None = None,
+                 mirror: str | None = None) -> ObsTerm:
+    """A term of one sensor role: ``transform(inputs[entry["sensor"] or default])``; it mirrors as
+    ``mirror``, else as its role (``SENSOR_MIRROR``)."""
     return ObsTerm(lambda inputs, e: transform(inputs[e.get("sensor") or default]),
-                   lambda e: (e.get("sensor") or default,), default)
+                   lambda e: (e.get("sensor") or default,), default,
+                   lambda e: mirror or SENSOR_MIRROR.get(e.get("sensor") or default))
 
 
 OBSERVATIONS: dict[str, ObsTerm] = {
     # a named sensor role of the robot, e.g. the gyro (rad/s) or the velocity estimate (m/s)
     "sensor": _sensor_term(),
     # unit gravity in the IMU frame, from its orientation quaternion (role "orientation" by default)
-    "projected_gravity": _sensor_term(projected_gravity, "orientation"),
+    "projected_gravity": _sensor_term(projected_gravity, "orientation", "vector"),
     # encoder angles minus the default pose (rad)
-    "joint_pos_rel": ObsTerm(lambda inputs, e: inputs["joint_pos"] - inputs["default_pose"], lambda e: ("joint_pos",)),
+    "joint_pos_rel": ObsTerm(lambda inputs, e: inputs["joint_pos"] - inputs["default_pose"], lambda e: ("joint_pos",),
+                             mirror=lambda e: "joints"),
     # encoder velocities (rad/s)
-    "joint_vel": ObsTerm(lambda inputs, e: inputs["joint_vel"], lambda e: ("joint_vel",)),
+    "joint_vel": ObsTerm(lambda inputs, e: inputs["joint_vel"], lambda e: ("joint_vel",), mirror=lambda e: "joints"),
     # the previous policy action (clipped)
-    "last_action": ObsTerm(lambda inputs, e: inputs["last_action"]),
+    "last_action": ObsTerm(lambda inputs, e: inputs["last_action"], mirror=lambda e: "joints"),
     # the command (vx, vy m/s, yaw rate rad/s)
-    "command": ObsTerm(lambda inputs, e: inputs["command"]),
+    "command": ObsTerm(lambda inputs, e: inputs["command"], mirror=lambda e: "command"),
     # cos, sin of each foot's gait phase
-    "gait_phase": ObsTerm(lambda inputs, e: gait_clock(inputs["gait_phase"])),
+    "gait_phase": ObsTerm(lambda inputs, e: gait_clock(inputs["gait_phase"]), mirror=lambda e: "gait_clock"),
 }
 """Observation term ``fn`` -> ``ObsTerm``: every term a robot can compute itself (its sensors, encoders,
 own actions, command and clock), each defined here once. ``inputs`` maps names to arrays: sensor roles

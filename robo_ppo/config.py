@@ -141,6 +141,10 @@ class PPOConfig:
     (``robo_ppo.algo.losses.bounds_loss``; 0 = off). The env clips actions, so past a bound
     every sample acts alike and nothing in the surrogate pulls the mean back: it drifts
     out and the policy stops exploring that joint there (docs/terrain.md, "Eleventh run")."""
+    symmetry_coef: float = 0.0
+    """Weight of the mirror symmetry loss (``robo_ppo.algo.losses.symmetry_loss``, Yu et al. 2018; 0 =
+    off): the policy's mean action on a mirrored observation should be the mirrored mean action. Robot
+    tasks only; the maps are derived from the model (``robo_ppo/robots/symmetry.py``)."""
     # normalisation
     normalize_obs: bool = True
     """Running mean/std observation normalisation inside the policy."""

@@ -58,6 +58,18 @@ def bounds_loss(mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> to
     return ((mean - high).clamp_min(0.0).square() + (low - mean).clamp_min(0.0).square()).sum(-1).mean()
 
 
+def symmetry_loss(mean: torch.Tensor, mirrored_mean: torch.Tensor, action_perm: torch.Tensor,
+                  action_sign: torch.Tensor) -> torch.Tensor:
+    """Mirror symmetry loss of Yu, Turk and Liu 2018 ("Learning Symmetric and Low-Energy Locomotion",
+    eq. 4): ``mean_b sum_j (mu(o)_j - Psi_a(mu(Psi_o(o)))_j)^2``, the squared distance between the
+    policy's mean action and the mirror image of its mean action on the mirrored observation;
+    ``Psi_a(a)_j = sign_j a_{perm_j}`` (``robo_ppo.robots.symmetry.Mirror``). Zero for a policy that
+    acts on a mirrored state with the mirrored action. Shapes: ``mean, mirrored_mean [B, A]`` (the
+    second from the mirrored observations), ``action_perm`` int ``[A]``, ``action_sign [A]``;
+    returns a scalar."""
+    return (mean - mirrored_mean[:, action_perm] * action_sign).square().sum(-1).mean()
+
+
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """Unbiased, non-negative estimator of KL[old || new]: ``mean((r - 1) - log r)``."""
     return ((torch.exp(log_ratio) - 1.0) - log_ratio).mean()

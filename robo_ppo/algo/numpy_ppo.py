@@ -27,7 +27,7 @@ import torch
 
 from robo_ppo.algo.ppo import PPO, LossSettings, TorchKernel
 from robo_ppo.config import Loss
-from robo_ppo.errors import KernelMismatchError
+from robo_ppo.errors import ConfigError, KernelMismatchError
 from robo_ppo.modules.numpy_policy import NumpyActorCritic
 
 KERNEL_CHECK_RTOL = 1e-6
@@ -57,6 +57,8 @@ class NumpyKernel:
         self.optimizer = optimizer
         self.device = torch.device("cpu")
         s = LossSettings(cfg)
+        if s.symmetry_coef > 0:
+            raise ConfigError("compute=numpy has no symmetry loss (algo.symmetry_coef > 0): use compute=torch")
         self.max_grad_norm = s.max_grad_norm
         self.stat_keys = s.stat_keys(compute_policy.is_discrete)
         self.loss_args = dict(clip_coef=s.clip_coef, vf_clip=s.vf_clip, vf_coef=s.vf_coef,

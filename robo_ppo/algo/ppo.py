@@ -30,6 +30,7 @@ from robo_ppo.algo.losses import (
     clipped_surrogate_loss,
     kl_penalty_loss,
     normalize_advantages,
+    symmetry_loss,
     value_loss,
 )
 from robo_ppo.algo.schedules import adaptive_lr, linear_lr, update_kl_beta
@@ -44,6 +45,9 @@ update reports their means over the last epoch's minibatches."""
 BOUNDS_STAT = "bounds_loss"
 """The extra diagnostic of a run with ``algo.bounds_loss_coef > 0`` (``bounds_loss``, unweighted)."""
 
+SYMMETRY_STAT = "symmetry_loss"
+"""The extra diagnostic of a run with ``algo.symmetry_coef > 0`` (``symmetry_loss``, unweighted)."""
+
 
 class LossSettings:
     """The loss coefficients, read once from the ``algo`` config (OmegaConf
@@ -55,13 +59,16 @@ class LossSettings:
         self.vf_coef = float(cfg.vf_coef)
         self.ent_coef = float(cfg.ent_coef)
         self.bounds_coef = float(cfg.bounds_loss_coef)
+        self.symmetry_coef = float(cfg.symmetry_coef)
         self.norm_adv = bool(cfg.norm_adv)
         self.max_grad_norm = float(cfg.max_grad_norm)
 
     def stat_keys(self, discrete: bool) -> tuple[str, ...]:
-        """The diagnostics a kernel reports: ``STAT_KEYS``, and ``BOUNDS_STAT`` where the bounds
-        loss is on (a Gaussian policy with ``bounds_loss_coef > 0``)."""
-        return STAT_KEYS + ((BOUNDS_STAT,) if self.bounds_coef > 0 and not discrete else ())
+        """The diagnostics a kernel reports: ``STAT_KEYS``, then ``BOUNDS_STAT`` and ``SYMMETRY_STAT``
+        where those losses are on (a Gaussian policy with ``bounds_loss_coef``, ``symmetry_coef`` > 0)."""
+        return STAT_KEYS + tuple(key for key, coef in ((BOUNDS_STAT, self.bounds_coef),
+                                                       (SYMMETRY_STAT, self.symmetry_coef))
+                                 if coef > 0 and not discrete)
 
 
 class TorchKernel:
@@ -84,10 +91,38 @@ class TorchKernel:
         self.batch: dict[str, torch.Tensor] = {}
         self.grad_sync: Optional[Callable[[torch.Tensor], None]] = None
         """Data-parallel runs: averages a flat gradient over the ranks in place (``PPO.data_parallel``)."""
+        self.mirror: Optional[tuple[Any, Any]] = None
+        """``(obs, action)`` mirror maps (``robo_ppo.robots.symmetry.Mirror`` on the policy's device) of
+        the symmetry loss (``PPO.set_mirror``)."""
+        self._mirror_obs: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
 
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
-        """Take the update's batch (flat ``[B, ...]`` tensors, see ``PPO.update``)."""
+        """Take the update's batch (flat ``[B, ...]`` tensors, see ``PPO.update``); with the symmetry
+        loss, fix the normalized observations' mirror map at the normalizer's current statistics."""
         self.batch = batch
+        if SYMMETRY_STAT in self.stat_keys:
+            if self.mirror is None:
+                raise ValueError("algo.symmetry_coef > 0 needs the env's mirror maps (PPO.set_mirror)")
+            self._mirror_obs = self._normalized_mirror()
+
+    def _normalized_mirror(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(perm, scale, shift)`` with ``mirror(n) = clip(scale * n[:, perm] + shift)`` the normalized
+        image of the raw mirror ``raw'_i = sign_i raw_perm(i)``: with ``raw = n std + mean``,
+        ``scale_i = sign_i std_perm(i) / std_i`` and ``shift_i = (sign_i mean_perm(i) - mean_i) / std_i``."""
+        perm, sign = self.mirror[0].perm, self.mirror[0].sign
+        normalizer = self.policy.obs_normalizer
+        if normalizer is None:
+            return perm, sign, torch.zeros_like(sign)
+        mean = normalizer.rms.mean.to(sign.dtype)
+        std = torch.sqrt(normalizer.rms.var + normalizer.eps).to(sign.dtype)
+        return perm, sign * std[perm] / std, (sign * mean[perm] - mean) / std
+
+    def mirrored_obs(self, norm_obs: torch.Tensor) -> torch.Tensor:
+        """The normalized observations ``[B, obs_dim]`` of the mirrored states (``begin``'s map)."""
+        perm, scale, shift = self._mirror_obs
+        out = norm_obs[:, perm] * scale + shift
+        normalizer = self.policy.obs_normalizer
+        return out if normalizer is None else out.clamp(-normalizer.clip, normalizer.clip)
 
     def indices(self, perm: torch.Tensor) -> torch.Tensor:
         """The minibatch order in the kernel's index type (a tensor here)."""
@@ -113,14 +148,13 @@ class TorchKernel:
                 out |= {"policy_loss": terms["policy_loss"].detach(), "value_loss": terms["value_loss"].detach(),
                         "entropy": terms["entropy"].detach(), "approx_kl": approx_kl(lr),
                         "clipfrac": clip_fraction(lr, self.s.clip_coef)}
-                if BOUNDS_STAT in terms:
-                    out[BOUNDS_STAT] = terms[BOUNDS_STAT].detach()
+                out |= {k: terms[k].detach() for k in (BOUNDS_STAT, SYMMETRY_STAT) if k in terms}
         return out
 
     def loss_terms(self, idx: torch.Tensor, kl_beta: Optional[float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The differentiable part of ``loss_and_grad``: the minibatch ``idx``'s
         loss (0-d) and its terms ``policy_loss``, ``value_loss``, ``entropy``,
-        ``bounds_loss`` (0-d; where on) and ``log_ratio [B]``. One function of tensors, so it can be
+        ``bounds_loss`` and ``symmetry_loss`` (0-d; where on) and ``log_ratio [B]``. One function of tensors, so it can be
         handed to ``torch.compile`` (``benchmarks/compiled_torch.py``)."""
         b, s = self.batch, self.s
         critic_obs = b.get("critic_obs")
@@ -142,6 +176,11 @@ class TorchKernel:
         if BOUNDS_STAT in self.stat_keys:
             terms[BOUNDS_STAT] = b_loss = bounds_loss(new_params, self.policy.action_low, self.policy.action_high)
             loss = loss + s.bounds_coef * b_loss
+        if SYMMETRY_STAT in self.stat_keys:
+            mirrored_mean = self.policy.actor(self.mirrored_obs(b["obs"][idx]))
+            action = self.mirror[1]
+            terms[SYMMETRY_STAT] = m_loss = symmetry_loss(new_params, mirrored_mean, action.perm, action.sign)
+            loss = loss + s.symmetry_coef * m_loss
         return loss, terms
 
     def step(self) -> None:
@@ -204,6 +243,22 @@ class PPO:
         rank takes the same steps. See ``robo_ppo/runner/distributed.py``."""
         self.kernel.grad_sync = grad_mean
         self.rank_mean = scalar_mean
+
+    def set_mirror(self, obs_mirror, action_mirror) -> None:
+        """Give the symmetry loss (``algo.symmetry_coef``) its maps: ``obs_mirror`` over the raw policy
+        input and ``action_mirror`` over the actions (``robo_ppo.robots.symmetry.Mirror``; moved to the
+        policy's device here).
+
+        Raises:
+            ValueError: a map's size is not the policy's observation or action size.
+        """
+        for what, mirror, size in (("observation", obs_mirror, self.policy.obs_dim),
+                                   ("action", action_mirror, self.policy.act_dim)):
+            if len(mirror.perm) != size:
+                raise ValueError(f"the {what} mirror map has {len(mirror.perm)} entries; the policy's {what} "
+                                 f"has {size}")
+        device = next(self.policy.parameters()).device
+        self.kernel.mirror = (obs_mirror.to(device), action_mirror.to(device))
 
     def _kl(self, value: Any) -> float:
         """A KL statistic as a float: this rank's, or the mean over the ranks."""

@@ -51,6 +51,7 @@ from robo_ppo.envs.base import StepInfo, VecEnv
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.description import parse_robot
 from robo_ppo.robots.model import RobotModel
+from robo_ppo.robots.symmetry import Mirror, joint_mirror, observation_mirror
 from robo_ppo.tasks import make_task, task_params_schema
 
 ROBOT_ENGINES = ("mujoco", "mjwarp")
@@ -281,6 +282,20 @@ class RobotVecEnv(VecEnv):
     def stats(self) -> dict[str, float]:
         """The task's statistics now (``stat_names``: e.g. ``terrain/level``), floats (one host sync)."""
         return {k: float(v) for k, v in self.task.stats().items()}
+
+    def mirror(self) -> tuple[Mirror, Mirror]:
+        """``(obs, action)``: the mirror maps of the policy input (every history frame) and of the actions,
+        derived from the robot's model (``robo_ppo/robots/symmetry.py``), for the symmetry loss.
+
+        Raises:
+            ConfigError: the robot is not left-right symmetric, a term cannot be mirrored, or the actor
+                sees privileged terms (``teacher_obs``).
+        """
+        t = self.task
+        if t.obs_size != t.robot_obs_size:
+            raise ConfigError("env.task_params.teacher_obs: privileged terms in the actor's observation cannot be "
+                              "mirrored (algo.symmetry_coef)")
+        return observation_mirror(self.robot, t.layout, self.history_length), joint_mirror(self.robot)
 
     def last_critic_obs(self) -> torch.Tensor:
         """The critic observation float32 ``[N, critic_obs_dim]`` of the last ``reset``/``step``."""

@@ -32,6 +32,7 @@ TB_TAGS = {
     "eval_return_std": "charts/eval_return_std", "kl_beta": "charts/kl_beta",
     "policy_loss": "losses/policy_loss", "value_loss": "losses/value_loss", "entropy": "losses/entropy",
     "approx_kl": "losses/approx_kl", "clipfrac": "losses/clipfrac", "bounds_loss": "losses/bounds_loss",
+    "symmetry_loss": "losses/symmetry_loss",
     "explained_variance": "losses/explained_variance", "kl": "losses/kl", "early_stop": "losses/early_stop",
     "rss_mb": "memory/rss_mb", "py_heap_blocks": "memory/py_heap_blocks",
 }

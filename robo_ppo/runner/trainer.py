@@ -193,6 +193,7 @@ class Trainer:
         act_dim = self.policy.act_dim
         self.buffer = RolloutBuffer(a.num_steps, a.num_envs, self.envs.obs_dim, act_dim, self.discrete,
                                     self.device, critic_obs_dim=critic_obs_dim)
+        mirror = self._env_mirror() if a.symmetry_coef > 0 else None
         twin = None
         if self.compute == "numpy":
             try:  # the twin refuses a policy it cannot mirror exactly, before touching it
@@ -211,6 +212,8 @@ class Trainer:
             self.rollout_policy = self.policy
             self.ppo = PPO(self.policy, a, self.num_iterations)
             self.collector = DeviceCollector(self.envs, self.policy, self.buffer, act_dim, self.discrete)
+        if mirror is not None:
+            self.ppo.set_mirror(*mirror)
         self.reward_scaler = (RewardScaler(a.num_envs, a.gamma, a.reward_clip).to(self.device)
                               if a.normalize_reward else None)
         self.iteration = 0
@@ -235,6 +238,17 @@ class Trainer:
         self.dist.broadcast_module_(self.policy)  # every rank starts from rank 0's parameters
         if resume_state is None and a.normalize_obs:
             self._seed_normalizer()
+
+    def _env_mirror(self) -> tuple:
+        """The env's ``(obs, action)`` mirror maps for the symmetry loss (``algo.symmetry_coef > 0``).
+
+        Raises:
+            ConfigError: the env has no mirror maps (only robot tasks do) or the policy is discrete.
+        """
+        if not hasattr(self.envs, "mirror") or self.discrete:
+            raise ConfigError(f"algo.symmetry_coef > 0 needs a robot task (env=<robot>_joystick) whose mirror maps "
+                              f"come from the model; env {self.cfg.env.id} has none: set algo.symmetry_coef=0")
+        return self.envs.mirror()
 
     def _join_data_parallel(self) -> None:
         """Hook the ranks together (``robo_ppo/runner/distributed.py``):
