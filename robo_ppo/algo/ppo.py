@@ -157,9 +157,9 @@ class TorchKernel:
         ``bounds_loss`` and ``symmetry_loss`` (0-d; where on) and ``log_ratio [B]``. One function of tensors, so it can be
         handed to ``torch.compile`` (``benchmarks/compiled_torch.py``)."""
         b, s = self.batch, self.s
-        critic_obs = b.get("critic_obs")
+        critic_obs, obs = b.get("critic_obs"), b["obs"][idx]
         new_logp, entropy, new_values, new_params = self.policy.evaluate(
-            b["obs"][idx], b["actions"][idx], None if critic_obs is None else critic_obs[idx])
+            obs, b["actions"][idx], None if critic_obs is None else critic_obs[idx])
         log_ratio = new_logp - b["log_probs"][idx]
         adv = b["advantages"][idx]
         if s.norm_adv:
@@ -177,7 +177,7 @@ class TorchKernel:
             terms[BOUNDS_STAT] = b_loss = bounds_loss(new_params, self.policy.action_low, self.policy.action_high)
             loss = loss + s.bounds_coef * b_loss
         if SYMMETRY_STAT in self.stat_keys:
-            mirrored_mean = self.policy.actor(self.mirrored_obs(b["obs"][idx]))
+            mirrored_mean = self.policy.actor(self.mirrored_obs(obs))
             action = self.mirror[1]
             terms[SYMMETRY_STAT] = m_loss = symmetry_loss(new_params, mirrored_mean, action.perm, action.sign)
             loss = loss + s.symmetry_coef * m_loss

@@ -295,7 +295,8 @@ class RobotVecEnv(VecEnv):
         if t.obs_size != t.robot_obs_size:
             raise ConfigError("env.task_params.teacher_obs: privileged terms in the actor's observation cannot be "
                               "mirrored (algo.symmetry_coef)")
-        return observation_mirror(self.robot, t.layout, self.history_length), joint_mirror(self.robot)
+        joints = joint_mirror(self.robot)
+        return observation_mirror(self.robot, t.layout, joints, self.history_length), joints
 
     def last_critic_obs(self) -> torch.Tensor:
         """The critic observation float32 ``[N, critic_obs_dim]`` of the last ``reset``/``step``."""

@@ -185,20 +185,21 @@ def term_mirror(entry: Mapping[str, Any], joints: Mirror, feet: np.ndarray) -> M
                       "(algo.symmetry_coef) mirrors only robot-side terms of rules.MIRROR_KINDS")
 
 
-def observation_mirror(robot, layout: Sequence[Mapping[str, Any]], history_length: int = 1) -> Mirror:
+def observation_mirror(robot, layout: Sequence[Mapping[str, Any]], joints: Mirror, history_length: int = 1) -> Mirror:
     """The mirror map of the policy input: the layout's terms in order, ``history_length`` frames of
     them (``rules.history_input``: each frame mirrors alike).
 
     Args:
         robot: the ``RobotModel``.
         layout: the actor's observation layout (``Joystick.layout``: entries with ``fn`` and ``size``).
+        joints: the robot's ``joint_mirror`` (the joint terms' map, and the actions').
         history_length: frames in the policy input.
 
     Raises:
-        ConfigError: see ``joint_mirror``, ``foot_mirror``, ``term_mirror``, ``imu_offset``.
+        ConfigError: see ``foot_mirror``, ``term_mirror``, ``imu_offset``.
     """
     imu_offset(robot)
-    joints, feet = joint_mirror(robot), foot_mirror(robot)
+    feet = foot_mirror(robot)
     frame = Mirror.concat([term_mirror(e, joints, feet) for e in layout])
     return Mirror.concat([frame] * int(history_length))
 
