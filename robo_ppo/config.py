@@ -145,6 +145,10 @@ class PPOConfig:
     """Weight of the mirror symmetry loss (``robo_ppo.algo.losses.symmetry_loss``, Yu et al. 2018; 0 =
     off): the policy's mean action on a mirrored observation should be the mirrored mean action. Robot
     tasks only; the maps are derived from the model (``robo_ppo/robots/symmetry.py``)."""
+    symmetry_augmentation: bool = False
+    """Mirror data augmentation (Mittal et al. 2024): the update's policy terms also run over the mirror
+    image of every sample, with the sample's advantage (``TorchKernel.loss_terms``). Robot tasks with
+    the clipped surrogate (``loss: clip``) only; the value loss stays on the rollout's samples."""
     # normalisation
     normalize_obs: bool = True
     """Running mean/std observation normalisation inside the policy."""

@@ -138,6 +138,8 @@ def check_config(cfg: DictConfig) -> None:
     need(a.vf_coef >= 0, f"algo.vf_coef must be >= 0, got {a.vf_coef}")
     need(a.bounds_loss_coef >= 0, f"algo.bounds_loss_coef must be >= 0 (0 = off), got {a.bounds_loss_coef}")
     need(a.symmetry_coef >= 0, f"algo.symmetry_coef must be >= 0 (0 = off), got {a.symmetry_coef}")
+    need(not a.symmetry_augmentation or a.loss == "clip",
+         f"algo.symmetry_augmentation needs the clipped surrogate: set algo.loss=clip (got {a.loss})")
     need(a.target_kl is None or a.target_kl > 0, f"algo.target_kl must be > 0 or null, got {a.target_kl}")
     need(0 < a.lr_min <= a.lr_max, f"algo.lr_min and algo.lr_max must satisfy 0 < lr_min <= lr_max, "
                                    f"got {a.lr_min} and {a.lr_max}")

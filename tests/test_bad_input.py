@@ -161,6 +161,7 @@ def test_nan_loss_stops_run(tmp_path, cfg_factory, monkeypatch, compute):
     (["algo.adam_eps=-1e-8"], "algo.adam_eps must be >= 0"),
     (["algo.vf_coef=-0.5"], "algo.vf_coef must be >= 0"),
     (["algo.bounds_loss_coef=-0.1"], "algo.bounds_loss_coef must be >= 0"),
+    (["algo.symmetry_augmentation=true", "algo.loss=kl"], "algo.symmetry_augmentation needs the clipped surrogate"),
     (["algo.target_kl=0"], "algo.target_kl must be > 0 or null"),
     (["algo.lr_min=0.1", "algo.lr_max=0.01"], "0 < lr_min <= lr_max"),
     (["algo.ent_coef=nan"], "algo.ent_coef must be a finite number, got nan"),

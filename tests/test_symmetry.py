@@ -1,4 +1,5 @@
-"""Mirror symmetry (``robo_ppo/robots/symmetry.py``) and the symmetry loss (``algo.symmetry_coef``).
+"""Mirror symmetry (``robo_ppo/robots/symmetry.py``), the symmetry loss (``algo.symmetry_coef``) and the
+mirror augmentation (``algo.symmetry_augmentation``).
 
 The maps are derived from each robot's model; the tests hold them to the physics: a robot put in the
 mirror image of a state observes the mirror image of the observation, and after the mirrored actions
@@ -219,9 +220,59 @@ def test_ppo_update_with_the_symmetry_loss_makes_the_policy_symmetric():
     assert "symmetry_loss" not in stats0 and after0 > 0.5 * before0
 
 
-def test_symmetry_coef_needs_a_robot_task(tmp_path):
+def _lesson(augment: bool) -> tuple[float, dict]:
+    """One PPO update whose advantages favour a larger left action (+1 where the sampled left action is
+    above the mean, -1 below). Returns how far the update's change of the mean action, ``d(o)``, is
+    from equivariant, ``mean |d(o) - Psi_a(d(Psi_o(o)))|^2 / mean |d(o)|^2``, and the update's stats."""
+    policy = _policy()
+    cfg = OmegaConf.merge(OmegaConf.load(f"{config_dir()}/algo/ppo.yaml"),
+                          {"symmetry_augmentation": augment, "update_epochs": 5, "learning_rate": 1e-3,
+                           "ent_coef": 0.0})
+    ppo = PPO(policy, cfg, 10)
+    if augment:
+        ppo.set_mirror(OBS_MIRROR, ACTION_MIRROR)
+    torch.manual_seed(1)
+    obs = torch.randn(512, 6)
+    with torch.no_grad():
+        out = policy.act(obs)
+    advantages = torch.sign(out.actions[:, 0] - out.dist_params[:, 0])
+    batch = {"obs": obs, "actions": out.actions, "log_probs": out.log_probs, "values": out.values,
+             "advantages": advantages, "returns": out.values, "dist_params": out.dist_params,
+             "old_log_std": policy.log_std.detach().clone()}
+    mirrored = torch.as_tensor(OBS_MIRROR(obs.numpy()), dtype=torch.float32)
+    perm, sign = torch.as_tensor(ACTION_MIRROR.perm), torch.as_tensor(ACTION_MIRROR.sign)
+    with torch.no_grad():
+        before, before_m = policy.actor(obs), policy.actor(mirrored)
+    stats = ppo.update(batch)
+    with torch.no_grad():
+        d, d_m = policy.actor(obs) - before, policy.actor(mirrored) - before_m
+    return float((d - d_m[:, perm] * sign).square().sum(-1).mean() / d.square().sum(-1).mean()), stats, d
+
+
+def test_mirror_augmentation_teaches_the_mirror_image_of_each_lesson():
+    """A lesson taught on the rollout's samples (raise the left action) is taught mirrored on the mirrored
+    samples (raise the right one): the update's change of the policy is equivariant."""
+    err, stats, d = _lesson(augment=True)
+    assert "symmetry_loss" in stats and err < 0.1
+    assert float(d[:, 0].mean()) > 0.05 and float(d[:, 1].mean()) > 0.05   # both legs learned to push harder
+    err0, stats0, d0 = _lesson(augment=False)
+    assert "symmetry_loss" not in stats0 and err0 > 1.0   # the left leg alone: d = (c, 0), its mirror (0, c)
+    assert float(d0[:, 0].mean()) > 0.05 and abs(float(d0[:, 1].mean())) < 0.5 * float(d0[:, 0].mean())
+
+
+@pytest.mark.parametrize("override", ["algo.symmetry_coef=1.0", "algo.symmetry_augmentation=true"])
+def test_symmetry_terms_need_a_robot_task(tmp_path, override):
     from robo_ppo.runner.trainer import Trainer
-    cfg = make_cfg("env=inverted_pendulum", "algo.symmetry_coef=1.0", "total_timesteps=256", "algo.num_envs=2",
+    cfg = make_cfg("env=inverted_pendulum", override, "total_timesteps=256", "algo.num_envs=2",
                    "algo.num_steps=16", f"hydra.run.dir={tmp_path}")
-    with pytest.raises(ConfigError, match="algo.symmetry_coef > 0 needs a robot task"):
+    with pytest.raises(ConfigError, match="algo.symmetry_augmentation need a robot task"):
         Trainer(cfg, tmp_path)
+
+
+def test_an_asymmetric_action_range_cannot_be_mirrored():
+    env = make_env("g1", 2, "env.task_params.action_clip=[-1.0,1.5]")
+    try:
+        with pytest.raises(ConfigError, match=r"action_clip \[-1.0, 1.5\] is not symmetric about 0"):
+            env.mirror()
+    finally:
+        env.close()

@@ -57,8 +57,9 @@ class NumpyKernel:
         self.optimizer = optimizer
         self.device = torch.device("cpu")
         s = LossSettings(cfg)
-        if s.symmetry_coef > 0:
-            raise ConfigError("compute=numpy has no symmetry loss (algo.symmetry_coef > 0): use compute=torch")
+        if s.symmetry_coef > 0 or s.augment:
+            raise ConfigError("compute=numpy has no symmetry loss or augmentation (algo.symmetry_coef > 0, "
+                              "algo.symmetry_augmentation): use compute=torch")
         self.max_grad_norm = s.max_grad_norm
         self.stat_keys = s.stat_keys(compute_policy.is_discrete)
         self.loss_args = dict(clip_coef=s.clip_coef, vf_clip=s.vf_clip, vf_coef=s.vf_coef,

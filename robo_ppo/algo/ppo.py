@@ -46,7 +46,8 @@ BOUNDS_STAT = "bounds_loss"
 """The extra diagnostic of a run with ``algo.bounds_loss_coef > 0`` (``bounds_loss``, unweighted)."""
 
 SYMMETRY_STAT = "symmetry_loss"
-"""The extra diagnostic of a run with ``algo.symmetry_coef > 0`` (``symmetry_loss``, unweighted)."""
+"""The extra diagnostic of a run with ``algo.symmetry_coef > 0`` or ``algo.symmetry_augmentation``
+(``symmetry_loss``, unweighted)."""
 
 
 class LossSettings:
@@ -60,15 +61,17 @@ class LossSettings:
         self.ent_coef = float(cfg.ent_coef)
         self.bounds_coef = float(cfg.bounds_loss_coef)
         self.symmetry_coef = float(cfg.symmetry_coef)
+        self.augment = bool(cfg.symmetry_augmentation)
         self.norm_adv = bool(cfg.norm_adv)
         self.max_grad_norm = float(cfg.max_grad_norm)
 
     def stat_keys(self, discrete: bool) -> tuple[str, ...]:
         """The diagnostics a kernel reports: ``STAT_KEYS``, then ``BOUNDS_STAT`` and ``SYMMETRY_STAT``
-        where those losses are on (a Gaussian policy with ``bounds_loss_coef``, ``symmetry_coef`` > 0)."""
-        return STAT_KEYS + tuple(key for key, coef in ((BOUNDS_STAT, self.bounds_coef),
-                                                       (SYMMETRY_STAT, self.symmetry_coef))
-                                 if coef > 0 and not discrete)
+        where those terms are on (a Gaussian policy with ``bounds_loss_coef`` > 0; with ``symmetry_coef``
+        > 0 or ``symmetry_augmentation``)."""
+        return STAT_KEYS + tuple(key for key, on in ((BOUNDS_STAT, self.bounds_coef > 0),
+                                                     (SYMMETRY_STAT, self.symmetry_coef > 0 or self.augment))
+                                 if on and not discrete)
 
 
 class TorchKernel:
@@ -98,11 +101,13 @@ class TorchKernel:
 
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
         """Take the update's batch (flat ``[B, ...]`` tensors, see ``PPO.update``); with the symmetry
-        loss, fix the normalized observations' mirror map at the normalizer's current statistics."""
+        loss or augmentation, fix the normalized observations' mirror map at the normalizer's current
+        statistics."""
         self.batch = batch
         if SYMMETRY_STAT in self.stat_keys:
             if self.mirror is None:
-                raise ValueError("algo.symmetry_coef > 0 needs the env's mirror maps (PPO.set_mirror)")
+                raise ValueError("algo.symmetry_coef > 0 and algo.symmetry_augmentation need the env's mirror "
+                                 "maps (PPO.set_mirror)")
             self._mirror_obs = self._normalized_mirror()
 
     def _normalized_mirror(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,18 +160,36 @@ class TorchKernel:
         """The differentiable part of ``loss_and_grad``: the minibatch ``idx``'s
         loss (0-d) and its terms ``policy_loss``, ``value_loss``, ``entropy``,
         ``bounds_loss`` and ``symmetry_loss`` (0-d; where on) and ``log_ratio [B]``. One function of tensors, so it can be
-        handed to ``torch.compile`` (``benchmarks/compiled_torch.py``)."""
+        handed to ``torch.compile`` (``benchmarks/compiled_torch.py``).
+
+        With ``symmetry_augmentation`` the policy terms (surrogate, entropy, bounds) run over the
+        minibatch and its mirror image (Mittal et al. 2024, "Symmetry Considerations for Learning Task
+        Symmetric Robot Policies"): each sample ``(o, a, A)`` adds ``(Psi_o(o), Psi_a(a), A)``. Its ratio's
+        denominator is the rollout's ``pi_old(a | o)``, the density of the mirrored sample under the
+        mirror image of the rollout policy (``Psi_a`` is a signed permutation, ``|det| = 1``), and its
+        advantage is the sample's own, as in a mirror-symmetric task. The value loss and the reported
+        ``log_ratio`` (approx_kl, clipfrac) stay on the rollout's samples."""
         b, s = self.batch, self.s
-        critic_obs, obs = b.get("critic_obs"), b["obs"][idx]
-        new_logp, entropy, new_values, new_params = self.policy.evaluate(
-            obs, b["actions"][idx], None if critic_obs is None else critic_obs[idx])
-        log_ratio = new_logp - b["log_probs"][idx]
-        adv = b["advantages"][idx]
+        critic_obs, obs, actions = b.get("critic_obs"), b["obs"][idx], b["actions"][idx]
+        old_logp, adv = b["log_probs"][idx], b["advantages"][idx]
         if s.norm_adv:
             adv = normalize_advantages(adv)
-        if kl_beta is None:
-            pg_loss = clipped_surrogate_loss(log_ratio, adv, s.clip_coef)
+        if s.augment:
+            n, mirror = obs.shape[0], self.mirror[1]
+            new_logp, entropy, both_params = self.policy.evaluate_actions(
+                torch.cat([obs, self.mirrored_obs(obs)]), torch.cat([actions, actions[:, mirror.perm] * mirror.sign]))
+            new_values = self.policy.get_value(obs if critic_obs is None else critic_obs[idx])
+            new_params, mirrored_params = both_params[:n], both_params[n:]
+            all_log_ratio, adv = new_logp - old_logp.repeat(2), adv.repeat(2)
+            log_ratio = all_log_ratio[:n]
         else:
+            new_logp, entropy, new_values, new_params = self.policy.evaluate(
+                obs, actions, None if critic_obs is None else critic_obs[idx])
+            both_params = new_params
+            all_log_ratio = log_ratio = new_logp - old_logp
+        if kl_beta is None:
+            pg_loss = clipped_surrogate_loss(all_log_ratio, adv, s.clip_coef)
+        else:  # the train-time checks refuse kl_penalty with the augmentation
             exact_kl = self.policy.kl_from(b["dist_params"][idx], b.get("old_log_std"), new_params)
             pg_loss = kl_penalty_loss(log_ratio, adv, exact_kl, kl_beta)
         v_loss = value_loss(new_values, b["values"][idx], b["returns"][idx], s.vf_clip)
@@ -177,10 +200,12 @@ class TorchKernel:
             terms[BOUNDS_STAT] = b_loss = bounds_loss(new_params, self.policy.action_low, self.policy.action_high)
             loss = loss + s.bounds_coef * b_loss
         if SYMMETRY_STAT in self.stat_keys:
-            mirrored_mean = self.policy.actor(self.mirrored_obs(obs))
+            if not s.augment:
+                mirrored_params = self.policy.actor(self.mirrored_obs(obs))
             action = self.mirror[1]
-            terms[SYMMETRY_STAT] = m_loss = symmetry_loss(new_params, mirrored_mean, action.perm, action.sign)
-            loss = loss + s.symmetry_coef * m_loss
+            terms[SYMMETRY_STAT] = m_loss = symmetry_loss(new_params, mirrored_params, action.perm, action.sign)
+            if s.symmetry_coef > 0:
+                loss = loss + s.symmetry_coef * m_loss
         return loss, terms
 
     def step(self) -> None:

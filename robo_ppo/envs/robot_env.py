@@ -285,17 +285,24 @@ class RobotVecEnv(VecEnv):
 
     def mirror(self) -> tuple[Mirror, Mirror]:
         """``(obs, action)``: the mirror maps of the policy input (every history frame) and of the actions,
-        derived from the robot's model (``robo_ppo/robots/symmetry.py``), for the symmetry loss.
+        derived from the robot's model (``robo_ppo/robots/symmetry.py``), for the symmetry loss and
+        augmentation.
 
         Raises:
-            ConfigError: the robot is not left-right symmetric, a term cannot be mirrored, or the actor
-                sees privileged terms (``teacher_obs``).
+            ConfigError: the robot is not left-right symmetric, a term cannot be mirrored, the actor
+                sees privileged terms (``teacher_obs``), or the action range is not symmetric about 0
+                (a joint whose mirror has the opposite sign then clips differently from its image).
         """
         t = self.task
         if t.obs_size != t.robot_obs_size:
             raise ConfigError("env.task_params.teacher_obs: privileged terms in the actor's observation cannot be "
-                              "mirrored (algo.symmetry_coef)")
+                              "mirrored (algo.symmetry_coef, algo.symmetry_augmentation)")
         joints = joint_mirror(self.robot)
+        lo, hi = t.action_clip
+        if lo != -hi and bool((joints.sign < 0).any()):
+            raise ConfigError(f"env.task_params.action_clip {[lo, hi]} is not symmetric about 0, so a mirrored action "
+                              f"clips differently from the action's mirror image: use [-c, c] with the symmetry "
+                              f"terms (algo.symmetry_coef, algo.symmetry_augmentation)")
         return observation_mirror(self.robot, t.layout, joints, self.history_length), joints
 
     def last_critic_obs(self) -> torch.Tensor:

@@ -208,12 +208,16 @@ class ActorCritic(nn.Module):
             log_probs = (-0.5 * noise.square() - self.log_std).sum(-1) - 0.5 * LOG_2PI * noise.shape[-1]
         return PolicyOutput(actions, log_probs, value, params)
 
+    def evaluate_actions(self, norm_obs: torch.Tensor, actions: torch.Tensor):
+        """``(log_probs [B], entropy [B], dist_params)`` of given actions: the actor's part of ``evaluate``."""
+        params = self.actor(norm_obs)
+        return *self._log_prob_entropy(params, actions), params
+
     def evaluate(self, norm_obs: torch.Tensor, actions: torch.Tensor,
                  norm_critic_obs: Optional[torch.Tensor] = None):
         """``(log_probs [B], entropy [B], values [B], dist_params)`` of given actions
         (values from ``norm_critic_obs`` when the critic is asymmetric)."""
-        params = self.actor(norm_obs)
-        log_probs, entropy = self._log_prob_entropy(params, actions)
+        log_probs, entropy, params = self.evaluate_actions(norm_obs, actions)
         return log_probs, entropy, self.get_value(norm_obs if norm_critic_obs is None else norm_critic_obs), params
 
     def kl_from(self, old_params: torch.Tensor, old_log_std: Optional[torch.Tensor],

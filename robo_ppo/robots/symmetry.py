@@ -113,8 +113,8 @@ def joint_mirror(robot) -> Mirror:
         k = int(miss.argmin())
         if miss[k] > TOLERANCE:
             raise ConfigError(f"robot {robot.desc.name}: joint {names[i]!r} has no mirror image across the base's "
-                              f"x-z plane (nearest: {names[k]!r}, {miss[k]:.3f} off); the symmetry loss "
-                              "(algo.symmetry_coef) needs a left-right symmetric robot")
+                              f"x-z plane (nearest: {names[k]!r}, {miss[k]:.3f} off); the symmetry terms "
+                              "(algo.symmetry_coef, algo.symmetry_augmentation) need a left-right symmetric robot")
         perm[i], sign[i] = k, np.sign(along[k])
     _check_involution(robot, perm, sign, "joint")
     return Mirror(perm, sign)
@@ -159,7 +159,8 @@ def imu_offset(robot) -> float:
     imu = rot.T @ data.site_xmat[robot.imu_site].reshape(3, 3)   # IMU axes in the base frame (columns)
     if abs(abs(imu[1, 1]) - 1.0) > 1e-6:
         raise ConfigError(f"robot {robot.desc.name}: the IMU site {robot.desc.imu_site!r} is turned out of the "
-                          "base's x-z plane; its sensors cannot be mirrored (algo.symmetry_coef)")
+                          "base's x-z plane; its sensors cannot be mirrored (algo.symmetry_coef, "
+                          "algo.symmetry_augmentation)")
     return float(abs((data.site_xpos[robot.imu_site] - origin) @ rot[:, 1]))
 
 
@@ -181,8 +182,8 @@ def term_mirror(entry: Mapping[str, Any], joints: Mirror, feet: np.ndarray) -> M
     if kind == "gait_clock" and size == 2 * len(feet):
         return Mirror(np.concatenate([feet, feet + len(feet)]), np.ones(size))
     raise ConfigError(f"observation term {entry['name']!r} (fn {entry['fn']!r}, size {size}) has no mirror "
-                      f"{'kind' if kind is None else f'of kind {kind!r} at this size'}: the symmetry loss "
-                      "(algo.symmetry_coef) mirrors only robot-side terms of rules.MIRROR_KINDS")
+                      f"{'kind' if kind is None else f'of kind {kind!r} at this size'}: the symmetry terms "
+                      "(algo.symmetry_coef, algo.symmetry_augmentation) mirror only robot-side terms of rules.MIRROR_KINDS")
 
 
 def observation_mirror(robot, layout: Sequence[Mapping[str, Any]], joints: Mirror, history_length: int = 1) -> Mirror:

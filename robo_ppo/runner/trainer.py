@@ -193,7 +193,7 @@ class Trainer:
         act_dim = self.policy.act_dim
         self.buffer = RolloutBuffer(a.num_steps, a.num_envs, self.envs.obs_dim, act_dim, self.discrete,
                                     self.device, critic_obs_dim=critic_obs_dim)
-        mirror = self._env_mirror() if a.symmetry_coef > 0 else None
+        mirror = self._env_mirror() if a.symmetry_coef > 0 or a.symmetry_augmentation else None
         twin = None
         if self.compute == "numpy":
             try:  # the twin refuses a policy it cannot mirror exactly, before touching it
@@ -240,14 +240,16 @@ class Trainer:
             self._seed_normalizer()
 
     def _env_mirror(self) -> tuple:
-        """The env's ``(obs, action)`` mirror maps for the symmetry loss (``algo.symmetry_coef > 0``).
+        """The env's ``(obs, action)`` mirror maps for the symmetry loss and augmentation
+        (``algo.symmetry_coef > 0``, ``algo.symmetry_augmentation``).
 
         Raises:
             ConfigError: the env has no mirror maps (only robot tasks do) or the policy is discrete.
         """
         if not hasattr(self.envs, "mirror") or self.discrete:
-            raise ConfigError(f"algo.symmetry_coef > 0 needs a robot task (env=<robot>_joystick) whose mirror maps "
-                              f"come from the model; env {self.cfg.env.id} has none: set algo.symmetry_coef=0")
+            raise ConfigError(f"algo.symmetry_coef > 0 and algo.symmetry_augmentation need a robot task "
+                              f"(env=<robot>_joystick) whose mirror maps come from the model; env {self.cfg.env.id} "
+                              f"has none: set algo.symmetry_coef=0 algo.symmetry_augmentation=false")
         return self.envs.mirror()
 
     def _join_data_parallel(self) -> None:
