@@ -193,6 +193,15 @@ def test_normalized_mirror_is_the_normalizer_of_the_raw_mirror():
         ppo.set_mirror(ACTION_MIRROR, ACTION_MIRROR)
 
 
+def _rollout_batch(policy: ActorCritic, obs: torch.Tensor, advantages) -> dict[str, torch.Tensor]:
+    """An update batch of the policy's own samples on ``obs``; ``advantages(out)`` from its output."""
+    with torch.no_grad():
+        out = policy.act(obs)
+    return {"obs": obs, "actions": out.actions, "log_probs": out.log_probs, "values": out.values,
+            "advantages": advantages(out), "returns": out.values, "dist_params": out.dist_params,
+            "old_log_std": policy.log_std.detach().clone()}
+
+
 def test_ppo_update_with_the_symmetry_loss_makes_the_policy_symmetric():
     """With zero advantages the surrogate has no gradient: the symmetry loss alone moves the actor."""
     def run(coef: float) -> tuple[float, float]:
@@ -203,11 +212,7 @@ def test_ppo_update_with_the_symmetry_loss_makes_the_policy_symmetric():
         if coef:
             ppo.set_mirror(OBS_MIRROR, ACTION_MIRROR)
         obs = torch.randn(256, 6)
-        with torch.no_grad():
-            out = policy.act(obs)
-        batch = {"obs": obs, "actions": out.actions, "log_probs": out.log_probs, "values": out.values,
-                 "advantages": torch.zeros(256), "returns": out.values, "dist_params": out.dist_params,
-                 "old_log_std": policy.log_std.detach().clone()}
+        batch = _rollout_batch(policy, obs, lambda out: torch.zeros(256))
         perm, sign = torch.as_tensor(ACTION_MIRROR.perm), torch.as_tensor(ACTION_MIRROR.sign)
         mirrored = torch.as_tensor(OBS_MIRROR(obs.numpy()), dtype=torch.float32)
         measure = lambda: float(symmetry_loss(policy.actor(obs), policy.actor(mirrored), perm, sign))  # noqa: E731
@@ -233,12 +238,7 @@ def _lesson(augment: bool) -> tuple[float, dict]:
         ppo.set_mirror(OBS_MIRROR, ACTION_MIRROR)
     torch.manual_seed(1)
     obs = torch.randn(512, 6)
-    with torch.no_grad():
-        out = policy.act(obs)
-    advantages = torch.sign(out.actions[:, 0] - out.dist_params[:, 0])
-    batch = {"obs": obs, "actions": out.actions, "log_probs": out.log_probs, "values": out.values,
-             "advantages": advantages, "returns": out.values, "dist_params": out.dist_params,
-             "old_log_std": policy.log_std.detach().clone()}
+    batch = _rollout_batch(policy, obs, lambda out: torch.sign(out.actions[:, 0] - out.dist_params[:, 0]))
     mirrored = torch.as_tensor(OBS_MIRROR(obs.numpy()), dtype=torch.float32)
     perm, sign = torch.as_tensor(ACTION_MIRROR.perm), torch.as_tensor(ACTION_MIRROR.sign)
     with torch.no_grad():
