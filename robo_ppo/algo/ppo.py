@@ -162,7 +162,7 @@ class TorchKernel:
         ``bounds_loss`` and ``symmetry_loss`` (0-d; where on) and ``log_ratio [B]``. One function of tensors, so it can be
         handed to ``torch.compile`` (``benchmarks/compiled_torch.py``).
 
-        With ``symmetry_augmentation`` the policy terms (surrogate, entropy, bounds) run over the
+        With ``symmetry_augmentation`` the policy terms (surrogate, entropy) run over the
         minibatch and its mirror image (Mittal et al. 2024, "Symmetry Considerations for Learning Task
         Symmetric Robot Policies"): each sample ``(o, a, A)`` adds ``(Psi_o(o), Psi_a(a), A)``. Its ratio's
         denominator is the rollout's ``pi_old(a | o)``, the density of the mirrored sample under the
@@ -185,7 +185,6 @@ class TorchKernel:
         else:
             new_logp, entropy, new_values, new_params = self.policy.evaluate(
                 obs, actions, None if critic_obs is None else critic_obs[idx])
-            both_params = new_params
             all_log_ratio = log_ratio = new_logp - old_logp
         if kl_beta is None:
             pg_loss = clipped_surrogate_loss(all_log_ratio, adv, s.clip_coef)
