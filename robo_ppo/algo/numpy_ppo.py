@@ -57,7 +57,7 @@ class NumpyKernel:
         self.optimizer = optimizer
         self.device = torch.device("cpu")
         s = LossSettings(cfg)
-        if s.symmetry_coef > 0 or s.augment:
+        if s.uses_mirror:
             raise ConfigError("compute=numpy has no symmetry loss or augmentation (algo.symmetry_coef > 0, "
                               "algo.symmetry_augmentation): use compute=torch")
         self.max_grad_norm = s.max_grad_norm

@@ -64,13 +64,15 @@ class LossSettings:
         self.augment = bool(cfg.symmetry_augmentation)
         self.norm_adv = bool(cfg.norm_adv)
         self.max_grad_norm = float(cfg.max_grad_norm)
+        self.uses_mirror = self.symmetry_coef > 0 or self.augment
+        """The symmetry loss or the augmentation is on: the update needs the env's mirror maps."""
 
     def stat_keys(self, discrete: bool) -> tuple[str, ...]:
         """The diagnostics a kernel reports: ``STAT_KEYS``, then ``BOUNDS_STAT`` and ``SYMMETRY_STAT``
         where those terms are on (a Gaussian policy with ``bounds_loss_coef`` > 0; with ``symmetry_coef``
         > 0 or ``symmetry_augmentation``)."""
         return STAT_KEYS + tuple(key for key, on in ((BOUNDS_STAT, self.bounds_coef > 0),
-                                                     (SYMMETRY_STAT, self.symmetry_coef > 0 or self.augment))
+                                                     (SYMMETRY_STAT, self.uses_mirror))
                                  if on and not discrete)
 
 

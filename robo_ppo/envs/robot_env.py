@@ -51,7 +51,7 @@ from robo_ppo.envs.base import StepInfo, VecEnv
 from robo_ppo.errors import ConfigError
 from robo_ppo.robots.description import parse_robot
 from robo_ppo.robots.model import RobotModel
-from robo_ppo.robots.symmetry import Mirror, joint_mirror, observation_mirror
+from robo_ppo.robots.symmetry import SYMMETRY_KEYS, Mirror, joint_mirror, observation_mirror
 from robo_ppo.tasks import make_task, task_params_schema
 
 ROBOT_ENGINES = ("mujoco", "mjwarp")
@@ -296,13 +296,13 @@ class RobotVecEnv(VecEnv):
         t = self.task
         if t.obs_size != t.robot_obs_size:
             raise ConfigError("env.task_params.teacher_obs: privileged terms in the actor's observation cannot be "
-                              "mirrored (algo.symmetry_coef, algo.symmetry_augmentation)")
+                              f"mirrored ({SYMMETRY_KEYS})")
         joints = joint_mirror(self.robot)
         lo, hi = t.action_clip
         if lo != -hi and bool((joints.sign < 0).any()):
             raise ConfigError(f"env.task_params.action_clip {[lo, hi]} is not symmetric about 0, so a mirrored action "
                               f"clips differently from the action's mirror image: use [-c, c] with the symmetry "
-                              f"terms (algo.symmetry_coef, algo.symmetry_augmentation)")
+                              f"terms ({SYMMETRY_KEYS})")
         return observation_mirror(self.robot, t.layout, joints, self.history_length), joints
 
     def last_critic_obs(self) -> torch.Tensor:

@@ -48,6 +48,10 @@ TOLERANCE = 0.005
 """m (anchors, feet) and unit-axis distance within which two parts count as each other's mirror."""
 
 
+SYMMETRY_KEYS = "algo.symmetry_coef, algo.symmetry_augmentation"
+"""The config keys that use the mirror maps, as error messages name them."""
+
+
 @dataclass(frozen=True)
 class Mirror:
     """A reflection of a vector as a signed permutation: ``mirror(x)[..., i] = sign[i] * x[..., perm[i]]``.
@@ -114,7 +118,7 @@ def joint_mirror(robot) -> Mirror:
         if miss[k] > TOLERANCE:
             raise ConfigError(f"robot {robot.desc.name}: joint {names[i]!r} has no mirror image across the base's "
                               f"x-z plane (nearest: {names[k]!r}, {miss[k]:.3f} off); the symmetry terms "
-                              "(algo.symmetry_coef, algo.symmetry_augmentation) need a left-right symmetric robot")
+                              f"({SYMMETRY_KEYS}) need a left-right symmetric robot")
         perm[i], sign[i] = k, np.sign(along[k])
     _check_involution(robot, perm, sign, "joint")
     return Mirror(perm, sign)
@@ -159,8 +163,8 @@ def imu_offset(robot) -> float:
     imu = rot.T @ data.site_xmat[robot.imu_site].reshape(3, 3)   # IMU axes in the base frame (columns)
     if abs(abs(imu[1, 1]) - 1.0) > 1e-6:
         raise ConfigError(f"robot {robot.desc.name}: the IMU site {robot.desc.imu_site!r} is turned out of the "
-                          "base's x-z plane; its sensors cannot be mirrored (algo.symmetry_coef, "
-                          "algo.symmetry_augmentation)")
+                          "base's x-z plane; its sensors cannot be mirrored "
+                          f"({SYMMETRY_KEYS})")
     return float(abs((data.site_xpos[robot.imu_site] - origin) @ rot[:, 1]))
 
 
@@ -183,7 +187,7 @@ def term_mirror(entry: Mapping[str, Any], joints: Mirror, feet: np.ndarray) -> M
         return Mirror(np.concatenate([feet, feet + len(feet)]), np.ones(size))
     raise ConfigError(f"observation term {entry['name']!r} (fn {entry['fn']!r}, size {size}) has no mirror "
                       f"{'kind' if kind is None else f'of kind {kind!r} at this size'}: the symmetry terms "
-                      "(algo.symmetry_coef, algo.symmetry_augmentation) mirror only robot-side terms of rules.MIRROR_KINDS")
+                      f"({SYMMETRY_KEYS}) mirror only robot-side terms of rules.MIRROR_KINDS")
 
 
 def observation_mirror(robot, layout: Sequence[Mapping[str, Any]], joints: Mirror, history_length: int = 1) -> Mirror:

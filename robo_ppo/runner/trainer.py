@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 import robo_ppo
 from robo_ppo.algo.losses import explained_variance
 from robo_ppo.algo.numpy_ppo import NumpyPPO
-from robo_ppo.algo.ppo import PPO
+from robo_ppo.algo.ppo import PPO, LossSettings
 from robo_ppo.envs import make_vec_env
 from robo_ppo.errors import ConfigError, NonFiniteError, PhysicsDivergenceError
 from robo_ppo.modules.actor_critic import build_actor_critic
@@ -193,7 +193,7 @@ class Trainer:
         act_dim = self.policy.act_dim
         self.buffer = RolloutBuffer(a.num_steps, a.num_envs, self.envs.obs_dim, act_dim, self.discrete,
                                     self.device, critic_obs_dim=critic_obs_dim)
-        mirror = self._env_mirror() if a.symmetry_coef > 0 or a.symmetry_augmentation else None
+        mirror = self._env_mirror() if LossSettings(a).uses_mirror else None
         twin = None
         if self.compute == "numpy":
             try:  # the twin refuses a policy it cannot mirror exactly, before touching it
