@@ -99,7 +99,7 @@ class TorchKernel:
         self.mirror: Optional[tuple[Any, Any]] = None
         """``(obs, action)`` mirror maps (``robo_ppo.robots.symmetry.Mirror`` on the policy's device) of
         the symmetry loss (``PPO.set_mirror``)."""
-        self._mirror_obs: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self._mirror_obs: Optional[tuple] = None
 
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
         """Take the update's batch (flat ``[B, ...]`` tensors, see ``PPO.update``); with the symmetry
@@ -112,22 +112,27 @@ class TorchKernel:
                                  "maps (PPO.set_mirror)")
             self._mirror_obs = self._normalized_mirror()
 
-    def _normalized_mirror(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(perm, scale, shift)`` with ``mirror(n) = clip(scale * n[:, perm] + shift)`` the normalized
-        image of the raw mirror ``raw'_i = sign_i raw_perm(i)``: with ``raw = n std + mean``,
-        ``scale_i = sign_i std_perm(i) / std_i`` and ``shift_i = (sign_i mean_perm(i) - mean_i) / std_i``."""
-        perm, sign = self.mirror[0].perm, self.mirror[0].sign
+    def _normalized_mirror(self) -> tuple:
+        """``(perm, scale, shift, mix)`` with ``mirror(n) = clip(scale * n[:, perm] + shift)`` then, per
+        mixing block, ``[:, rows] += n[:, cols] @ weight.T + bias`` the normalized image of the raw mirror
+        ``raw' = sign * raw[perm]`` (+ ``raw[cols] @ matrix.T`` on ``rows``): with ``raw = n std + mean``,
+        ``scale_i = sign_i std_perm(i) / std_i``, ``shift_i = (sign_i mean_perm(i) - mean_i) / std_i``,
+        ``weight = matrix std_cols / std_rows`` and ``bias = (matrix @ mean_cols) / std_rows``."""
+        perm, sign, mix = self.mirror[0].perm, self.mirror[0].sign, self.mirror[0].mix
         normalizer = self.policy.obs_normalizer
         if normalizer is None:
-            return perm, sign, torch.zeros_like(sign)
+            return perm, sign, torch.zeros_like(sign), tuple((r, c, m, torch.zeros_like(m[:, 0])) for r, c, m in mix)
         mean = normalizer.rms.mean.to(sign.dtype)
         std = torch.sqrt(normalizer.rms.var + normalizer.eps).to(sign.dtype)
-        return perm, sign * std[perm] / std, (sign * mean[perm] - mean) / std
+        mix = tuple((r, c, m * std[c] / std[r][:, None], (m @ mean[c]) / std[r]) for r, c, m in mix)
+        return perm, sign * std[perm] / std, (sign * mean[perm] - mean) / std, mix
 
     def mirrored_obs(self, norm_obs: torch.Tensor) -> torch.Tensor:
         """The normalized observations ``[B, obs_dim]`` of the mirrored states (``begin``'s map)."""
-        perm, scale, shift = self._mirror_obs
+        perm, scale, shift, mix = self._mirror_obs
         out = norm_obs[:, perm] * scale + shift
+        for rows, cols, weight, bias in mix:
+            out[:, rows] += norm_obs[:, cols] @ weight.T + bias
         normalizer = self.policy.obs_normalizer
         return out if normalizer is None else out.clamp(-normalizer.clip, normalizer.clip)
 

@@ -18,11 +18,12 @@ Both maps are a permutation with signs (``Mirror``), derived here, not declared 
 * the observation (``observation_mirror``): each term as its kind (``rules.MIRROR_KINDS``, declared with
   the term in ``rules.OBSERVATIONS``), the history frame by frame.
 
-A model that is not symmetric (no joint or foot at a reflected place, an IMU frame turned out of the
-plane) is refused with the part that breaks it. An IMU off the plane is allowed: its angular velocity
-and gravity mirror exactly, its linear velocity only up to ``omega x 2 y`` (the Go1's sits 6.7 cm right
-of the plane: 0.13 m/s per rad/s of roll or yaw rate), so the loss then holds the policy to a nearly
-mirrored state (``imu_offset`` says how far).
+A model that is not symmetric (no joint or foot at a reflected place, a sensor frame turned out of the
+plane) is refused with the part that breaks it. A sensor off the plane (the Go1's IMU sits 6.7 cm right of
+it) reads the same angular velocity and gravity as one on it, but the velocity of its own point: the
+mirror of such a linear velocity is not a signed permutation but ``v' = M v + 2 (M* omega) x d``, with
+``d`` the sensor's offset from the plane and ``omega`` the gyro of the same frame (``velocity_coupling``:
+a ``Mirror.mix`` block; without a gyro term it is refused rather than approximated).
 """
 
 from __future__ import annotations
@@ -54,31 +55,42 @@ SYMMETRY_KEYS = "algo.symmetry_coef, algo.symmetry_augmentation"
 
 @dataclass(frozen=True)
 class Mirror:
-    """A reflection of a vector as a signed permutation: ``mirror(x)[..., i] = sign[i] * x[..., perm[i]]``.
+    """A reflection of a vector: a signed permutation plus linear mixing blocks,
+    ``mirror(x)[..., i] = sign[i] * x[..., perm[i]]``, then ``mirror(x)[..., rows] += x[..., cols] @ matrix.T``
+    for each ``(rows, cols, matrix)`` of ``mix`` (int ``[r]``, int ``[c]``, float ``[r, c]``; the
+    velocity of a sensor off the symmetry plane, ``velocity_coupling``).
 
     ``perm`` int ``[n]``, ``sign`` float ``[n]`` (+-1); numpy arrays, or torch tensors after ``to``.
-    A reflection is its own inverse: ``mirror(mirror(x)) == x``.
+    A reflection is its own inverse: ``mirror(mirror(x)) == x`` (to rounding with ``mix``).
     """
 
     perm: Any
     sign: Any
+    mix: tuple = ()
 
     def __call__(self, x):
-        return x[..., self.perm] * self.sign
+        y = x[..., self.perm] * self.sign
+        for rows, cols, matrix in self.mix:
+            y[..., rows] += x[..., cols] @ matrix.T
+        return y
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Mirror:
-        """The same map as torch tensors on ``device`` (``sign`` in ``dtype``)."""
-        return Mirror(torch.as_tensor(np.asarray(self.perm), dtype=torch.long, device=device),
-                      torch.as_tensor(np.asarray(self.sign), dtype=dtype, device=device))
+        """The same map as torch tensors on ``device`` (``sign`` and the mixing matrices in ``dtype``)."""
+        index = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long, device=device)  # noqa: E731
+        value = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)       # noqa: E731
+        return Mirror(index(self.perm), value(self.sign),
+                      tuple((index(rows), index(cols), value(m)) for rows, cols, m in self.mix))
 
     @staticmethod
     def concat(parts: Sequence[Mirror]) -> Mirror:
         """The map of the concatenated vectors (each part's indices shifted by the sizes before it)."""
-        perms, offset = [], 0
+        perms, mix, offset = [], [], 0
         for part in parts:
             perms.append(np.asarray(part.perm) + offset)
+            mix += [(np.asarray(rows) + offset, np.asarray(cols) + offset, m) for rows, cols, m in part.mix]
             offset += len(part.perm)
-        return Mirror(np.concatenate(perms).astype(np.int64), np.concatenate([np.asarray(p.sign, float) for p in parts]))
+        return Mirror(np.concatenate(perms).astype(np.int64),
+                      np.concatenate([np.asarray(p.sign, float) for p in parts]), tuple(mix))
 
 
 def _base_frame(robot, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
@@ -151,21 +163,75 @@ def _check_involution(robot, perm: np.ndarray, sign: np.ndarray, what: str) -> N
                           "(two parts mirror onto one); the robot is not left-right symmetric")
 
 
-def imu_offset(robot) -> float:
-    """m: the IMU site's distance from the base's x-z plane (0 for an IMU on the plane).
+POINT_ROLES = ("local_linvel", "global_linvel", "accelerometer")
+"""Sensor roles whose value depends on where the sensor sits: the velocity or acceleration of its point."""
+
+
+def sensor_offset(robot, role: str) -> np.ndarray:
+    """``[3]`` m: the offset from the base's x-z plane of the site that the sensor of ``role`` reads, in
+    that site's frame (zeros for a sensor on the plane), at the init keyframe.
 
     Raises:
-        ConfigError: the IMU frame's x and z axes are not in the plane (its y axis not normal to it):
-            its sensors reflect as ``rules.MIRROR_KINDS`` say only in such a frame.
+        ConfigError: the site frame's x and z axes are not in the plane (its y axis not normal to it):
+            its values reflect as ``rules.MIRROR_KINDS`` say only in such a frame.
     """
-    data = mujoco.MjData(robot.model)
+    m = robot.model
+    name = robot.sensor_name(role)
+    sensor = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, name)
+    if m.sensor_objtype[sensor] != mujoco.mjtObj.mjOBJ_SITE:
+        return np.zeros(3)      # a frame-free sensor (e.g. a subtree's): nothing to place
+    site = int(m.sensor_objid[sensor])
+    data = mujoco.MjData(m)
     origin, rot = _base_frame(robot, data)
-    imu = rot.T @ data.site_xmat[robot.imu_site].reshape(3, 3)   # IMU axes in the base frame (columns)
-    if abs(abs(imu[1, 1]) - 1.0) > 1e-6:
-        raise ConfigError(f"robot {robot.desc.name}: the IMU site {robot.desc.imu_site!r} is turned out of the "
-                          "base's x-z plane; its sensors cannot be mirrored "
-                          f"({SYMMETRY_KEYS})")
-    return float(abs((data.site_xpos[robot.imu_site] - origin) @ rot[:, 1]))
+    frame = data.site_xmat[site].reshape(3, 3)                   # the site's axes in the world (columns)
+    if abs(abs((rot.T @ frame)[1, 1]) - 1.0) > 1e-6:
+        raise ConfigError(f"robot {robot.desc.name}: sensor {name!r} (role {role}) reads a site turned out of "
+                          f"the base's x-z plane; its values cannot be mirrored ({SYMMETRY_KEYS})")
+    normal = rot[:, 1]
+    return frame.T @ (normal * float((data.site_xpos[site] - origin) @ normal))
+
+
+def _skew(d: np.ndarray) -> np.ndarray:
+    """``[3, 3]`` with ``_skew(d) @ w == np.cross(d, w)``."""
+    return np.array([[0.0, -d[2], d[1]], [d[2], 0.0, -d[0]], [-d[1], d[0], 0.0]])
+
+
+def velocity_coupling(robot, layout: Sequence[Mapping[str, Any]]) -> tuple:
+    """The ``Mirror.mix`` blocks of one observation frame: a linear velocity measured at a point ``d`` off
+    the base's plane.
+
+    The sensor reads ``v = v_p + omega x d`` (``v_p`` the velocity of the point on the plane). In the
+    mirrored state the plane point moves with ``M v_p`` and the body turns with ``M* omega`` (``M`` the
+    reflection, ``M* = -M`` for a pseudovector), and the sensor still sits at ``d``:
+    ``v' = M v_p + (M* omega) x d = M v + 2 (M* omega) x d`` (``M (a x b) = (M* a) x (M b)``, ``M d = -d``),
+    so ``v'`` mixes in ``-2 skew(d) M* omega``, read from the frame's gyro term (same site frame; each
+    term's ``scale`` applied). An involution: ``M C + C M* = 0``.
+
+    Raises:
+        ConfigError: such a velocity without a gyro term in the same frame; an accelerometer or world-frame
+            velocity off the plane (not a linear function of the observation); a sensor the layout reads
+            on a site turned out of the plane (``sensor_offset``).
+    """
+    starts = np.cumsum([0] + [int(e["size"]) for e in layout])
+    roles = [rules.OBSERVATIONS[e["fn"]].reads(e) if e["fn"] in rules.OBSERVATIONS else () for e in layout]
+    offsets = {r: sensor_offset(robot, r) for rs in roles for r in rs if r in robot.desc.sensors}  # frames checked
+    blocks = []
+    for i, entry in enumerate(layout):
+        role = next((r for r in roles[i] if r in POINT_ROLES), None)
+        if role is None or np.linalg.norm(offsets[role]) < 1e-9:
+            continue
+        d = offsets[role]
+        gyro = next((k for k, r in enumerate(roles) if r == ("gyro",) and layout[k]["fn"] == "sensor"), None)
+        if role != "local_linvel" or entry["fn"] != "sensor" or gyro is None or \
+                not np.allclose(offsets["gyro"], d, atol=1e-9):
+            raise ConfigError(f"observation term {entry['name']!r} ({role}) is measured {np.linalg.norm(d):.3f} m "
+                              f"off the base's x-z plane: its mirror needs the body's angular velocity at the "
+                              f"same site (a `fn: sensor, sensor: gyro` term) and exists only for local_linvel "
+                              f"({SYMMETRY_KEYS})")
+        coupling = -2.0 * _skew(d) @ np.diag(REFLECT_PSEUDOVECTOR)
+        coupling *= entry.get("scale", 1.0) / layout[gyro].get("scale", 1.0)
+        blocks.append((np.arange(starts[i], starts[i] + 3), np.arange(starts[gyro], starts[gyro] + 3), coupling))
+    return tuple(blocks)
 
 
 def term_mirror(entry: Mapping[str, Any], joints: Mirror, feet: np.ndarray) -> Mirror:
@@ -201,12 +267,13 @@ def observation_mirror(robot, layout: Sequence[Mapping[str, Any]], joints: Mirro
         history_length: frames in the policy input.
 
     Raises:
-        ConfigError: see ``foot_mirror``, ``term_mirror``, ``imu_offset``.
+        ConfigError: see ``foot_mirror``, ``term_mirror``, ``velocity_coupling``.
     """
-    imu_offset(robot)
     feet = foot_mirror(robot)
-    frame = Mirror.concat([term_mirror(e, joints, feet) for e in layout])
+    terms = Mirror.concat([term_mirror(e, joints, feet) for e in layout])
+    frame = Mirror(terms.perm, terms.sign, velocity_coupling(robot, layout))
     return Mirror.concat([frame] * int(history_length))
 
 
-__all__ = ["Mirror", "joint_mirror", "foot_mirror", "imu_offset", "term_mirror", "observation_mirror"]
+__all__ = ["Mirror", "joint_mirror", "foot_mirror", "sensor_offset", "velocity_coupling", "term_mirror",
+           "observation_mirror"]
