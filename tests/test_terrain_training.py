@@ -19,7 +19,7 @@ from robo_ppo.envs.robot_env import RobotVecEnv, make_terrain
 from robo_ppo.errors import ConfigError
 from robo_ppo.export import read_metadata
 from robo_ppo.tasks.events import EVENT_FUNCTIONS, ResetState
-from robo_ppo.tasks.terms import PRIVILEGED_OBS, StepState
+from robo_ppo.tasks.terms import PRIVILEGED_OBS, REWARD_FUNCTIONS, StepState
 
 ROUGH = ["env=go1_rough", "engine.num_threads=1", "deploy_check.enabled=false"]
 
@@ -325,4 +325,27 @@ def test_mjwarp_steps_on_the_terrain():
         obs, reward, _, _, info = env.step(torch.zeros(2, 12))
     assert torch.isfinite(obs).all() and not info["diverged"].any()
     assert (t.base_height() > 0.15).all() and env.stats()["terrain/level"] <= 2
+    env.close()
+
+
+def test_feet_stumble_at_the_foot_of_a_riser():
+    """``feet_stumble``: a foot on the ground whose ground within ``stumble_radius`` rises past
+    ``stumble_height`` above it; the front feet 1 cm before the corridor's first riser stumble, the rear
+    feet and the same feet 10 cm back or lifted off the ground do not."""
+    env = _corridor_env()
+    t, terrain = env.task, env.terrain
+    pos = t.robot.foot_sensor("pos")
+    qpos = t.init_qpos.repeat(2, 1)
+    _put(env, qpos)
+    front = float(t.sd[0, pos[0, 0]] - qpos[0, 0])   # the front feet's x ahead of the base
+    x_riser = _first_riser(terrain)                  # ground 0 here, the first step's height one sample on
+    assert terrain.height_at(np.array([x_riser + terrain.spacing]), np.zeros(1))[0] > t.p.stumble_height
+    for gap, lift, want in ((0.01, 0.0, [True, True, False, False]), (0.1, 0.0, [False] * 4),
+                            (0.01, 0.2, [False] * 4)):
+        qpos[:, 0], qpos[:, 2] = x_riser - gap - front, t.init_qpos[2] + lift
+        _put(env, qpos)
+        s = StepState(t, t.last_act)
+        assert s.contact[0].tolist() == [lift == 0.0] * 4
+        assert s.stumble[0].tolist() == want, (gap, lift)
+        assert REWARD_FUNCTIONS["feet_stumble"](t, s)[0] == sum(want)
     env.close()

@@ -143,6 +143,11 @@ class JoystickParams:
     (m) of it: under the foot and 4 points this far along +-x and +-y. 0: the ground under the foot. A swing
     that nears a riser then has the step's top as its ground, so ``max_foot_height`` asks for a foot that
     clears the step (flat ground: no difference)."""
+    stumble_radius: float = 0.05
+    """``feet_stumble`` (``StepState.stumble``): a foot in contact stumbles where the ground within this
+    distance (m) of it ..."""
+    stumble_height: float = 0.04
+    """... rises more than this (m) above the ground under it."""
     feet_air_time_min: float = 0.1
     """``feet_air_time`` rewards each swing's air time above this (s)."""
     feet_air_time_max: Optional[float] = None

@@ -130,6 +130,20 @@ class StepState:
         return z - self.t.ground(x[..., None] + ox, y[..., None] + oy).amax(-1)
 
     @cached_property
+    def stumble(self) -> torch.Tensor:          # [N, F] bool: a foot on the ground at the foot of a riser
+        """A foot in contact whose ground, within ``stumble_radius`` of it (4 points along +-x, +-y), rises
+        more than ``stumble_height`` above the ground under it: it stands against a step it has not
+        cleared. A geometric stand-in for legged_gym's contact-force stumble test (a foot pushed sideways
+        harder than it is held up); none on flat ground."""
+        if self.t.terrain is None:
+            return torch.zeros_like(self.contact)
+        pos = self.t.robot.foot_sensor("pos")
+        x, y, r = self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]], self.t.p.stumble_radius
+        ox, oy = x.new_tensor([r, -r, 0.0, 0.0]), x.new_tensor([0.0, 0.0, r, -r])
+        rise = self.t.ground(x[..., None] + ox, y[..., None] + oy).amax(-1) - self.t.ground(x, y)
+        return self.contact & (rise > self.t.p.stumble_height)
+
+    @cached_property
     def swing_peak(self) -> torch.Tensor:       # [N, F] highest foot height of the swing (m)
         return torch.maximum(self.t.swing_peak, self.foot_z)
 
@@ -211,6 +225,8 @@ REWARD_FUNCTIONS: dict[str, Callable[[Any, StepState], torch.Tensor]] = {
     # exp(-sum_f (z_f - z*(phase_f))^2 / sigma): feet follow the gait clock's swing profile
     "feet_phase": lambda t, s: torch.exp(-_sq(s.foot_z - swing_height(s.gait_phase, t.swing_target))
                                          / t.p.feet_phase_sigma),
+    # feet in contact at the foot of a step they have not cleared (StepState.stumble); 0 on flat ground
+    "feet_stumble": lambda t, s: s.stumble.float().sum(-1),
     "termination": lambda t, s: s.terminated.float(),
 }
 
