@@ -119,15 +119,13 @@ class StepState:
 
     @cached_property
     def foot_z(self) -> torch.Tensor:           # [N, F] (m) above the ground under each foot (feet_ground_radius)
-        pos = self.t.robot.foot_sensor("pos")
-        z = self.t.sd[:, pos[:, 2]]
+        z = self.t.sd[:, self.t.robot.foot_sensor("pos")[:, 2]]
         if self.t.terrain is None:
             return z
-        x, y, r = self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]], self.t.p.feet_ground_radius
+        r = self.t.p.feet_ground_radius
         if r <= 0:
-            return z - self.t.ground(x, y)
-        ox, oy = x.new_tensor([0.0, r, -r, 0.0, 0.0]), x.new_tensor([0.0, 0.0, 0.0, r, -r])
-        return z - self.t.ground(x[..., None] + ox, y[..., None] + oy).amax(-1)
+            return z - self.t.ground(*self._foot_xy)
+        return z - self._highest_ground(r, under=True)
 
     @cached_property
     def stumble(self) -> torch.Tensor:          # [N, F] bool: a foot on the ground at the foot of a riser
@@ -137,11 +135,22 @@ class StepState:
         harder than it is held up); none on flat ground."""
         if self.t.terrain is None:
             return torch.zeros_like(self.contact)
-        pos = self.t.robot.foot_sensor("pos")
-        x, y, r = self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]], self.t.p.stumble_radius
-        ox, oy = x.new_tensor([r, -r, 0.0, 0.0]), x.new_tensor([0.0, 0.0, r, -r])
-        rise = self.t.ground(x[..., None] + ox, y[..., None] + oy).amax(-1) - self.t.ground(x, y)
+        rise = self._highest_ground(self.t.p.stumble_radius, under=False) - self.t.ground(*self._foot_xy)
         return self.contact & (rise > self.t.p.stumble_height)
+
+    @cached_property
+    def _foot_xy(self) -> tuple[torch.Tensor, torch.Tensor]:   # [N, F] each: the feet's world x, y (m)
+        pos = self.t.robot.foot_sensor("pos")
+        return self.t.sd[:, pos[:, 0]], self.t.sd[:, pos[:, 1]]
+
+    def _highest_ground(self, r: float, under: bool) -> torch.Tensor:
+        """[N, F] (m): the highest ground at 4 points ``r`` from each foot along +-x, +-y (and under the foot
+        itself when ``under``)."""
+        x, y = self._foot_xy
+        ox, oy = [0.0, r, -r, 0.0, 0.0], [0.0, 0.0, 0.0, r, -r]
+        if not under:
+            ox, oy = ox[1:], oy[1:]
+        return self.t.ground(x[..., None] + x.new_tensor(ox), y[..., None] + y.new_tensor(oy)).amax(-1)
 
     @cached_property
     def swing_peak(self) -> torch.Tensor:       # [N, F] highest foot height of the swing (m)
