@@ -25,9 +25,10 @@ QUIET_ROBOT = ["env.task_params.noise_level=0", "env.task_params.events.randomiz
 """Overrides of a noise-free, unrandomized robot env (no encoder offsets) on one thread."""
 NO_HISTORY = "env.task_params.obs_history=1"
 """Override: the policy input is one observation frame (no ``obs_history`` in the metadata)."""
-NO_RAMP = "env.task_params.events.command.params.rate_limit=null"
-"""Override: the robot-side controller passes commands through (no ``command_rate_limit``)."""
-ONE_FRAME = [NO_HISTORY, NO_RAMP]
+NO_RAMP = ["env.task_params.events.command.params.rate_limit=null",
+           "env.task_params.events.command.params.full_reversal_s=null"]
+"""Overrides: the robot-side controller passes commands through (no ``command_rate_limit``, given or derived)."""
+ONE_FRAME = [NO_HISTORY, *NO_RAMP]
 """Overrides of a robot task whose policy input is one observation frame and whose commands are not ramped
 (robot contract 2): the input the term-by-term tests read. The Go1's shipped task stacks two frames and
 ramps its commands; tests/test_observation_history.py and tests/test_command_rate_limit.py test those."""

@@ -101,7 +101,7 @@ def test_rate_limit_metadata_and_config_are_checked():
                        (dict(robot, command_rate_limit=[2.0, 0.0, 2.0]), r"command_rate_limit\[1\]")):
         with pytest.raises(contract.ContractError, match=named):
             contract.RobotMetadata.from_dict(bad, "r.onnx")
-    plain = make_env(NO_RAMP)   # without a rate limit: no key, contract 2 (older kits read it)
+    plain = make_env(*NO_RAMP)   # without a rate limit: no key, contract 2 (older kits read it)
     assert "command_rate_limit" not in plain.metadata()["robot"] and plain.metadata()["robot"]["contract"] == 2
     # ramp_in_training false (the default): training's commands and observations are the plain run's
     limited = make_env("env.task_params.events.command.params.rate_limit=[2.0,2.0,2.0]")
@@ -117,3 +117,17 @@ def test_rate_limit_metadata_and_config_are_checked():
     limited.close()
     with pytest.raises(ConfigError, match="rate_limit must be 3 values > 0"):
         make_env("env.task_params.events.command.params.rate_limit=[1.0,-1.0,1.0]")
+
+
+def test_rate_limit_is_derived_from_the_ranges():
+    """The base's ``full_reversal_s`` (1 s) gives each command ``(hi - lo) / full_reversal_s``; a given
+    ``rate_limit`` wins; a ``full_reversal_s`` not > 0 is named."""
+    ranges = "env.task_params.events.command.params.ranges=[[-1.0,2.0],[-0.5,0.5],[-2.0,2.0]]"
+    for overrides, rate in (((ranges,), [3.0, 1.0, 4.0]),
+                            ((ranges, "env.task_params.events.command.params.full_reversal_s=2.0"), [1.5, 0.5, 2.0]),
+                            ((ranges, "env.task_params.events.command.params.rate_limit=[1.0,1.0,1.0]"), [1.0, 1.0, 1.0])):
+        env = make_env(*overrides)
+        assert env.metadata()["robot"]["command_rate_limit"] == rate, overrides
+        env.close()
+    with pytest.raises(ConfigError, match="full_reversal_s must be > 0"):
+        make_env("env.task_params.events.command.params.full_reversal_s=0")

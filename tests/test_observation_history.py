@@ -26,7 +26,7 @@ from robo_ppo.errors import ConfigError  # noqa: E402
 
 NOMINAL = ["env.task_params.noise_level=0", "env.task_params.events.randomize.params.enable=false",
            "env.task_params.events.reset_base.params.base_velocity=0", "env.task_params.events.reset_base.params.xy=0",
-           "env.max_episode_steps=12", "engine.num_threads=1", NO_RAMP]   # commands not ramped
+           "env.max_episode_steps=12", "engine.num_threads=1", *NO_RAMP]   # commands not ramped
 K = 3
 
 

@@ -124,7 +124,12 @@ class VelocityCommandParams:
     rate_limit: Optional[list[float]] = None
     """``[vx, vy, yaw rate]`` per second (m/s^2, m/s^2, rad/s^2): the ONNX metadata's ``command_rate_limit``,
     so the robot-side controller's command follows a joystick's at most this fast (``rules.ramp_command``
-    every control step, from 0 at its reset). null (the default): the given command at once."""
+    every control step, from 0 at its reset). null (the default): from ``full_reversal_s`` where that is
+    set, else the given command at once."""
+    full_reversal_s: Optional[float] = None
+    """s: where ``rate_limit`` is null, the time the ramp takes across each whole range, so each rate is
+    ``(hi - lo) / full_reversal_s`` from ``ranges`` (the base recipe's 1 s). An explicit ``rate_limit``
+    wins; null (the default) with no ``rate_limit``: no ramp."""
     ramp_in_training: bool = False
     """With ``rate_limit``: true, training's commands ramp the same way (the drawn command is
     ``task.command_target``, the policy's ``task.command`` follows it from 0 at a reset); false (the
@@ -135,6 +140,15 @@ class VelocityCommandParams:
     """m/s: a drawn command whose planar speed ``|(vx, vy)|`` is below this commands standing in place: its vx
     and vy are set to 0, its yaw rate kept (legged_gym zeroes below 0.2 m/s, so that a command given always
     means walking). 0 (the default): no command is changed, the random stream is the same either way."""
+
+    def __post_init__(self):
+        """Derive ``rate_limit`` from ``full_reversal_s`` and ``ranges`` where it is null (raises ConfigError for
+        a ``full_reversal_s`` not > 0)."""
+        if self.rate_limit is None and self.full_reversal_s is not None:
+            if not self.full_reversal_s > 0:
+                raise ConfigError(f"velocity_command.full_reversal_s must be > 0 (s) or null, "
+                                  f"got {self.full_reversal_s}")
+            self.rate_limit = [(hi - lo) / self.full_reversal_s for lo, hi in self.ranges]
 
 
 @dataclass
