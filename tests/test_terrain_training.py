@@ -260,6 +260,7 @@ def test_exact_resume_state_holds_the_terrain_rows():
     # distance, so every env above the bottom row moves down at its reset (the rows change in the window)
     cfg = make_cfg(*ROUGH, "env.max_episode_steps=15",
                    "env.task_params.events.command.params.ranges=[[1.5,1.5],[0.0,0.0],[0.0,0.0]]",
+                   "env.task_params.events.command.params.full_reversal_s=null",   # fixed commands: no ramp
                    "~env.task_params.events.command_ranges")
     g = torch.Generator().manual_seed(0)
     actions = [torch.randn(8, 12, generator=g) for _ in range(40)]

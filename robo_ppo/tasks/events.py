@@ -142,12 +142,25 @@ class VelocityCommandParams:
     means walking). 0 (the default): no command is changed, the random stream is the same either way."""
 
     def __post_init__(self):
-        """Derive ``rate_limit`` from ``full_reversal_s`` and ``ranges`` where it is null (raises ConfigError for
-        a ``full_reversal_s`` not > 0)."""
+        """Derive ``rate_limit`` from ``full_reversal_s`` and ``ranges`` where it is null.
+
+        Raises:
+            ConfigError: ``ranges`` not three ``[lo, hi]`` pairs; ``full_reversal_s`` not > 0, or a range
+                without width (a fixed command: no rate follows from it, so ``rate_limit`` must be given, or
+                ``full_reversal_s`` null for no ramp).
+        """
+        if len(self.ranges) != 3 or any(len(r) != 2 for r in self.ranges):
+            raise ConfigError("the velocity_command event's params.ranges must be three [lo, hi] pairs "
+                              "(vx, vy, yaw_rate)")
         if self.rate_limit is None and self.full_reversal_s is not None:
             if not self.full_reversal_s > 0:
                 raise ConfigError(f"velocity_command.full_reversal_s must be > 0 (s) or null, "
                                   f"got {self.full_reversal_s}")
+            for name, (lo, hi) in zip(COMMANDS, self.ranges, strict=True):
+                if not hi > lo:
+                    raise ConfigError(f"velocity_command: full_reversal_s derives rate_limit from the ranges, and the "
+                                      f"{name} range [{lo}, {hi}] has no width: give rate_limit (3 values > 0) or "
+                                      f"set full_reversal_s=null (no ramp)")
             self.rate_limit = [(hi - lo) / self.full_reversal_s for lo, hi in self.ranges]
 
 

@@ -233,9 +233,6 @@ def parse_params(params: Any) -> JoystickParams:
     commands = [e for e in p.events.values() if e.fn == "velocity_command"]
     if len(commands) != 1:
         raise ConfigError(f"env.task_params.events needs exactly one velocity_command event, found {len(commands)}")
-    ranges = commands[0].params.ranges
-    if len(ranges) != 3 or any(len(r) != 2 for r in ranges):
-        raise ConfigError("the velocity_command event's params.ranges must be three [lo, hi] pairs (vx, vy, yaw_rate)")
     for group in ("obs", "privileged_obs"):
         names = [t.name for t in getattr(p, group)]
         for t in getattr(p, group):
