@@ -142,16 +142,24 @@ class VelocityCommandParams:
     means walking). 0 (the default): no command is changed, the random stream is the same either way."""
 
     def __post_init__(self):
-        """Derive ``rate_limit`` from ``full_reversal_s`` and ``ranges`` where it is null.
+        """Check the params (every velocity-command check is here) and derive ``rate_limit`` from
+        ``full_reversal_s`` and ``ranges`` where it is null.
 
         Raises:
-            ConfigError: ``ranges`` not three ``[lo, hi]`` pairs; ``full_reversal_s`` not > 0, or a range
+            ConfigError: ``ranges`` not three ``[lo, hi]`` pairs; ``heading_prob`` outside [0, 1],
+                ``heading_stiffness`` not > 0 or ``min_speed`` < 0; ``full_reversal_s`` not > 0, or a range
                 without width (a fixed command: no rate follows from it, so ``rate_limit`` must be given, or
-                ``full_reversal_s`` null for no ramp).
+                ``full_reversal_s`` null for no ramp); ``rate_limit`` not three values > 0.
         """
         if len(self.ranges) != 3 or any(len(r) != 2 for r in self.ranges):
             raise ConfigError("the velocity_command event's params.ranges must be three [lo, hi] pairs "
                               "(vx, vy, yaw_rate)")
+        if not 0.0 <= self.heading_prob <= 1.0 or not self.heading_stiffness > 0:
+            raise ConfigError(f"env.task_params.events: velocity_command needs 0 <= heading_prob <= 1 and "
+                              f"heading_stiffness > 0, got {self.heading_prob} and {self.heading_stiffness}")
+        if not self.min_speed >= 0:
+            raise ConfigError(f"env.task_params.events: velocity_command needs min_speed >= 0 (m/s), "
+                              f"got {self.min_speed}")
         if self.rate_limit is None and self.full_reversal_s is not None:
             if not self.full_reversal_s > 0:
                 raise ConfigError(f"velocity_command.full_reversal_s must be > 0 (s) or null, "
@@ -162,6 +170,10 @@ class VelocityCommandParams:
                                       f"{name} range [{lo}, {hi}] has no width: give rate_limit (3 values > 0) or "
                                       f"set full_reversal_s=null (no ramp)")
             self.rate_limit = [(hi - lo) / self.full_reversal_s for lo, hi in self.ranges]
+        if self.rate_limit is not None and not (len(self.rate_limit) == len(COMMANDS)
+                                                and all(r > 0 for r in self.rate_limit)):
+            raise ConfigError(f"env.task_params.events: velocity_command.rate_limit must be {len(COMMANDS)} values > 0 "
+                              f"(m/s^2, m/s^2, rad/s^2) or null, got {self.rate_limit}")
 
 
 @dataclass
@@ -358,14 +370,6 @@ def _substeps_stats(t, p: ModelRandomizationParams) -> dict[str, torch.Tensor]:
 
 
 def _init_command(t, p: VelocityCommandParams) -> None:
-    if not 0.0 <= p.heading_prob <= 1.0 or not p.heading_stiffness > 0:
-        raise ConfigError(f"env.task_params.events: velocity_command needs 0 <= heading_prob <= 1 and "
-                          f"heading_stiffness > 0, got {p.heading_prob} and {p.heading_stiffness}")
-    if not p.min_speed >= 0:
-        raise ConfigError(f"env.task_params.events: velocity_command needs min_speed >= 0 (m/s), got {p.min_speed}")
-    if p.rate_limit is not None and not (len(p.rate_limit) == len(COMMANDS) and all(r > 0 for r in p.rate_limit)):
-        raise ConfigError(f"env.task_params.events: velocity_command.rate_limit must be {len(COMMANDS)} values > 0 "
-                          f"(m/s^2, m/s^2, rad/s^2) or null, got {p.rate_limit}")
     t.command = torch.zeros(t.n, len(COMMANDS), device=t.device)
     if _ramps(p):   # the drawn command; t.command ramps toward it
         t.command_target = torch.zeros(t.n, len(COMMANDS), device=t.device)
