@@ -134,7 +134,7 @@ def test_rate_limit_is_derived_from_the_ranges():
     fixed = "env.task_params.events.command.params.ranges=[[1.0,1.0],[0.0,0.0],[0.0,0.0]]"
     with pytest.raises(ConfigError, match=r"the vx range \[1.0, 1.0\] has no width: give rate_limit"):
         make_env(fixed)
-    with pytest.raises(ConfigError, match=r"ranges must be three \[lo, hi\] pairs"):   # checked before the rates
+    with pytest.raises(ConfigError, match=r"ranges must be 3 \[lo, hi\] pairs"):   # checked before the rates
         make_env("env.task_params.events.command.params.ranges=[[-1.0,1.0],[-1.0,1.0]]")
     env = make_env(fixed, "env.task_params.events.command.params.full_reversal_s=null")
     assert "command_rate_limit" not in env.metadata()["robot"]

@@ -151,9 +151,9 @@ class VelocityCommandParams:
                 without width (a fixed command: no rate follows from it, so ``rate_limit`` must be given, or
                 ``full_reversal_s`` null for no ramp); ``rate_limit`` not three values > 0.
         """
-        if len(self.ranges) != 3 or any(len(r) != 2 for r in self.ranges):
-            raise ConfigError("the velocity_command event's params.ranges must be three [lo, hi] pairs "
-                              "(vx, vy, yaw_rate)")
+        if len(self.ranges) != len(COMMANDS) or any(len(r) != 2 for r in self.ranges):
+            raise ConfigError(f"the velocity_command event's params.ranges must be {len(COMMANDS)} [lo, hi] pairs "
+                              f"({', '.join(COMMANDS)})")
         if not 0.0 <= self.heading_prob <= 1.0 or not self.heading_stiffness > 0:
             raise ConfigError(f"env.task_params.events: velocity_command needs 0 <= heading_prob <= 1 and "
                               f"heading_stiffness > 0, got {self.heading_prob} and {self.heading_stiffness}")
