@@ -93,6 +93,10 @@ METADATA_KEYS: dict[str, str] = {
     "exporter": "str: exporter and torch version",
     "parity_max_abs_diff": "float: measured max |onnxruntime - torch| at export",
     "parity_samples": "int: observations in the parity check",
+    "train_environments": "json list or null: where each part of the run trained, oldest first: from_step "
+                          "(the global step it started or resumed at), robo_ppo's git commit, Python, CPU model, "
+                          "vector flags and torch's kernel choice, library versions (provenance.environment); "
+                          "null for checkpoints written before it was recorded",
     "robot": "json dict or null: robot-side facts of a robot task (joint order, home pose, action "
              "scale, kp/kd, torque limits, control and sim dt, observation layout, command ranges)",
 }
@@ -244,6 +248,7 @@ def build_metadata(state: dict[str, Any], policy, include_value: bool) -> dict[s
         "source_checkpoint": Path(state.get("path", "")).name,
         "opset": OPSET,
         "exporter": f"torch.onnx.export dynamo=True (torch {torch.__version__})",
+        "train_environments": state.get("environments"),
         "robot": env_meta.get("robot"),
     }
     return {k: encode_metadata_value(k, v) for k, v in values.items()}

@@ -14,6 +14,7 @@ from conftest import require_engine
 from omegaconf import OmegaConf
 
 from robo_ppo.hydra_utils import config_dir
+from robo_ppo.export import export_checkpoint, read_metadata
 from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
 from robo_ppo.runner.trainer import Trainer
 
@@ -154,6 +155,11 @@ def test_cli_resume_extends_a_run_with_its_saved_config(tmp_path):
     recorded = json.loads((tmp_path / "b" / "environment.json").read_text())
     assert torch.__version__.startswith(recorded["packages"]["torch"].split("+")[0])
     assert recorded["cpu"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    # each part of the run names where it trained, in the checkpoint and in the exported policy
+    assert [e["from_step"] for e in state["environments"]] == [0, 512]
+    assert all(e["cpu"] == recorded["cpu"] and e["packages"] == recorded["packages"] for e in state["environments"])
+    meta = read_metadata(export_checkpoint(tmp_path / "b", num_samples=10_000)["path"])
+    assert meta["train_environments"] == state["environments"]
     refused = subprocess.run([*base, f"resume={tmp_path}/a", "env=hopper", f"hydra.run.dir={tmp_path}/c"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "cannot change env when resuming" in refused.stderr

@@ -37,6 +37,7 @@ from robo_ppo.runner.distributed import DistContext, cores_per_rank
 from robo_ppo.runner.evaluate import run_episodes
 from robo_ppo.runner.logger import COLUMNS, NullLogger, RunLogger, plot_learning_curve
 from robo_ppo.runner.memory import memory_row
+from robo_ppo.runner.provenance import environment
 from robo_ppo.runner.storage import RolloutBuffer
 
 log = logging.getLogger("robo_ppo")
@@ -220,6 +221,9 @@ class Trainer:
         self.global_step = 0
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.last_eval: Optional[dict[str, float]] = None
+        self.environments: list[dict[str, Any]] = []
+        """Where each part of the run trained: ``{"from_step": N, **provenance.environment()}`` per start
+        or resume, oldest first; checkpointed, and exported as the ONNX metadata's ``train_environments``."""
         self._stop_requested = False
         self._diverging = 0
         """Iterations in a row whose divergence rate was above ``divergence.max_rate``."""
@@ -235,6 +239,7 @@ class Trainer:
             self._join_data_parallel()
         if resume_state is not None:
             self._load_state(resume_state)
+        self.environments.append({"from_step": self.global_step, **environment()})
         self.dist.broadcast_module_(self.policy)  # every rank starts from rank 0's parameters
         if resume_state is None and a.normalize_obs:
             self._seed_normalizer()
@@ -543,6 +548,7 @@ class Trainer:
                        "critic_obs_dim": self.policy.critic_obs_dim},
             "env_meta": self.envs.metadata(),
             "last_eval": self.last_eval,
+            "environments": self.environments,
         }
         if self.dist.world_size > 1:
             state["world_size"] = self.dist.world_size
@@ -568,6 +574,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.envs.set_training_clock(self.iteration * int(self.cfg.algo.num_steps), self.clock_envs)
         self.last_eval = state["last_eval"]
+        self.environments = list(state.get("environments") or [])   # none in checkpoints before 2026-12-07
         mine = state if self.dist.rank == 0 else state["other_ranks"][self.dist.rank - 1]
         if self.reward_scaler is not None and mine["reward_scaler"] is not None:
             self.reward_scaler.load_state_dict(mine["reward_scaler"])
