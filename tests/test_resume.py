@@ -13,8 +13,8 @@ import torch
 from conftest import require_engine
 from omegaconf import OmegaConf
 
-from robo_ppo.hydra_utils import config_dir
 from robo_ppo.export import export_checkpoint, read_metadata
+from robo_ppo.hydra_utils import config_dir
 from robo_ppo.runner.checkpoint import list_checkpoints, load_checkpoint
 from robo_ppo.runner.trainer import Trainer
 
