@@ -217,9 +217,10 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
 
     if dist.is_main:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        _write_environment(run_dir)
     trainer = Trainer(cfg, run_dir, resume_state=state, dist=dist, wandb_run=wandb_run)
     try:
+        if dist.is_main:
+            _write_environment(run_dir, trainer.environments[-1])
         summary = trainer.train()
     finally:
         trainer.close()
@@ -274,12 +275,12 @@ def _train(cfg: DictConfig, run_dir: Path, state: Optional[dict], dist: DistCont
     return summary
 
 
-def _write_environment(run_dir: Path) -> None:
+def _write_environment(run_dir: Path, record: dict) -> None:
     """``environment.json``: the source commit, library versions and CPU this run trains on
-    (``robo_ppo.runner.provenance``), to tell apart two runs of one command that differ."""
-    from robo_ppo.runner.provenance import environment
-
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    (``robo_ppo.runner.provenance``), to tell apart two runs of one command that differ. ``record``
+    is the trainer's own for this part of the run (``Trainer.environments[-1]``), without its step."""
+    (run_dir / "environment.json").write_text(
+        json.dumps({k: v for k, v in record.items() if k != "from_step"}, indent=2))
 
 
 def _write_summary(run_dir: Path, summary: dict) -> None:
