@@ -20,7 +20,9 @@ Rows (control steps/s = env steps/s; one control step = 5 physics steps of 4 ms)
 * ``phases_mujoco``: where each second of a training iteration goes, from timers around
   ``Physics.step`` (physics), ``VecEnv.step`` minus physics (task: observation, rewards, resets),
   the rest of the rollout (policy: normalize, act, values, buffer writes, normalizer update) and
-  ``Trainer._update`` (GAE and the PPO update), with end-to-end SPS over ``raw_rollout`` SPS;
+  ``Trainer._update`` (GAE and the PPO update), with end-to-end SPS over ``raw_rollout`` SPS, and
+  MuJoCo's own stage timers over the same iterations (``mujoco_timers``: microseconds per call of
+  position, collision, narrow phase, constraint, ...; contacts and constraint rows per env);
 * ``update_cost`` (``--update-table``): the update and the rollout's policy forward per network size,
   epochs x minibatches and update threads (``steps/s``: samples per second of update).
 
@@ -129,6 +131,8 @@ def phases(overrides: list[str], iterations: int = 3, warmup: int = 1) -> dict[s
     timed(trainer.envs, "step", "env_step")
     per_iter: list[dict[str, float]] = []
     for i in range(warmup + iterations):
+        if i == warmup:
+            _reset_mujoco_timers(trainer.envs.physics)
         clock.update(physics=0.0, env_step=0.0)
         trainer.iteration += 1
         trainer.ppo.begin_iteration(trainer.iteration)
@@ -140,12 +144,41 @@ def phases(overrides: list[str], iterations: int = 3, warmup: int = 1) -> dict[s
         if i >= warmup:
             per_iter.append({"physics": clock["physics"], "task": clock["env_step"] - clock["physics"],
                              "policy": (t1 - t0) - clock["env_step"], "update": t2 - t1, "total": t2 - t0})
+    timers = _mujoco_timers(trainer.envs.physics)
     trainer.close()
     med = {k: statistics.median(p[k] for p in per_iter) for k in per_iter[0]}
     return {"kind": "phases_mujoco", "num_envs": int(cfg.algo.num_envs), "overrides": list(overrides),
             "seconds_per_iteration": {k: round(v, 3) for k, v in med.items()},
             "share": {k: round(v / med["total"], 3) for k, v in med.items() if k != "total"},
-            "e2e_sps": {"median": trainer.steps_per_iteration / med["total"]}}
+            "e2e_sps": {"median": trainer.steps_per_iteration / med["total"]}, "mujoco_timers": timers}
+
+
+def _reset_mujoco_timers(physics) -> None:
+    for d in getattr(physics, "datas", ()):
+        for t in d.timer:
+            t.duration, t.number = 0.0, 0
+
+
+def _mujoco_timers(physics) -> dict[str, Any] | None:
+    """Native MuJoCo's own stage timers (``MjData.timer``) summed over the envs: microseconds per call of each
+    pipeline stage that ran (``mj_step1`` / ``mj_step2`` run the stages without counting as ``step``), and the
+    envs' mean contacts and constraint rows at the end. None for an engine without ``MjData`` (MuJoCo Warp)."""
+    import mujoco
+    import numpy as np
+
+    datas = getattr(physics, "datas", None)
+    if not datas:
+        return None
+    stages = {}
+    for name, k in mujoco.mjtTimer.__members__.items():
+        if name == "mjNTIMER" or int(k) >= len(datas[0].timer):
+            continue
+        duration = sum(d.timer[int(k)].duration for d in datas)
+        number = sum(d.timer[int(k)].number for d in datas)
+        if number:
+            stages[name.removeprefix("mjTIMER_").lower()] = round(1e6 * duration / number, 2)
+    return {"us_per_call": stages, "ncon_mean": float(np.mean([d.ncon for d in datas])),
+            "nefc_mean": float(np.mean([d.nefc for d in datas]))}
 
 
 UPDATE_SIZES = [("128,128,128", "256,128,128"), ("128,128,128", "128,128,128"), ("128,128,128", "512,256,128"),
@@ -291,6 +324,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{r['num_minibatches']}, {r['update_threads']} threads; forward {r['forward_20_steps_s']:.2f} s")
         elif "seconds_per_iteration" in r:
             note = "  " + ", ".join(f"{k} {v:.2f} s" for k, v in r["seconds_per_iteration"].items())
+            if r.get("mujoco_timers"):
+                us, t = r["mujoco_timers"]["us_per_call"], r["mujoco_timers"]
+                note += (f"\n{'':>33}MuJoCo, us per call: " + ", ".join(
+                    f"{k} {us[k]:.1f}" for k in ("position", "pos_collision", "col_narrow", "constraint") if k in us)
+                    + f"; contacts {t['ncon_mean']:.1f}, constraint rows {t['nefc_mean']:.1f} per env")
         elif "e2e_over_raw" in r:
             note = f"  {100 * r['e2e_over_raw']:.0f}% of raw_rollout"
         print(f"{r['kind']:>16} {r['num_envs']:>6} {value:>9.0f}{note}")
